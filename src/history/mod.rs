@@ -1,0 +1,68 @@
+//! History sources: turn Kubernetes and Helm objects into `RevisionFact`s, and nothing else.
+//!
+//! Decoders are pure (object in, facts out) so that the kube watchers, the file source and the
+//! tests share them. A decoder never panics on bad input: it returns what it could decode plus one
+//! `DecodeProblem` per thing it had to skip, each naming the object it came from.
+
+use crate::model::{ObjectRef, RevisionFact};
+
+/// What one object decoded into.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub facts: Vec<RevisionFact>,
+    /// Parts that were skipped (a bad manifest document, an invalid field). The facts that could be
+    /// decoded are still returned.
+    pub problems: Vec<DecodeProblem>,
+}
+
+/// Something in an object from outside that rollcache could not use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{object}: {kind}: {message}")]
+pub struct DecodeProblem {
+    pub object: ObjectRef,
+    pub kind: ProblemKind,
+    pub message: String,
+}
+
+/// Low-cardinality classification of decode problems, used as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    Base64,
+    Gzip,
+    /// Decompressed payload over the cap.
+    TooLarge,
+    Json,
+    Yaml,
+    MissingField,
+    InvalidField,
+    UnknownKind,
+    InvalidImageRef,
+}
+
+impl ProblemKind {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ProblemKind::Base64 => "base64",
+            ProblemKind::Gzip => "gzip",
+            ProblemKind::TooLarge => "too_large",
+            ProblemKind::Json => "json",
+            ProblemKind::Yaml => "yaml",
+            ProblemKind::MissingField => "missing_field",
+            ProblemKind::InvalidField => "invalid_field",
+            ProblemKind::UnknownKind => "unknown_kind",
+            ProblemKind::InvalidImageRef => "invalid_image_ref",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.metric_label())
+    }
+}
+
+pub mod controller_revisions;
+pub mod helm;
+pub mod nodes;
+pub mod pods;
+pub mod replicasets;

@@ -1,0 +1,9 @@
+//! rollcache: keeps every image of every retained Kubernetes revision cached and pinned on each
+//! node, so that rollbacks work while the registry is unreachable.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod history;
+pub mod model;
+pub mod node;
+pub mod testbed;

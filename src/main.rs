@@ -1,0 +1,3 @@
+fn main() {
+    let _ = rollcache::node::cri_api::ImageSpec::default();
+}

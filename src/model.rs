@@ -1,0 +1,168 @@
+//! The domain model shared by history, inventory, plan and report: plain values, no I/O.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A workload as Kubernetes names it: the controller that owns the pods (Deployment, StatefulSet,
+/// DaemonSet, Job, CronJob), or a bare Pod / ReplicaSet that has no owner.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkloadId {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for WorkloadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Which kind of history object a fact came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    ReplicaSet,
+    ControllerRevision,
+    /// A Helm release stored as a Secret (`helm.sh/release.v1`) or ConfigMap (`owner=helm`).
+    HelmRelease,
+    Pod,
+    /// Objects read from a directory (`--from DIR`); the fact keeps the kind it was decoded as.
+    File,
+    /// `extra_images` from the config or a manual prefetch.
+    Config,
+}
+
+impl SourceKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SourceKind::ReplicaSet => "replicaset",
+            SourceKind::ControllerRevision => "controllerrevision",
+            SourceKind::HelmRelease => "helm",
+            SourceKind::Pod => "pod",
+            SourceKind::File => "file",
+            SourceKind::Config => "config",
+        }
+    }
+}
+
+/// The identity of one object a source watches (a ReplicaSet, a release Secret, a file, ...).
+/// Every fact is filed under the object it came from, so that deleting or re-listing that object
+/// replaces exactly its facts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// Kubernetes kind of the object (`ReplicaSet`, `Secret`, `ConfigMap`, ...).
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// One revision of one workload as one source object describes it. A Helm release yields one fact
+/// per workload in its manifest (and hooks); a ReplicaSet yields one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevisionFact {
+    pub source: SourceKind,
+    /// The object this fact was decoded from.
+    pub object: ObjectRef,
+    pub workload: WorkloadId,
+    /// Revision number within its source: `deployment.kubernetes.io/revision`, ControllerRevision
+    /// `revision`, Helm release `version`. None for pods and config.
+    pub revision: Option<i64>,
+    /// Creation time of the source object (seconds since the epoch), when known.
+    pub created: Option<i64>,
+    /// Helm release name when the workload belongs to a release.
+    pub helm_release: Option<String>,
+    /// Helm release status (`deployed`, `superseded`, `failed`, `pending-upgrade`, ...).
+    pub status: Option<String>,
+    /// The source says this revision is what runs now: a deployed Helm release, a running pod, a
+    /// ReplicaSet with replicas > 0.
+    pub current: bool,
+    pub template: PodTemplate,
+}
+
+/// What a pod template needs from a node, reduced to what rollcache acts on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PodTemplate {
+    /// Init containers first (with `init: true`), then containers, in manifest order.
+    pub containers: Vec<ContainerImage>,
+    /// Names of `imagePullSecrets` in the workload's namespace.
+    pub image_pull_secrets: Vec<String>,
+    /// `serviceAccountName` (its imagePullSecrets count too); None means `default`.
+    pub service_account: Option<String>,
+    pub scheduling: Scheduling,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ContainerImage {
+    pub name: String,
+    /// The image reference exactly as written in the template.
+    pub image: String,
+    /// `imagePullPolicy` as written (`Always`, `IfNotPresent`, `Never`), None when absent.
+    pub pull_policy: Option<String>,
+    pub init: bool,
+    /// For pods: `status.containerStatuses[].imageID`, the digest the container actually runs.
+    pub image_id: Option<String>,
+}
+
+/// Scheduling constraints that decide whether a pod could land on a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Scheduling {
+    pub node_name: Option<String>,
+    pub node_selector: BTreeMap<String, String>,
+    /// `affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms`
+    /// (ORed). Empty means no constraint.
+    pub required_terms: Vec<NodeSelectorTerm>,
+    pub tolerations: Vec<Toleration>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeSelectorTerm {
+    /// ANDed requirements on node labels.
+    pub match_expressions: Vec<NodeSelectorRequirement>,
+    /// ANDed requirements on node fields (only `metadata.name` exists).
+    pub match_fields: Vec<NodeSelectorRequirement>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeSelectorRequirement {
+    pub key: String,
+    /// `In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`, `Lt`.
+    pub operator: String,
+    pub values: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Toleration {
+    pub key: Option<String>,
+    /// `Exists` or `Equal` (the default when absent).
+    pub operator: Option<String>,
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule`, `NoExecute`; None tolerates every effect.
+    pub effect: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+/// This node as the plan sees it (from its Node object, or given on the command line).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+}
