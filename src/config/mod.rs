@@ -1,0 +1,437 @@
+//! One `Config` from file + env + flags (flags and env win over the file), validated with clear errors.
+//!
+//! The file is YAML (a ConfigMap mount in a cluster). Unknown keys are errors, so a typo never
+//! silently falls back to a default. Which options can change while running is stated per field;
+//! the others need a restart, and a reload that changes them says so.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub mod args;
+pub mod reload;
+
+pub use args::ConfigArgs;
+
+/// Default containerd socket, the kubelet's own.
+pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config option `{option}`: {message}")]
+    Invalid {
+        option: &'static str,
+        message: String,
+    },
+}
+
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// How the node's kubelet re-checks pull credentials for cached images (KEP-2535,
+/// `imagePullCredentialsVerificationPolicy`, Kubernetes >= 1.35).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum CredentialVerificationPolicy {
+    /// The kubelet's default: images pulled outside the kubelet (rollcache's) are trusted.
+    #[default]
+    NeverVerifyPreloadedImages,
+    /// Every pod with pull secrets goes to the registry, cached or not.
+    AlwaysVerify,
+    /// Like AlwaysVerify except for the images on `credential_verification_allowlist`.
+    NeverVerifyAllowlistedImages,
+    /// Credentials are never re-checked.
+    NeverVerify,
+}
+
+/// Which history sources are watched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    pub replicasets: bool,
+    pub controller_revisions: bool,
+    /// Helm releases stored as Secrets (needs get/list/watch on Secrets).
+    pub helm_secrets: bool,
+    /// Helm releases stored as ConfigMaps (`HELM_DRIVER=configmap`).
+    pub helm_configmaps: bool,
+    pub pods: bool,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        SourcesConfig {
+            replicasets: true,
+            controller_revisions: true,
+            helm_secrets: true,
+            helm_configmaps: true,
+            pods: true,
+        }
+    }
+}
+
+/// The resolved configuration every component reads. Tests construct it directly.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    /// This node's name (downward API `NODE_NAME`). Restart to change.
+    pub node_name: Option<String>,
+    /// containerd's socket, serving both CRI and containerd's own API. Restart to change.
+    pub containerd_socket: PathBuf,
+    /// Namespaces to watch; empty means all. Restart to change.
+    pub namespaces: Vec<String>,
+    /// Restart to change.
+    pub sources: SourcesConfig,
+    /// Read history from this directory instead of (or, with a cluster, besides) the API. Restart
+    /// to change.
+    pub from_dir: Option<PathBuf>,
+    /// Use the Kubernetes API at all (off for a pure directory source). Restart to change.
+    pub kubernetes: bool,
+    /// Hold every image regardless of scheduling constraints. Reloadable.
+    pub hold_everything: bool,
+    /// Images every node holds regardless of history (e.g. before an upgrade window). Reloadable.
+    pub extra_images: Vec<String>,
+    /// Pulls in flight at once. Reloadable.
+    pub max_concurrent_pulls: usize,
+    /// Deadline for one pull. Reloadable.
+    pub pull_timeout: Duration,
+    /// How long an image must be unneeded before its pin is removed. Reloadable.
+    pub unpin_grace: Duration,
+    /// No new pull starts while the image filesystem is fuller than this share (percent). Reloadable.
+    pub disk_budget_percent: u8,
+    /// Full resync period. Reloadable.
+    pub resync_interval: Duration,
+    /// Upper bound of the random delay before this node's first pulls (spreads a fleet). Reloadable.
+    pub start_jitter: Duration,
+    /// First retry delay after a failed pull; doubles per failure up to `backoff_max`. Reloadable.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Read imagePullSecrets (and service accounts') to pull private images. Restart to change.
+    pub use_pull_secrets: bool,
+    /// The node's kubelet credential verification policy. Reloadable.
+    pub credential_verification_policy: CredentialVerificationPolicy,
+    /// Images the kubelet's allowlist exempts (`NeverVerifyAllowlistedImages`); prefixes end in `*`.
+    pub credential_verification_allowlist: Vec<String>,
+    /// `/metrics`, `/healthz`, `/readyz`, `/status`. Restart to change.
+    pub metrics_addr: SocketAddr,
+    /// `POST /prefetch` (and `/status`); localhost-only by default. Restart to change.
+    pub admin_addr: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_name: None,
+            containerd_socket: PathBuf::from(DEFAULT_SOCKET),
+            namespaces: Vec::new(),
+            sources: SourcesConfig::default(),
+            from_dir: None,
+            kubernetes: true,
+            hold_everything: false,
+            extra_images: Vec::new(),
+            max_concurrent_pulls: 2,
+            pull_timeout: Duration::from_secs(600),
+            unpin_grace: Duration::from_secs(600),
+            disk_budget_percent: 80,
+            resync_interval: Duration::from_secs(300),
+            start_jitter: Duration::from_secs(10),
+            backoff_initial: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+            use_pull_secrets: true,
+            credential_verification_policy: CredentialVerificationPolicy::default(),
+            credential_verification_allowlist: Vec::new(),
+            metrics_addr: "0.0.0.0:9847".parse().expect("valid literal"),
+            admin_addr: "127.0.0.1:9848".parse().expect("valid literal"),
+        }
+    }
+}
+
+/// The config file: every key optional, unknown keys rejected.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub node_name: Option<String>,
+    pub containerd_socket: Option<PathBuf>,
+    pub namespaces: Option<Vec<String>>,
+    pub sources: Option<SourcesConfig>,
+    pub from_dir: Option<PathBuf>,
+    pub kubernetes: Option<bool>,
+    pub hold_everything: Option<bool>,
+    pub extra_images: Option<Vec<String>>,
+    pub max_concurrent_pulls: Option<usize>,
+    pub pull_timeout: Option<String>,
+    pub unpin_grace: Option<String>,
+    pub disk_budget_percent: Option<u8>,
+    pub resync_interval: Option<String>,
+    pub start_jitter: Option<String>,
+    pub backoff_initial: Option<String>,
+    pub backoff_max: Option<String>,
+    pub use_pull_secrets: Option<bool>,
+    pub credential_verification_policy: Option<CredentialVerificationPolicy>,
+    pub credential_verification_allowlist: Option<Vec<String>>,
+    pub metrics_addr: Option<String>,
+    pub admin_addr: Option<String>,
+}
+
+/// Config files larger than this are refused (a ConfigMap holds at most 1 MiB).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read_err)?.len();
+        if len > MAX_FILE_BYTES {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!("{len} bytes, more than the {MAX_FILE_BYTES} allowed"),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<FileConfig, String> {
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// Parse a duration such as `90s`, `10m`, `1h 30m` (humantime syntax).
+pub fn parse_duration(option: &'static str, value: &str) -> Result<Duration> {
+    humantime::parse_duration(value.trim()).map_err(|e| ConfigError::Invalid {
+        option,
+        message: format!("`{value}` is not a duration ({e}); write e.g. `30s`, `10m`, `1h`"),
+    })
+}
+
+pub(crate) fn parse_addr(option: &'static str, value: &str) -> Result<SocketAddr> {
+    value.trim().parse().map_err(|e| ConfigError::Invalid {
+        option,
+        message: format!("`{value}` is not an address ({e}); write e.g. `127.0.0.1:9848`"),
+    })
+}
+
+impl Config {
+    /// Lay the file's values over the defaults.
+    pub fn from_file(file: &FileConfig) -> Result<Config> {
+        let mut c = Config::default();
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = &file.$field { c.$field = v.clone(); } )* };
+        }
+        take!(
+            containerd_socket,
+            namespaces,
+            sources,
+            kubernetes,
+            hold_everything,
+            extra_images,
+            max_concurrent_pulls,
+            disk_budget_percent,
+            use_pull_secrets,
+            credential_verification_policy,
+            credential_verification_allowlist
+        );
+        c.node_name = file.node_name.clone();
+        c.from_dir = file.from_dir.clone();
+        macro_rules! duration {
+            ($($field:ident),*) => { $( if let Some(v) = &file.$field {
+                c.$field = parse_duration(stringify!($field), v)?;
+            } )* };
+        }
+        duration!(
+            pull_timeout,
+            unpin_grace,
+            resync_interval,
+            start_jitter,
+            backoff_initial,
+            backoff_max
+        );
+        if let Some(v) = &file.metrics_addr {
+            c.metrics_addr = parse_addr("metrics_addr", v)?;
+        }
+        if let Some(v) = &file.admin_addr {
+            c.admin_addr = parse_addr("admin_addr", v)?;
+        }
+        Ok(c)
+    }
+
+    /// Check cross-field rules; every message names the option and a fix.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |option, message: String| Err(ConfigError::Invalid { option, message });
+        if self.max_concurrent_pulls == 0 || self.max_concurrent_pulls > 64 {
+            return invalid(
+                "max_concurrent_pulls",
+                format!("{} is out of range 1..=64", self.max_concurrent_pulls),
+            );
+        }
+        if self.disk_budget_percent == 0 || self.disk_budget_percent > 100 {
+            return invalid(
+                "disk_budget_percent",
+                format!(
+                    "{} is out of range 1..=100 (keep it below the kubelet's image GC high threshold, 85 by default)",
+                    self.disk_budget_percent
+                ),
+            );
+        }
+        if self.pull_timeout < Duration::from_secs(1) {
+            return invalid("pull_timeout", "must be at least 1s".into());
+        }
+        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
+            return invalid(
+                "backoff_max",
+                format!(
+                    "backoff_initial ({:?}) must be > 0 and <= backoff_max ({:?})",
+                    self.backoff_initial, self.backoff_max
+                ),
+            );
+        }
+        if self.resync_interval < Duration::from_secs(1) {
+            return invalid("resync_interval", "must be at least 1s".into());
+        }
+        if !self.kubernetes && self.from_dir.is_none() {
+            return invalid(
+                "kubernetes",
+                "with the Kubernetes API off, `from_dir` must name a directory source".into(),
+            );
+        }
+        if self.metrics_addr == self.admin_addr {
+            return invalid(
+                "admin_addr",
+                format!(
+                    "must differ from metrics_addr ({}): the admin listener is separate",
+                    self.metrics_addr
+                ),
+            );
+        }
+        for ns in &self.namespaces {
+            if ns.is_empty()
+                || ns.len() > 63
+                || !ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return invalid("namespaces", format!("`{ns}` is not a namespace name"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of options whose change a reload cannot apply (they need a restart).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        macro_rules! cmp {
+            ($($field:ident),*) => { $( if self.$field != new.$field { v.push(stringify!($field)); } )* };
+        }
+        cmp!(
+            node_name,
+            containerd_socket,
+            namespaces,
+            sources,
+            from_dir,
+            kubernetes,
+            use_pull_secrets,
+            metrics_addr,
+            admin_addr
+        );
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_file(&FileConfig::parse("").unwrap()).unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn file_values_and_durations() {
+        let f = FileConfig::parse(
+            "extra_images: [busybox:1.36]\nunpin_grace: 90s\nmax_concurrent_pulls: 4\nsources:\n  pods: false\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&f).unwrap();
+        assert_eq!(c.extra_images, vec!["busybox:1.36"]);
+        assert_eq!(c.unpin_grace, Duration::from_secs(90));
+        assert_eq!(c.max_concurrent_pulls, 4);
+        assert!(!c.sources.pods);
+        assert!(
+            c.sources.helm_secrets,
+            "unset source keys keep their default"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = FileConfig::parse("extra_image: [x]\n").unwrap_err();
+        assert!(e.contains("extra_image"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_option() {
+        let f = FileConfig::parse("unpin_grace: soon\n").unwrap();
+        let e = Config::from_file(&f).unwrap_err().to_string();
+        assert!(e.contains("unpin_grace") && e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn validation_rules() {
+        let bad = [
+            Config {
+                max_concurrent_pulls: 0,
+                ..Config::default()
+            },
+            Config {
+                disk_budget_percent: 101,
+                ..Config::default()
+            },
+            Config {
+                kubernetes: false,
+                ..Config::default()
+            },
+            Config {
+                admin_addr: Config::default().metrics_addr,
+                ..Config::default()
+            },
+            Config {
+                namespaces: vec!["Bad_NS".into()],
+                ..Config::default()
+            },
+            Config {
+                backoff_initial: Duration::from_secs(10),
+                backoff_max: Duration::from_secs(1),
+                ..Config::default()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn restart_only_changes_are_named() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.extra_images.push("x".into());
+        assert!(a.restart_only_changes(&b).is_empty());
+        b.containerd_socket = "/other.sock".into();
+        assert_eq!(a.restart_only_changes(&b), vec!["containerd_socket"]);
+    }
+}
