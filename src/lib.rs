@@ -8,3 +8,4 @@ pub mod history;
 pub mod model;
 pub mod node;
 pub mod testbed;
+pub mod metrics;
