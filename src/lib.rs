@@ -5,7 +5,8 @@
 
 pub mod config;
 pub mod history;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod testbed;
-pub mod metrics;

@@ -58,7 +58,6 @@ pub struct Metrics {
     pub prefetch_requests: Family<ResultLabel, Counter>,
 }
 
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -177,7 +176,11 @@ impl Metrics {
             Unit::Seconds,
             m.last_reconcile_timestamp.clone(),
         );
-        r.register("reconciles", "Reconcile passes by result", m.reconciles.clone());
+        r.register(
+            "reconciles",
+            "Reconcile passes by result",
+            m.reconciles.clone(),
+        );
         r.register(
             "runtime_can_pin",
             "1 when the container runtime honours the pinned label",

@@ -1,0 +1,205 @@
+//! HTTP: `/metrics`, `/healthz`, `/readyz`, `/status` on the metrics listener; `POST /prefetch` (and
+//! `/status`) on the admin listener, bound to localhost by default.
+//!
+//! Routers are public so tests drive them without a port. Handlers only translate HTTP: the
+//! prefetch itself is a command sent to the reconcile loop, which answers what it queued.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metrics::Metrics;
+
+/// What `POST /prefetch` accepts. Exactly one scope: everything (empty body or `{}`), a namespace,
+/// a workload, or explicit images.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefetchRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `KIND/NAME` or `NAME` (any kind), within `namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+}
+
+/// Most images one request may name.
+pub const MAX_PREFETCH_IMAGES: usize = 1000;
+/// Largest request body accepted by the admin API.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+impl PrefetchRequest {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workload.is_some() && self.namespace.is_none() {
+            return Err("`workload` needs `namespace`".into());
+        }
+        if !self.images.is_empty() && (self.namespace.is_some() || self.workload.is_some()) {
+            return Err("give either `images` or a `namespace`/`workload` scope, not both".into());
+        }
+        if self.images.len() > MAX_PREFETCH_IMAGES {
+            return Err(format!(
+                "{} images named; at most {MAX_PREFETCH_IMAGES} per request",
+                self.images.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the reconcile loop answers to a prefetch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefetchAccepted {
+    /// Images queued for pull (or already present and now pinned), canonical references.
+    pub images: Vec<String>,
+    /// Images already present.
+    pub already_present: usize,
+}
+
+/// A prefetch handed to the reconcile loop; the loop replies once it has queued the work.
+#[derive(Debug)]
+pub struct PrefetchCommand {
+    pub request: PrefetchRequest,
+    pub reply: oneshot::Sender<Result<PrefetchAccepted, String>>,
+}
+
+/// Liveness and readiness as the daemon decides them.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The runtime answered and every enabled source has synced once.
+    pub ready: AtomicBool,
+}
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// The latest readiness report, as JSON.
+    pub status: watch::Receiver<Arc<serde_json::Value>>,
+    pub prefetch: mpsc::Sender<PrefetchCommand>,
+}
+
+/// `/metrics`, `/healthz`, `/readyz`, `/status`.
+pub fn metrics_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+/// `POST /prefetch`, `/status`.
+pub fn admin_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/prefetch", post(prefetch))
+        .route("/status", get(status))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(s): State<HttpState>) -> Response {
+    if s.health.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: runtime unreachable or a source has not synced yet (see /status)\n",
+        )
+            .into_response()
+    }
+}
+
+async fn status(State(s): State<HttpState>) -> Response {
+    let report = s.status.borrow().clone();
+    Json(&*report).into_response()
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// How long a prefetch waits for the reconcile loop to take it.
+const PREFETCH_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn prefetch(State(s): State<HttpState>, body: axum::body::Bytes) -> Response {
+    let request: PrefetchRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PrefetchRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                Metrics::result(&s.metrics.prefetch_requests, "invalid");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid request body: {e}"),
+                );
+            }
+        }
+    };
+    if let Err(e) = request.validate() {
+        Metrics::result(&s.metrics.prefetch_requests, "invalid");
+        return error(StatusCode::BAD_REQUEST, e);
+    }
+    let (reply, rx) = oneshot::channel();
+    let cmd = PrefetchCommand { request, reply };
+    if s.prefetch.try_send(cmd).is_err() {
+        Metrics::result(&s.metrics.prefetch_requests, "busy");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reconcile loop is busy or stopping; try again",
+        );
+    }
+    match tokio::time::timeout(PREFETCH_REPLY_TIMEOUT, rx).await {
+        Ok(Ok(Ok(accepted))) => {
+            Metrics::result(&s.metrics.prefetch_requests, "accepted");
+            (StatusCode::ACCEPTED, Json(accepted)).into_response()
+        }
+        Ok(Ok(Err(e))) => {
+            Metrics::result(&s.metrics.prefetch_requests, "rejected");
+            error(StatusCode::UNPROCESSABLE_ENTITY, e)
+        }
+        Ok(Err(_)) | Err(_) => {
+            Metrics::result(&s.metrics.prefetch_requests, "timeout");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the reconcile loop did not answer in time",
+            )
+        }
+    }
+}
+
+/// Serve `router` on `addr` until `shutdown` fires.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The HTTP routers driven in-process: metrics, health, readiness, and the admin prefetch API with
+//! hostile input.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use rollcache::http::{
+    Health, HttpState, PrefetchAccepted, PrefetchCommand, admin_router, metrics_router,
+};
+use rollcache::metrics::Metrics;
+use tokio::sync::{mpsc, watch};
+use tower::ServiceExt;
+
+fn state() -> (HttpState, mpsc::Receiver<PrefetchCommand>) {
+    let (tx, rx) = mpsc::channel(4);
+    let (_s, status) = watch::channel(Arc::new(serde_json::json!({"revisions": []})));
+    std::mem::forget(_s);
+    (
+        HttpState {
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+            status,
+            prefetch: tx,
+        },
+        rx,
+    )
+}
+
+async fn call(router: axum::Router, req: Request<Body>) -> (StatusCode, String) {
+    let resp = router.oneshot(req).await.unwrap();
+    let code = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn post(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/prefetch")
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_health_and_readiness() {
+    let (s, _rx) = state();
+    let (code, text) = call(metrics_router(s.clone()), get("/metrics")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(text.contains("rollcache_images_desired"), "{text}");
+    assert_eq!(
+        call(metrics_router(s.clone()), get("/healthz")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(metrics_router(s.clone()), get("/readyz")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    s.health.ready.store(true, Ordering::Relaxed);
+    assert_eq!(
+        call(metrics_router(s.clone()), get("/readyz")).await.0,
+        StatusCode::OK
+    );
+    let (code, text) = call(metrics_router(s), get("/status")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(text, r#"{"revisions":[]}"#);
+}
+
+#[tokio::test]
+async fn prefetch_is_not_on_the_metrics_listener() {
+    let (s, _rx) = state();
+    let (code, _) = call(metrics_router(s), post("{}")).await;
+    assert_ne!(code, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn prefetch_rejects_hostile_input() {
+    let (s, mut rx) = state();
+    let many: Vec<String> = (0..1001).map(|i| format!("img{i}")).collect();
+    let cases = [
+        ("not json".to_string(), StatusCode::BAD_REQUEST),
+        (r#"{"imagez":["a"]}"#.to_string(), StatusCode::BAD_REQUEST),
+        (r#"{"workload":"x"}"#.to_string(), StatusCode::BAD_REQUEST),
+        (
+            r#"{"namespace":"a","images":["b"]}"#.to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            serde_json::json!({ "images": many }).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!(r#"{{"images":["{}"]}}"#, "a".repeat(300 * 1024)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (body, want) in cases {
+        let (code, text) = call(admin_router(s.clone()), post(body.clone())).await;
+        assert_eq!(code, want, "{}: {text}", &body[..body.len().min(60)]);
+    }
+    assert!(
+        rx.try_recv().is_err(),
+        "no invalid request reaches the loop"
+    );
+    let metrics = s.metrics.encode();
+    assert!(
+        metrics.contains("rollcache_prefetch_requests_total{result=\"invalid\"} 5"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn prefetch_goes_to_the_loop_and_returns_its_answer() {
+    let (s, mut rx) = state();
+    let lp = tokio::spawn(async move {
+        let cmd = rx.recv().await.unwrap();
+        assert_eq!(cmd.request.images, vec!["busybox:1.36"]);
+        cmd.reply
+            .send(Ok(PrefetchAccepted {
+                images: vec!["docker.io/library/busybox:1.36".into()],
+                already_present: 0,
+            }))
+            .unwrap();
+        // A second request the loop refuses.
+        let cmd = rx.recv().await.unwrap();
+        cmd.reply.send(Err("unknown workload".into())).unwrap();
+    });
+    let (code, text) = call(
+        admin_router(s.clone()),
+        post(r#"{"images":["busybox:1.36"]}"#),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    assert!(text.contains("docker.io/library/busybox:1.36"));
+    let (code, text) = call(
+        admin_router(s.clone()),
+        post(r#"{"namespace":"a","workload":"Deployment/x"}"#),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(text.contains("unknown workload"));
+    lp.await.unwrap();
+    // With the loop gone, the API says so instead of hanging.
+    let (code, _) = call(admin_router(s), post("")).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+}
