@@ -9,4 +9,5 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod reconcile;
 pub mod testbed;
