@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod reconcile;
+pub mod report;
 pub mod testbed;
