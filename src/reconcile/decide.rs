@@ -449,7 +449,7 @@ mod tests {
         assert!(d.pull.is_empty(), "image and registry both back off: {d:?}");
         assert!(matches!(d.waiting[1].1, Waiting::RegistryBackoff { .. }));
         let d = decide(
-            &[w.clone()],
+            std::slice::from_ref(&w),
             &[],
             &mut s,
             &p,
