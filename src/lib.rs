@@ -12,3 +12,4 @@ pub mod node;
 pub mod reconcile;
 pub mod report;
 pub mod testbed;
+pub mod client;

@@ -487,3 +487,142 @@ mod tests {
         assert_eq!(report.workloads[0].revisions[0].readiness, None);
     }
 }
+
+/// A history source's health as `/status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceHealth {
+    pub source: String,
+    pub synced: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub objects: usize,
+    pub problems: u64,
+}
+
+/// Disk usage of the image filesystem against the budget.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiskHealth {
+    pub used_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<u64>,
+    pub budget_percent: u8,
+    pub over_budget: bool,
+}
+
+/// Everything `GET /status` returns and `rollcache status` prints.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: String,
+    /// Unix seconds.
+    pub generated_at: i64,
+    pub runtime_reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_error: Option<String>,
+    pub can_pin: bool,
+    pub sources: Vec<SourceHealth>,
+    pub disk: DiskHealth,
+    pub images_desired: usize,
+    pub images_present: usize,
+    pub images_pinned: usize,
+    #[serde(flatten)]
+    pub report: Report,
+}
+
+/// The readiness table for people.
+pub fn render_table(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let summary: Vec<String> = s
+        .report
+        .summary
+        .iter()
+        .map(|(r, n)| format!("{n} {}", r.as_str()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "node {}: {} of {} desired images present, {} pinned; revisions: {}",
+        if s.node.is_empty() { "-" } else { &s.node },
+        s.images_present,
+        s.images_desired,
+        s.images_pinned,
+        if summary.is_empty() {
+            "none".to_string()
+        } else {
+            summary.join(", ")
+        }
+    );
+    if !s.runtime_reachable {
+        let _ = writeln!(
+            out,
+            "runtime: UNREACHABLE {}",
+            s.runtime_error.as_deref().unwrap_or("")
+        );
+    } else if !s.can_pin {
+        let _ = writeln!(
+            out,
+            "runtime: cannot pin images (needs containerd >= 1.7.10 or 2.x): kubelet GC may delete cached images"
+        );
+    }
+    for src in s.sources.iter().filter(|src| !src.synced || src.error.is_some()) {
+        let _ = writeln!(
+            out,
+            "source {}: {}{}",
+            src.source,
+            if src.synced { "synced" } else { "NOT SYNCED" },
+            src.error
+                .as_deref()
+                .map(|e| format!(", error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if s.disk.over_budget {
+        let _ = writeln!(
+            out,
+            "disk: image filesystem above the {}% budget: new pulls are held back",
+            s.disk.budget_percent
+        );
+    }
+    let mut rows = vec![[
+        "WORKLOAD".to_string(),
+        "REVISION".into(),
+        "STATUS".into(),
+        "READINESS".into(),
+        "WHY".into(),
+    ]];
+    for w in &s.report.workloads {
+        let name = format!("{}/{}/{}", w.kind, w.namespace, w.name);
+        for r in &w.revisions {
+            let mut rev = r.revision.map(|n| n.to_string()).unwrap_or("-".into());
+            if let (Some(rel), Some(h)) = (&w.helm_release, r.helm_revision) {
+                rev = format!("{rev} (helm {rel} v{h})");
+            }
+            let status = match (&r.status, r.current) {
+                (Some(st), true) => format!("{st}, current"),
+                (Some(st), false) => st.clone(),
+                (None, true) => "current".into(),
+                (None, false) => "retained".into(),
+            };
+            let (readiness, why) = match (&r.readiness, &r.not_here) {
+                (Some(rd), _) => (
+                    rd.as_str().to_string(),
+                    r.reasons.first().cloned().unwrap_or_default(),
+                ),
+                (None, Some(n)) => ("not_on_this_node".into(), n.clone()),
+                (None, None) => ("-".into(), String::new()),
+            };
+            rows.push([name.clone(), rev, status, readiness, why]);
+        }
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (c, w) in widths.iter().enumerate() {
+            let _ = write!(line, "{:<w$}  ", r[c], w = *w);
+        }
+        line.push_str(&r[4]);
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}
