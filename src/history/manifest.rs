@@ -99,6 +99,8 @@ pub fn parse(doc: &str) -> Result<Value, String> {
             max_depth: 100,
             max_total_scalar_bytes: doc.len().max(1024),
         },
+        // YAML 1.1 would read `n`, `y`, `on`, `off` as booleans; names and labels want the text.
+        strict_booleans: true,
     };
     serde_saphyr::from_str_with_options::<Value>(doc, options).map_err(|e| compact(&e.to_string()))
 }
