@@ -62,7 +62,11 @@ impl std::fmt::Display for ProblemKind {
 }
 
 pub mod controller_revisions;
+pub mod files;
 pub mod helm;
+pub mod manifest;
+pub mod meta;
 pub mod nodes;
 pub mod pods;
 pub mod replicasets;
+pub mod template;

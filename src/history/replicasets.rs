@@ -3,8 +3,79 @@
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 
-use super::Decoded;
+use super::{DecodeProblem, Decoded, ProblemKind, meta, template};
+use crate::model::{RevisionFact, SourceKind, WorkloadId};
 
-pub fn decode(_rs: &ReplicaSet) -> Decoded {
-    Decoded::default()
+/// The annotation the Deployment controller numbers its ReplicaSets with.
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+
+pub fn decode(rs: &ReplicaSet) -> Decoded {
+    let object = meta::object_ref("ReplicaSet", &rs.metadata);
+    let mut out = Decoded::default();
+    let Some(pod_spec) = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.spec.as_ref())
+    else {
+        out.problems.push(DecodeProblem {
+            object,
+            kind: ProblemKind::MissingField,
+            message: "no spec.template.spec; the ReplicaSet is skipped".into(),
+        });
+        return out;
+    };
+    // An owned ReplicaSet is one revision of its Deployment (or another controller); a bare one
+    // is its own workload.
+    let workload = match meta::controller_owner(&rs.metadata) {
+        Some(owner) => WorkloadId {
+            kind: owner.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: owner.name.clone(),
+        },
+        None => WorkloadId {
+            kind: "ReplicaSet".into(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+        },
+    };
+    let revision = match rs
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION_ANNOTATION))
+    {
+        None => None,
+        Some(text) => match text.trim().parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                out.problems.push(DecodeProblem {
+                    object: object.clone(),
+                    kind: ProblemKind::InvalidField,
+                    message: format!(
+                        "annotation {REVISION_ANNOTATION}={text:?} is not a number; \
+                         the revision is kept without a number"
+                    ),
+                });
+                None
+            }
+        },
+    };
+    // The API server defaults spec.replicas to 1; old revisions are scaled to 0.
+    let desired = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let running = rs.status.as_ref().map_or(0, |s| s.replicas);
+    let (template, problems) = template::from_pod_spec(pod_spec, &object);
+    out.problems.extend(problems);
+    out.facts.push(RevisionFact {
+        source: SourceKind::ReplicaSet,
+        created: meta::created(&rs.metadata),
+        object,
+        workload,
+        revision,
+        helm_release: None,
+        status: None,
+        current: desired > 0 || running > 0,
+        template,
+    });
+    out
 }
