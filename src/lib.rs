@@ -7,3 +7,6 @@ pub mod history;
 pub mod model;
 pub mod node;
 pub mod testbed;
+pub mod credentials;
+pub mod image_ref;
+pub mod inventory;
