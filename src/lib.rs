@@ -10,3 +10,5 @@ pub mod testbed;
 pub mod credentials;
 pub mod image_ref;
 pub mod inventory;
+pub mod plan;
+pub mod plan_view;
