@@ -6,7 +6,7 @@
 //! images, effective pull policies, pull secrets, scheduling); a pod joins the revision of the
 //! ReplicaSet that owns it, or else the revision with the same images.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -243,6 +243,24 @@ struct RevBuilder {
     created_main: Option<i64>,
     created_pods: Option<i64>,
     helm_status: Option<(i64, String)>,
+    /// Which fact the template (images as written, scheduling, secrets order) comes from:
+    /// controller objects first, then Helm, then others, then pods; ties by object. Keeps the
+    /// result independent of the order facts arrive in.
+    template_from: (u8, ObjectRef),
+    secrets: BTreeSet<String>,
+    service_accounts: BTreeSet<String>,
+    releases: BTreeSet<String>,
+}
+
+impl Class {
+    fn preference(self) -> u8 {
+        match self {
+            Class::Controller { .. } => 0,
+            Class::Helm => 1,
+            Class::Other => 2,
+            Class::Pod => 3,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -317,31 +335,12 @@ impl Builder {
         let w = self.workloads.entry(fact.workload.clone()).or_default();
         if let Some(rel) = &fact.helm_release {
             let v = (class == Class::Helm).then_some(fact.revision).flatten();
-            if w.helm_release.as_ref().is_none_or(|(old, _)| v >= *old) {
-                w.helm_release = Some((v, rel.clone()));
+            let cand = (v, rel.clone());
+            if w.helm_release.as_ref().is_none_or(|old| cand > *old) {
+                w.helm_release = Some(cand);
             }
         }
-        let rb = w.revisions.entry(template).or_insert_with(|| RevBuilder {
-            rev: Revision {
-                key,
-                number: None,
-                helm_release: None,
-                helm_versions: Vec::new(),
-                created: None,
-                current: false,
-                status: None,
-                sources: Vec::new(),
-                images,
-                pull_secrets: secrets,
-                service_account: None,
-                scheduling: fact.template.scheduling.clone(),
-            },
-            has_cr: false,
-            created_main: None,
-            created_pods: None,
-            helm_status: None,
-        });
-        rb.add_source(fact, class);
+        upsert(w, key, fact, class, images, secrets, scheduling);
     }
 
     fn index_images(&mut self) {
@@ -405,27 +404,7 @@ impl Builder {
             template,
         };
         let w = self.workloads.entry(fact.workload.clone()).or_default();
-        let rb = w.revisions.entry(template).or_insert_with(|| RevBuilder {
-            rev: Revision {
-                key,
-                number: None,
-                helm_release: None,
-                helm_versions: Vec::new(),
-                created: None,
-                current: false,
-                status: None,
-                sources: Vec::new(),
-                images,
-                pull_secrets: secrets,
-                service_account: None,
-                scheduling,
-            },
-            has_cr: false,
-            created_main: None,
-            created_pods: None,
-            helm_status: None,
-        });
-        rb.add_source(fact, Class::Pod);
+        upsert(w, key, fact, Class::Pod, images, secrets, norm);
     }
 
     fn finish(&mut self) -> Inventory {
@@ -446,9 +425,20 @@ impl Builder {
                     rb.rev.created = rb.created_main.or(rb.created_pods);
                     rb.rev.helm_versions.sort_unstable_by(|a, b| b.cmp(a));
                     rb.rev.helm_versions.dedup();
-                    if let Some((_, s)) = rb.helm_status {
-                        rb.rev.status = Some(s);
+                    rb.rev.sources.sort_by(|a, b| (a.kind, &a.object).cmp(&(b.kind, &b.object)));
+                    rb.rev.status = match rb.helm_status {
+                        Some((_, s)) => Some(s),
+                        None => rb.rev.sources.iter().find_map(|s| s.status.clone()),
+                    };
+                    for s in rb.secrets {
+                        if !rb.rev.pull_secrets.contains(&s) {
+                            rb.rev.pull_secrets.push(s);
+                        }
                     }
+                    if rb.rev.service_account.is_none() {
+                        rb.rev.service_account = rb.service_accounts.into_iter().next();
+                    }
+                    rb.rev.helm_release = rb.releases.into_iter().next();
                     rb.rev
                 })
                 .collect();
@@ -463,6 +453,58 @@ impl Builder {
         }
         Inventory { workloads }
     }
+}
+
+fn upsert(
+    w: &mut WorkloadBuilder,
+    key: RevisionKey,
+    fact: &RevisionFact,
+    class: Class,
+    images: Vec<ImageUse>,
+    secrets: Vec<String>,
+    scheduling: Scheduling,
+) {
+    use std::collections::hash_map::Entry;
+    let from = (class.preference(), fact.object.clone());
+    let rb = match w.revisions.entry(key.template) {
+        Entry::Vacant(v) => v.insert(RevBuilder {
+            rev: Revision {
+                key,
+                number: None,
+                helm_release: None,
+                helm_versions: Vec::new(),
+                created: None,
+                current: false,
+                status: None,
+                sources: Vec::new(),
+                images,
+                pull_secrets: secrets,
+                service_account: fact.template.service_account.clone().filter(|s| !s.is_empty()),
+                scheduling,
+            },
+            has_cr: false,
+            created_main: None,
+            created_pods: None,
+            helm_status: None,
+            template_from: from,
+            secrets: BTreeSet::new(),
+            service_accounts: BTreeSet::new(),
+            releases: BTreeSet::new(),
+        }),
+        Entry::Occupied(o) => {
+            let rb = o.into_mut();
+            if from < rb.template_from {
+                rb.template_from = from;
+                rb.rev.images = images;
+                rb.rev.pull_secrets = secrets;
+                rb.rev.scheduling = scheduling;
+                rb.rev.service_account =
+                    fact.template.service_account.clone().filter(|s| !s.is_empty());
+            }
+            rb
+        }
+    };
+    rb.add_source(fact, class);
 }
 
 impl RevBuilder {
@@ -487,24 +529,14 @@ impl RevBuilder {
             }
             Class::Pod | Class::Other => {}
         }
-        if r.helm_release.is_none() {
-            r.helm_release.clone_from(&fact.helm_release);
+        if let Some(rel) = &fact.helm_release {
+            self.releases.insert(rel.clone());
         }
-        if r.status.is_none() {
-            r.status.clone_from(&fact.status);
+        if let Some(sa) = fact.template.service_account.as_ref().filter(|s| !s.is_empty()) {
+            self.service_accounts.insert(sa.clone());
         }
-        if r.service_account.is_none() {
-            r.service_account = fact
-                .template
-                .service_account
-                .clone()
-                .filter(|s| !s.is_empty());
-        }
-        for s in &fact.template.image_pull_secrets {
-            if !r.pull_secrets.contains(s) {
-                r.pull_secrets.push(s.clone());
-            }
-        }
+        self.secrets
+            .extend(fact.template.image_pull_secrets.iter().filter(|s| !s.is_empty()).cloned());
         r.current |= fact.current;
         let slot = if class == Class::Pod {
             &mut self.created_pods
