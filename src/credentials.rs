@@ -505,8 +505,14 @@ mod tests {
     fn keys_are_normalised_like_the_kubelet() {
         let cases = [
             ("https://index.docker.io/v1/", Some("index.docker.io")),
-            ("http://registry.example.com/v2/team", Some("registry.example.com/team")),
-            ("registry.example.com:5000", Some("registry.example.com:5000")),
+            (
+                "http://registry.example.com/v2/team",
+                Some("registry.example.com/team"),
+            ),
+            (
+                "registry.example.com:5000",
+                Some("registry.example.com:5000"),
+            ),
             ("quay.io/org/", Some("quay.io/org/")),
             ("host:abc", None),
             ("", None),

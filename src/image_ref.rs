@@ -44,7 +44,9 @@ impl ImageRef {
             reason,
         };
         if s.is_empty() {
-            return Err(fail("repository name must have at least one component".into()));
+            return Err(fail(
+                "repository name must have at least one component".into(),
+            ));
         }
         if s.len() == 64 && s.bytes().all(is_lower_hex) {
             return Err(fail(
@@ -54,7 +56,9 @@ impl ImageRef {
         let (domain, remainder) = split_docker_domain(s);
         let remote = remainder.split(':').next().unwrap_or_default();
         if remote.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(fail(format!("repository name ({remote}) must be lowercase")));
+            return Err(fail(format!(
+                "repository name ({remote}) must be lowercase"
+            )));
         }
         let mut r = parse_full(&format!("{domain}/{remainder}")).map_err(fail)?;
         if r.tag.is_none() && r.digest.is_none() {

@@ -211,7 +211,9 @@ impl Inventory {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
     /// ReplicaSet (`cr: false`) or ControllerRevision (`cr: true`).
-    Controller { cr: bool },
+    Controller {
+        cr: bool,
+    },
     Helm,
     Pod,
     Other,
@@ -425,7 +427,9 @@ impl Builder {
                     rb.rev.created = rb.created_main.or(rb.created_pods);
                     rb.rev.helm_versions.sort_unstable_by(|a, b| b.cmp(a));
                     rb.rev.helm_versions.dedup();
-                    rb.rev.sources.sort_by(|a, b| (a.kind, &a.object).cmp(&(b.kind, &b.object)));
+                    rb.rev
+                        .sources
+                        .sort_by(|a, b| (a.kind, &a.object).cmp(&(b.kind, &b.object)));
                     rb.rev.status = match rb.helm_status {
                         Some((_, s)) => Some(s),
                         None => rb.rev.sources.iter().find_map(|s| s.status.clone()),
@@ -442,9 +446,7 @@ impl Builder {
                     rb.rev
                 })
                 .collect();
-            revisions.sort_by(|a, b| {
-                (recency(b), b.key.template).cmp(&(recency(a), a.key.template))
-            });
+            revisions.sort_by_key(|r| std::cmp::Reverse((recency(r), r.key.template)));
             workloads.push(Workload {
                 id,
                 helm_release: wb.helm_release.map(|(_, r)| r),
@@ -479,7 +481,11 @@ fn upsert(
                 sources: Vec::new(),
                 images,
                 pull_secrets: secrets,
-                service_account: fact.template.service_account.clone().filter(|s| !s.is_empty()),
+                service_account: fact
+                    .template
+                    .service_account
+                    .clone()
+                    .filter(|s| !s.is_empty()),
                 scheduling,
             },
             has_cr: false,
@@ -498,8 +504,11 @@ fn upsert(
                 rb.rev.images = images;
                 rb.rev.pull_secrets = secrets;
                 rb.rev.scheduling = scheduling;
-                rb.rev.service_account =
-                    fact.template.service_account.clone().filter(|s| !s.is_empty());
+                rb.rev.service_account = fact
+                    .template
+                    .service_account
+                    .clone()
+                    .filter(|s| !s.is_empty());
             }
             rb
         }
@@ -532,11 +541,21 @@ impl RevBuilder {
         if let Some(rel) = &fact.helm_release {
             self.releases.insert(rel.clone());
         }
-        if let Some(sa) = fact.template.service_account.as_ref().filter(|s| !s.is_empty()) {
+        if let Some(sa) = fact
+            .template
+            .service_account
+            .as_ref()
+            .filter(|s| !s.is_empty())
+        {
             self.service_accounts.insert(sa.clone());
         }
-        self.secrets
-            .extend(fact.template.image_pull_secrets.iter().filter(|s| !s.is_empty()).cloned());
+        self.secrets.extend(
+            fact.template
+                .image_pull_secrets
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned(),
+        );
         r.current |= fact.current;
         let slot = if class == Class::Pod {
             &mut self.created_pods
@@ -565,7 +584,8 @@ fn recency(r: &Revision) -> (Option<i64>, Option<i64>, Option<i64>) {
     (
         r.number,
         r.helm_versions.iter().copied().max(),
-        r.created.or_else(|| r.sources.iter().filter_map(|s| s.created).min()),
+        r.created
+            .or_else(|| r.sources.iter().filter_map(|s| s.created).min()),
     )
 }
 
@@ -603,9 +623,7 @@ fn normalise_scheduling(s: &Scheduling) -> Scheduling {
         .iter()
         .map(|t| crate::model::Toleration {
             key: none_if_empty(&t.key),
-            operator: Some(
-                none_if_empty(&t.operator).unwrap_or_else(|| "Equal".to_owned()),
-            ),
+            operator: Some(none_if_empty(&t.operator).unwrap_or_else(|| "Equal".to_owned())),
             value: none_if_empty(&t.value),
             effect: none_if_empty(&t.effect),
         })

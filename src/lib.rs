@@ -3,12 +3,12 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod history;
-pub mod model;
-pub mod node;
-pub mod testbed;
 pub mod credentials;
+pub mod history;
 pub mod image_ref;
 pub mod inventory;
+pub mod model;
+pub mod node;
 pub mod plan;
 pub mod plan_view;
+pub mod testbed;

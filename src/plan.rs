@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::credentials::SecretRef;
 use crate::image_ref::ImageRef;
 use crate::inventory::{Inventory, PullPolicy, Revision, RevisionKey};
-use crate::model::{NodeFacts, NodeSelectorRequirement, NodeSelectorTerm, Scheduling, Taint, Toleration};
+use crate::model::{
+    NodeFacts, NodeSelectorRequirement, NodeSelectorTerm, Scheduling, Taint, Toleration,
+};
 
 /// What the plan needs from the configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,7 +192,10 @@ pub fn plan(
                 (PRIORITY_CURRENT, None)
             } else {
                 rank += 1;
-                (PRIORITY_RETAINED_BASE.saturating_add(rank - 1), Some(rank - 1))
+                (
+                    PRIORITY_RETAINED_BASE.saturating_add(rank - 1),
+                    Some(rank - 1),
+                )
             };
             let verdict = if cfg.hold_everything {
                 Ok(())
@@ -223,7 +228,11 @@ pub fn plan(
                 images: rev
                     .images
                     .iter()
-                    .map(|u| u.image.as_ref().map_or_else(|| u.written.clone(), ImageRef::canonical))
+                    .map(|u| {
+                        u.image
+                            .as_ref()
+                            .map_or_else(|| u.written.clone(), ImageRef::canonical)
+                    })
                     .collect(),
             });
         }
@@ -266,18 +275,28 @@ pub fn plan(
         })
         .collect();
     images.sort_by(|a, b| {
-        (a.priority, a.size_bytes.is_none(), a.size_bytes, &a.reference).cmp(&(
-            b.priority,
-            b.size_bytes.is_none(),
-            b.size_bytes,
-            &b.reference,
-        ))
+        (
+            a.priority,
+            a.size_bytes.is_none(),
+            a.size_bytes,
+            &a.reference,
+        )
+            .cmp(&(
+                b.priority,
+                b.size_bytes.is_none(),
+                b.size_bytes,
+                &b.reference,
+            ))
     });
     out.images = images;
     out
 }
 
-fn entry<'a>(acc: &'a mut HashMap<String, Acc>, order: &mut Vec<String>, r: &ImageRef) -> &'a mut Acc {
+fn entry<'a>(
+    acc: &'a mut HashMap<String, Acc>,
+    order: &mut Vec<String>,
+    r: &ImageRef,
+) -> &'a mut Acc {
     let reference = r.canonical();
     if !acc.contains_key(&reference) {
         order.push(reference.clone());
@@ -319,7 +338,11 @@ fn add_revision_images(
             d.pull_policies.push(u.pull_policy);
         }
         for s in &rev.pull_secrets {
-            if !d.pull_secrets.iter().any(|x| &x.namespace == ns && &x.name == s) {
+            if !d
+                .pull_secrets
+                .iter()
+                .any(|x| &x.namespace == ns && &x.name == s)
+            {
                 d.pull_secrets.push(SecretRef {
                     namespace: ns.clone(),
                     name: s.clone(),
@@ -506,7 +529,11 @@ fn match_term(t: &NodeSelectorTerm, node: &NodeFacts) -> Result<Option<String>, 
     }
     for r in &t.match_expressions {
         if !label_requirement_matches(r, node) {
-            return Ok(Some(describe(r, node.labels.get(&r.key).map(String::as_str), "label")));
+            return Ok(Some(describe(
+                r,
+                node.labels.get(&r.key).map(String::as_str),
+                "label",
+            )));
         }
     }
     // The node's fields are only `metadata.name`, and only when the node has a name.
@@ -538,9 +565,14 @@ fn describe(r: &NodeSelectorRequirement, have: Option<&str>, what: &str) -> Stri
 fn validate_label_requirement(r: &NodeSelectorRequirement) -> Result<(), String> {
     let n = r.values.len();
     match r.operator.as_str() {
-        "In" | "NotIn" if n == 0 => Err(format!("{} {}: needs at least one value", r.key, r.operator)),
+        "In" | "NotIn" if n == 0 => Err(format!(
+            "{} {}: needs at least one value",
+            r.key, r.operator
+        )),
         "In" | "NotIn" => Ok(()),
-        "Exists" | "DoesNotExist" if n > 0 => Err(format!("{} {}: takes no values", r.key, r.operator)),
+        "Exists" | "DoesNotExist" if n > 0 => {
+            Err(format!("{} {}: takes no values", r.key, r.operator))
+        }
         "Exists" | "DoesNotExist" => Ok(()),
         "Gt" | "Lt" if n != 1 || r.values[0].parse::<i64>().is_err() => Err(format!(
             "{} {}: needs exactly one integer value",
@@ -554,8 +586,14 @@ fn validate_label_requirement(r: &NodeSelectorRequirement) -> Result<(), String>
 fn validate_field_requirement(r: &NodeSelectorRequirement) -> Result<(), String> {
     match r.operator.as_str() {
         "In" | "NotIn" if r.values.len() == 1 => Ok(()),
-        "In" | "NotIn" => Err(format!("field {} {}: needs exactly one value", r.key, r.operator)),
-        op => Err(format!("field {}: operator {op:?} is not In or NotIn", r.key)),
+        "In" | "NotIn" => Err(format!(
+            "field {} {}: needs exactly one value",
+            r.key, r.operator
+        )),
+        op => Err(format!(
+            "field {}: operator {op:?} is not In or NotIn",
+            r.key
+        )),
     }
 }
 
@@ -568,7 +606,8 @@ fn label_requirement_matches(r: &NodeSelectorRequirement, node: &NodeFacts) -> b
         "Exists" => have.is_some(),
         "DoesNotExist" => have.is_none(),
         op @ ("Gt" | "Lt") => {
-            let (Some(Ok(l)), Ok(want)) = (have.map(|v| v.parse::<i64>()), r.values[0].parse::<i64>())
+            let (Some(Ok(l)), Ok(want)) =
+                (have.map(|v| v.parse::<i64>()), r.values[0].parse::<i64>())
             else {
                 return false;
             };

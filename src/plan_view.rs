@@ -41,7 +41,8 @@ pub fn render_table(plan: &Plan) -> String {
         field("priority", &format!("{} ({tier})", img.priority));
         field(
             "size",
-            &img.size_bytes.map_or_else(|| "unknown".to_owned(), human_size),
+            &img.size_bytes
+                .map_or_else(|| "unknown".to_owned(), human_size),
         );
         if img.pull_ref != img.reference {
             field("pulls", &img.pull_ref);
@@ -58,7 +59,14 @@ pub fn render_table(plan: &Plan) -> String {
             field("needed by", "extra_images (configuration)");
         }
         for (j, n) in needed.iter().enumerate() {
-            field(if j == 0 && !img.extra { "needed by" } else { "" }, n);
+            field(
+                if j == 0 && !img.extra {
+                    "needed by"
+                } else {
+                    ""
+                },
+                n,
+            );
         }
         if !img.pull_secrets.is_empty() {
             let s: Vec<String> = img.pull_secrets.iter().map(|s| s.to_string()).collect();
@@ -78,7 +86,11 @@ pub fn render_table(plan: &Plan) -> String {
 
     let skipped: Vec<&PlannedRevision> = plan.revisions.iter().filter(|r| !r.wanted).collect();
     if !skipped.is_empty() {
-        let _ = writeln!(out, "\nRevisions not held on this node ({}):", skipped.len());
+        let _ = writeln!(
+            out,
+            "\nRevisions not held on this node ({}):",
+            skipped.len()
+        );
         let rows: Vec<[String; 3]> = skipped
             .iter()
             .map(|r| {

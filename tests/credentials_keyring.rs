@@ -50,7 +50,12 @@ fn docker_hub_credentials_from_kubectl_create_secret() {
         b64("hubuser:hubpass")
     );
     let k = keyring(&[("regcred", &json)]);
-    for image in ["busybox", "docker.io/library/busybox:1.36", "user/app", "index.docker.io/user/app"] {
+    for image in [
+        "busybox",
+        "docker.io/library/busybox:1.36",
+        "user/app",
+        "index.docker.io/user/app",
+    ] {
         let r = ImageRef::parse(image).unwrap();
         let found = k.lookup(&r);
         assert_eq!(found.len(), 1, "{image}");
@@ -91,10 +96,17 @@ fn tokens_pass_through() {
 
 #[test]
 fn legacy_dockercfg_secrets() {
-    let json = format!(r#"{{"registry.example.com":{{"auth":"{}"}}}}"#, b64("old:style"));
+    let json = format!(
+        r#"{{"registry.example.com":{{"auth":"{}"}}}}"#,
+        b64("old:style")
+    );
     let mut k = Keyring::new();
     let n = k
-        .add_secret(&secret("legacy"), SECRET_TYPE_DOCKERCFG, &data(".dockercfg", &json))
+        .add_secret(
+            &secret("legacy"),
+            SECRET_TYPE_DOCKERCFG,
+            &data(".dockercfg", &json),
+        )
         .unwrap();
     assert_eq!(n, 1);
     assert_eq!(users(&k, "registry.example.com/team/app:2"), ["old"]);
@@ -104,12 +116,30 @@ fn legacy_dockercfg_secrets() {
 fn other_secret_types_and_missing_keys_hold_nothing() {
     let json = r#"{"auths":{"r.example.com":{"username":"u","password":"p"}}}"#;
     let s = secret("x");
-    assert!(parse_secret(&s, "Opaque", &data(".dockerconfigjson", json)).unwrap().is_empty());
+    assert!(
+        parse_secret(&s, "Opaque", &data(".dockerconfigjson", json))
+            .unwrap()
+            .is_empty()
+    );
     // The type decides which key is read, as in the kubelet.
-    assert!(parse_secret(&s, SECRET_TYPE_DOCKERCFG, &data(".dockerconfigjson", json)).unwrap().is_empty());
-    assert!(parse_secret(&s, SECRET_TYPE_DOCKER_CONFIG_JSON, &BTreeMap::new()).unwrap().is_empty());
+    assert!(
+        parse_secret(&s, SECRET_TYPE_DOCKERCFG, &data(".dockerconfigjson", json))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        parse_secret(&s, SECRET_TYPE_DOCKER_CONFIG_JSON, &BTreeMap::new())
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        parse_secret(&s, SECRET_TYPE_DOCKER_CONFIG_JSON, &data(".dockerconfigjson", json)).unwrap().len(),
+        parse_secret(
+            &s,
+            SECRET_TYPE_DOCKER_CONFIG_JSON,
+            &data(".dockerconfigjson", json)
+        )
+        .unwrap()
+        .len(),
         1
     );
 }
@@ -180,30 +210,58 @@ fn docker_io_keys_match_hub_images_directly() {
 fn malformed_secrets_name_the_secret_and_hide_the_data() {
     let s = secret("broken");
     let bad_json = r#"{"auths":{"r.example.com":{"username":"u","password":"hunter2-secret""#;
-    let err = parse_secret(&s, SECRET_TYPE_DOCKER_CONFIG_JSON, &data(".dockerconfigjson", bad_json))
-        .unwrap_err();
+    let err = parse_secret(
+        &s,
+        SECRET_TYPE_DOCKER_CONFIG_JSON,
+        &data(".dockerconfigjson", bad_json),
+    )
+    .unwrap_err();
     assert!(matches!(err, CredentialsError::Json { .. }));
     let msg = err.to_string();
     assert!(msg.contains("shop/broken"), "{msg}");
     assert!(!msg.contains("hunter2"), "{msg}");
 
     let wrong_shape = r#"{"auths":{"r.example.com":"hunter2-secret"}}"#;
-    let msg = parse_secret(&s, SECRET_TYPE_DOCKER_CONFIG_JSON, &data(".dockerconfigjson", wrong_shape))
-        .unwrap_err()
-        .to_string();
-    assert!(msg.contains("shop/broken") && !msg.contains("hunter2"), "{msg}");
+    let msg = parse_secret(
+        &s,
+        SECRET_TYPE_DOCKER_CONFIG_JSON,
+        &data(".dockerconfigjson", wrong_shape),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("shop/broken") && !msg.contains("hunter2"),
+        "{msg}"
+    );
 
-    let bad_auth = format!(r#"{{"auths":{{"r.example.com":{{"auth":"{}"}}}}}}"#, b64("no-colon-hunter2"));
-    let err = parse_secret(&s, SECRET_TYPE_DOCKER_CONFIG_JSON, &data(".dockerconfigjson", &bad_auth))
-        .unwrap_err();
+    let bad_auth = format!(
+        r#"{{"auths":{{"r.example.com":{{"auth":"{}"}}}}}}"#,
+        b64("no-colon-hunter2")
+    );
+    let err = parse_secret(
+        &s,
+        SECRET_TYPE_DOCKER_CONFIG_JSON,
+        &data(".dockerconfigjson", &bad_auth),
+    )
+    .unwrap_err();
     assert!(matches!(err, CredentialsError::Auth { .. }));
     let msg = err.to_string();
-    assert!(msg.contains("shop/broken") && msg.contains("r.example.com"), "{msg}");
-    assert!(!msg.contains("hunter2") && !msg.contains(&b64("no-colon-hunter2")), "{msg}");
+    assert!(
+        msg.contains("shop/broken") && msg.contains("r.example.com"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("hunter2") && !msg.contains(&b64("no-colon-hunter2")),
+        "{msg}"
+    );
 
     let not_base64 = r#"{"auths":{"r.example.com":{"auth":"%%%hunter2"}}}"#;
     assert!(matches!(
-        parse_secret(&s, SECRET_TYPE_DOCKER_CONFIG_JSON, &data(".dockerconfigjson", not_base64)),
+        parse_secret(
+            &s,
+            SECRET_TYPE_DOCKER_CONFIG_JSON,
+            &data(".dockerconfigjson", not_base64)
+        ),
         Err(CredentialsError::Auth { .. })
     ));
 }
@@ -214,15 +272,22 @@ fn debug_never_shows_secrets() {
         r#"{{"auths":{{"r.example.com":{{"auth":"{}","identitytoken":"tok-hunter3","registrytoken":"tok-hunter4"}}}}}}"#,
         b64("alice:hunter2")
     );
-    let entries = parse_secret(&secret("s"), SECRET_TYPE_DOCKER_CONFIG_JSON, &data(".dockerconfigjson", &json))
-        .unwrap();
+    let entries = parse_secret(
+        &secret("s"),
+        SECRET_TYPE_DOCKER_CONFIG_JSON,
+        &data(".dockerconfigjson", &json),
+    )
+    .unwrap();
     let auth = &entries[0].1;
     assert_eq!(auth.password, "hunter2");
     let shown = format!("{auth:?} {auth:#?}");
     for secret in ["hunter2", "hunter3", "hunter4", &b64("alice:hunter2")] {
         assert!(!shown.contains(secret), "{shown}");
     }
-    assert!(shown.contains("alice") && shown.contains("<redacted>"), "{shown}");
+    assert!(
+        shown.contains("alice") && shown.contains("<redacted>"),
+        "{shown}"
+    );
     let mut k = Keyring::new();
     k.add(entries);
     assert!(!format!("{k:?}").contains("hunter2"));

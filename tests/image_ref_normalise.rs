@@ -6,32 +6,143 @@ use rollcache::image_ref::ImageRef;
 
 const D64: &str = "7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa";
 
+/// input, registry, repository, tag, digest
+type Case = (
+    String,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<String>,
+);
+
 #[test]
 fn normalises_like_containerd() {
     let d512 = "a".repeat(128);
     let d384 = "b".repeat(96);
-    let cases: Vec<(String, &str, &str, Option<&str>, Option<String>)> = vec![
-        ("busybox".into(), "docker.io", "library/busybox", Some("latest"), None),
-        ("busybox:1.36".into(), "docker.io", "library/busybox", Some("1.36"), None),
-        ("library/busybox".into(), "docker.io", "library/busybox", Some("latest"), None),
-        ("docker.io/busybox".into(), "docker.io", "library/busybox", Some("latest"), None),
-        ("index.docker.io/user/app:v1".into(), "docker.io", "user/app", Some("v1"), None),
-        ("index.docker.io/busybox".into(), "docker.io", "library/busybox", Some("latest"), None),
-        ("user/app".into(), "docker.io", "user/app", Some("latest"), None),
-        ("user/team/app".into(), "docker.io", "user/team/app", Some("latest"), None),
+    let cases: Vec<Case> = vec![
+        (
+            "busybox".into(),
+            "docker.io",
+            "library/busybox",
+            Some("latest"),
+            None,
+        ),
+        (
+            "busybox:1.36".into(),
+            "docker.io",
+            "library/busybox",
+            Some("1.36"),
+            None,
+        ),
+        (
+            "library/busybox".into(),
+            "docker.io",
+            "library/busybox",
+            Some("latest"),
+            None,
+        ),
+        (
+            "docker.io/busybox".into(),
+            "docker.io",
+            "library/busybox",
+            Some("latest"),
+            None,
+        ),
+        (
+            "index.docker.io/user/app:v1".into(),
+            "docker.io",
+            "user/app",
+            Some("v1"),
+            None,
+        ),
+        (
+            "index.docker.io/busybox".into(),
+            "docker.io",
+            "library/busybox",
+            Some("latest"),
+            None,
+        ),
+        (
+            "user/app".into(),
+            "docker.io",
+            "user/app",
+            Some("latest"),
+            None,
+        ),
+        (
+            "user/team/app".into(),
+            "docker.io",
+            "user/team/app",
+            Some("latest"),
+            None,
+        ),
         ("localhost/x".into(), "localhost", "x", Some("latest"), None),
-        ("localhost:5000/x".into(), "localhost:5000", "x", Some("latest"), None),
-        ("127.0.0.1:5000/x:1".into(), "127.0.0.1:5000", "x", Some("1"), None),
-        ("[::1]:5000/x".into(), "[::1]:5000", "x", Some("latest"), None),
-        ("[2001:db8::1]/team/x:2".into(), "[2001:db8::1]", "team/x", Some("2"), None),
-        ("ghcr.io/org/app:v1.2.3-rc.1".into(), "ghcr.io", "org/app", Some("v1.2.3-rc.1"), None),
-        ("registry:5000/x".into(), "registry:5000", "x", Some("latest"), None),
+        (
+            "localhost:5000/x".into(),
+            "localhost:5000",
+            "x",
+            Some("latest"),
+            None,
+        ),
+        (
+            "127.0.0.1:5000/x:1".into(),
+            "127.0.0.1:5000",
+            "x",
+            Some("1"),
+            None,
+        ),
+        (
+            "[::1]:5000/x".into(),
+            "[::1]:5000",
+            "x",
+            Some("latest"),
+            None,
+        ),
+        (
+            "[2001:db8::1]/team/x:2".into(),
+            "[2001:db8::1]",
+            "team/x",
+            Some("2"),
+            None,
+        ),
+        (
+            "ghcr.io/org/app:v1.2.3-rc.1".into(),
+            "ghcr.io",
+            "org/app",
+            Some("v1.2.3-rc.1"),
+            None,
+        ),
+        (
+            "registry:5000/x".into(),
+            "registry:5000",
+            "x",
+            Some("latest"),
+            None,
+        ),
         // A first component with an uppercase letter can only be a host.
-        ("Example.com/x".into(), "Example.com", "x", Some("latest"), None),
+        (
+            "Example.com/x".into(),
+            "Example.com",
+            "x",
+            Some("latest"),
+            None,
+        ),
         ("Foo/bar".into(), "Foo", "bar", Some("latest"), None),
         // Without a '/', "localhost:5000" is the official image "localhost" with tag 5000.
-        ("localhost:5000".into(), "docker.io", "library/localhost", Some("5000"), None),
-        ("a.b/c__d/e---f/g.h_i:T_1".into(), "a.b", "c__d/e---f/g.h_i", Some("T_1"), None),
+        (
+            "localhost:5000".into(),
+            "docker.io",
+            "library/localhost",
+            Some("5000"),
+            None,
+        ),
+        (
+            "a.b/c__d/e---f/g.h_i:T_1".into(),
+            "a.b",
+            "c__d/e---f/g.h_i",
+            Some("T_1"),
+            None,
+        ),
         (
             format!("nginx@sha256:{D64}"),
             "docker.io",
@@ -46,8 +157,20 @@ fn normalises_like_containerd() {
             Some("1.0"),
             Some(format!("sha256:{D64}")),
         ),
-        (format!("x@sha512:{d512}"), "docker.io", "library/x", None, Some(format!("sha512:{d512}"))),
-        (format!("x@sha384:{d384}"), "docker.io", "library/x", None, Some(format!("sha384:{d384}"))),
+        (
+            format!("x@sha512:{d512}"),
+            "docker.io",
+            "library/x",
+            None,
+            Some(format!("sha512:{d512}")),
+        ),
+        (
+            format!("x@sha384:{d384}"),
+            "docker.io",
+            "library/x",
+            None,
+            Some(format!("sha384:{d384}")),
+        ),
     ];
     for (input, registry, repository, tag, digest) in cases {
         let r = ImageRef::parse(&input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -68,9 +191,15 @@ fn canonical_and_pull_forms() {
     assert_eq!(r.to_string(), r.canonical());
 
     let both = ImageRef::parse(&format!("app:1.0@sha256:{D64}")).unwrap();
-    assert_eq!(both.canonical(), format!("docker.io/library/app:1.0@sha256:{D64}"));
+    assert_eq!(
+        both.canonical(),
+        format!("docker.io/library/app:1.0@sha256:{D64}")
+    );
     // The digest wins for pulling.
-    assert_eq!(both.pull_ref(), format!("docker.io/library/app@sha256:{D64}"));
+    assert_eq!(
+        both.pull_ref(),
+        format!("docker.io/library/app@sha256:{D64}")
+    );
 }
 
 #[test]
@@ -85,7 +214,11 @@ fn latest_or_untagged_follows_kubernetes_defaulting() {
         ("busybox:Latest".to_owned(), false),
     ];
     for (input, want) in cases {
-        assert_eq!(ImageRef::parse(&input).unwrap().is_latest_or_untagged(), want, "{input}");
+        assert_eq!(
+            ImageRef::parse(&input).unwrap().is_latest_or_untagged(),
+            want,
+            "{input}"
+        );
     }
 }
 
@@ -105,7 +238,10 @@ fn rejects_what_containerd_rejects() {
         (format!("x@sha256:{}", D64.to_uppercase()), "lowercase hex"),
         (format!("x@sha256:{}", &D64[..63]), "digest"),
         (format!("x@sha512:{D64}"), "128 hex digits"),
-        (format!("x@md5:{}", &D64[..32]), "unsupported digest algorithm"),
+        (
+            format!("x@md5:{}", &D64[..32]),
+            "unsupported digest algorithm",
+        ),
         (D64.into(), "image ID"),
         (long_name, "maximum is 255"),
         ("a/-b".into(), "path component"),
@@ -123,7 +259,10 @@ fn rejects_what_containerd_rejects() {
         match ImageRef::parse(&input) {
             Ok(r) => panic!("{input:?} parsed as {r}"),
             Err(e) => {
-                assert!(e.to_string().contains(why), "{input:?}: {e} (wanted {why:?})");
+                assert!(
+                    e.to_string().contains(why),
+                    "{input:?}: {e} (wanted {why:?})"
+                );
                 assert_eq!(e.reference, input);
             }
         }
@@ -150,7 +289,8 @@ fn host() -> impl Strategy<Value = String> {
         Just("localhost".to_owned()),
         Just("[::1]:5000".to_owned()),
         (1u16..65535).prop_map(|p| format!("127.0.0.1:{p}")),
-        proptest::string::string_regex("[a-z][a-z0-9-]{0,6}[a-z0-9]\\.[a-z]{2,4}(:[0-9]{1,5})?").unwrap(),
+        proptest::string::string_regex("[a-z][a-z0-9-]{0,6}[a-z0-9]\\.[a-z]{2,4}(:[0-9]{1,5})?")
+            .unwrap(),
     ]
 }
 
@@ -158,11 +298,15 @@ fn reference() -> impl Strategy<Value = String> {
     (
         proptest::option::of(host()),
         proptest::collection::vec(component(), 1..4),
-        proptest::option::of(proptest::string::string_regex("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}").unwrap()),
+        proptest::option::of(
+            proptest::string::string_regex("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}").unwrap(),
+        ),
         proptest::option::of(proptest::string::string_regex("[a-f0-9]{64}").unwrap()),
     )
         // Without a host, a first component with a '.' would be read as a host.
-        .prop_filter("first component is a host", |(h, path, _, _)| h.is_some() || !path[0].contains('.'))
+        .prop_filter("first component is a host", |(h, path, _, _)| {
+            h.is_some() || !path[0].contains('.')
+        })
         .prop_map(|(h, path, tag, digest)| {
             let mut s = String::new();
             if let Some(h) = h {

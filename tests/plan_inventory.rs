@@ -3,8 +3,8 @@
 use rollcache::history::ProblemKind;
 use rollcache::inventory::{Inventory, PullPolicy};
 use rollcache::model::{
-    ContainerImage, NodeSelectorRequirement, NodeSelectorTerm, ObjectRef, PodTemplate, RevisionFact,
-    Scheduling, SourceKind, Toleration, WorkloadId,
+    ContainerImage, NodeSelectorRequirement, NodeSelectorTerm, ObjectRef, PodTemplate,
+    RevisionFact, Scheduling, SourceKind, Toleration, WorkloadId,
 };
 
 fn wid(kind: &str, name: &str) -> WorkloadId {
@@ -58,7 +58,13 @@ fn rs(name: &str, deploy: &str, rev: i64, created: i64, t: PodTemplate) -> Revis
     }
 }
 
-fn helm(release: &str, version: i64, status: &str, workload: WorkloadId, t: PodTemplate) -> RevisionFact {
+fn helm(
+    release: &str,
+    version: i64,
+    status: &str,
+    workload: WorkloadId,
+    t: PodTemplate,
+) -> RevisionFact {
     RevisionFact {
         source: SourceKind::HelmRelease,
         object: ObjectRef {
@@ -125,7 +131,10 @@ fn a_replicaset_and_a_helm_release_of_one_template_are_one_revision() {
     assert_eq!(r.status.as_deref(), Some("deployed"));
     assert!(r.current);
     assert_eq!(r.sources.len(), 2);
-    assert_eq!(r.images[0].image.as_ref().unwrap().canonical(), "docker.io/library/nginx:1.25");
+    assert_eq!(
+        r.images[0].image.as_ref().unwrap().canonical(),
+        "docker.io/library/nginx:1.25"
+    );
     assert_eq!(r.images[0].pull_policy, PullPolicy::IfNotPresent);
 }
 
@@ -135,17 +144,41 @@ fn different_templates_stay_apart_and_sort_newest_first() {
         rs("web-1", "web", 1, 100, template(&[("nginx:1.23", None)])),
         rs("web-3", "web", 3, 300, template(&[("nginx:1.25", None)])),
         rs("web-2", "web", 2, 200, template(&[("nginx:1.24", None)])),
-        helm("shop", 5, "superseded", wid("Deployment", "web"), template(&[("nginx:1.24", None)])),
-        helm("shop", 6, "deployed", wid("Deployment", "web"), template(&[("nginx:1.25", None)])),
+        helm(
+            "shop",
+            5,
+            "superseded",
+            wid("Deployment", "web"),
+            template(&[("nginx:1.24", None)]),
+        ),
+        helm(
+            "shop",
+            6,
+            "deployed",
+            wid("Deployment", "web"),
+            template(&[("nginx:1.25", None)]),
+        ),
         // Older Helm history whose ReplicaSet was pruned.
-        helm("shop", 4, "superseded", wid("Deployment", "web"), template(&[("nginx:1.22", None)])),
+        helm(
+            "shop",
+            4,
+            "superseded",
+            wid("Deployment", "web"),
+            template(&[("nginx:1.22", None)]),
+        ),
     ];
     let (inv, _) = Inventory::build(&facts);
     let w = &inv.workloads[0];
     let summary: Vec<(Option<i64>, Vec<i64>, String)> = w
         .revisions
         .iter()
-        .map(|r| (r.number, r.helm_versions.clone(), r.images[0].written.clone()))
+        .map(|r| {
+            (
+                r.number,
+                r.helm_versions.clone(),
+                r.images[0].written.clone(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -166,10 +199,20 @@ fn the_result_does_not_depend_on_fact_order() {
     let mut facts = vec![
         rs("web-1", "web", 1, 100, template(&[("nginx:1.23", None)])),
         rs("web-2", "web", 2, 200, template(&[("nginx:1.24", None)])),
-        helm("shop", 2, "deployed", wid("Deployment", "web"), template(&[("nginx:1.24", None)])),
+        helm(
+            "shop",
+            2,
+            "deployed",
+            wid("Deployment", "web"),
+            template(&[("nginx:1.24", None)]),
+        ),
         cr("db-1", "db", 1, template(&[("postgres:16.1", None)])),
         cr("db-2", "db", 2, template(&[("postgres:16.2", None)])),
-        pod("web-2-x", wid("ReplicaSet", "web-2"), template(&[("nginx:1.24", Some("IfNotPresent"))])),
+        pod(
+            "web-2-x",
+            wid("ReplicaSet", "web-2"),
+            template(&[("nginx:1.24", Some("IfNotPresent"))]),
+        ),
         pod("loose", wid("Pod", "loose"), template(&[("busybox", None)])),
     ];
     let (a, _) = Inventory::build(&facts);
@@ -186,7 +229,13 @@ fn the_highest_controller_revision_is_current() {
     let facts = vec![
         cr("db-5", "db", 5, template(&[("postgres:16.1", None)])),
         cr("db-7", "db", 7, template(&[("postgres:16.2", None)])),
-        helm("db", 3, "superseded", wid("StatefulSet", "db"), template(&[("postgres:16.2", None)])),
+        helm(
+            "db",
+            3,
+            "superseded",
+            wid("StatefulSet", "db"),
+            template(&[("postgres:16.2", None)]),
+        ),
     ];
     let (inv, _) = Inventory::build(&facts);
     let revs = &inv.workloads[0].revisions;
@@ -223,8 +272,14 @@ fn pods_join_the_revision_of_their_replicaset() {
     let r2 = revs.iter().find(|r| r.number == Some(2)).unwrap();
     assert!(r2.current, "a running pod makes its revision current");
     assert_eq!(r2.sources.len(), 2);
-    assert_eq!(r2.images[0].image_id.as_deref(), Some("docker.io/library/nginx@sha256:abc"));
-    assert!(r2.scheduling.node_name.is_none(), "the template's scheduling is kept");
+    assert_eq!(
+        r2.images[0].image_id.as_deref(),
+        Some("docker.io/library/nginx@sha256:abc")
+    );
+    assert!(
+        r2.scheduling.node_name.is_none(),
+        "the template's scheduling is kept"
+    );
     assert!(!revs.iter().find(|r| r.number == Some(3)).unwrap().current);
 }
 
@@ -233,7 +288,11 @@ fn pods_of_other_controllers_join_by_images() {
     let facts = vec![
         cr("db-1", "db", 1, template(&[("postgres:16.1", None)])),
         cr("db-2", "db", 2, template(&[("postgres:16.2", None)])),
-        pod("db-0", wid("StatefulSet", "db"), template(&[("postgres:16.1", Some("IfNotPresent"))])),
+        pod(
+            "db-0",
+            wid("StatefulSet", "db"),
+            template(&[("postgres:16.1", Some("IfNotPresent"))]),
+        ),
     ];
     let (inv, _) = Inventory::build(&facts);
     let revs = &inv.workloads[0].revisions;
@@ -268,12 +327,23 @@ fn pods_nobody_else_describes_are_their_own_revision() {
     let (inv, _) = Inventory::build(&facts);
     assert_eq!(inv.workloads.len(), 2);
     let agent = inv.workload(&wid("DaemonSet", "agent")).unwrap();
-    assert_eq!(agent.revisions.len(), 1, "two pods of one DaemonSet revision");
+    assert_eq!(
+        agent.revisions.len(),
+        1,
+        "two pods of one DaemonSet revision"
+    );
     assert_eq!(agent.revisions[0].sources.len(), 2);
     let s = &agent.revisions[0].scheduling;
-    assert!(s.node_name.is_none() && s.required_terms.is_empty(), "node pinning dropped: {s:?}");
+    assert!(
+        s.node_name.is_none() && s.required_terms.is_empty(),
+        "node pinning dropped: {s:?}"
+    );
     let bare = inv.workload(&wid("Pod", "bare")).unwrap();
-    assert_eq!(bare.revisions[0].scheduling.node_name.as_deref(), Some("node-a"), "a bare pod stays bound");
+    assert_eq!(
+        bare.revisions[0].scheduling.node_name.as_deref(),
+        Some("node-a"),
+        "a bare pod stays bound"
+    );
     assert!(bare.revisions[0].number.is_none());
 }
 
@@ -281,7 +351,13 @@ fn pods_nobody_else_describes_are_their_own_revision() {
 fn helm_versions_with_the_same_template_are_one_revision() {
     let t = template(&[("app:2.0", None)]);
     let facts = vec![
-        helm("app", 1, "superseded", wid("Deployment", "app"), template(&[("app:1.0", None)])),
+        helm(
+            "app",
+            1,
+            "superseded",
+            wid("Deployment", "app"),
+            template(&[("app:1.0", None)]),
+        ),
         helm("app", 2, "superseded", wid("Deployment", "app"), t.clone()),
         helm("app", 3, "deployed", wid("Deployment", "app"), t),
     ];
@@ -306,7 +382,9 @@ fn scheduling_differences_make_different_revisions_but_spelling_does_not() {
     let mut b = a.clone();
     b.scheduling.tolerations[0].operator = Some("Equal".into());
     let mut c = a.clone();
-    c.scheduling.node_selector.insert("beamline".into(), "i22".into());
+    c.scheduling
+        .node_selector
+        .insert("beamline".into(), "i22".into());
     let facts = vec![
         rs("app-a", "app", 1, 1, a),
         helm("app", 1, "deployed", wid("Deployment", "app"), b),
@@ -315,7 +393,11 @@ fn scheduling_differences_make_different_revisions_but_spelling_does_not() {
     let (inv, _) = Inventory::build(&facts);
     let revs = &inv.workloads[0].revisions;
     assert_eq!(revs.len(), 2);
-    assert_eq!(revs[1].sources.len(), 2, "Equal is the default toleration operator");
+    assert_eq!(
+        revs[1].sources.len(),
+        2,
+        "Equal is the default toleration operator"
+    );
 }
 
 #[test]
@@ -350,12 +432,32 @@ fn effective_pull_policy_follows_kubernetes_defaults() {
     let cases = [
         ("nginx".to_owned(), None, PullPolicy::Always, false),
         ("nginx:latest".to_owned(), None, PullPolicy::Always, false),
-        ("nginx:1.25".to_owned(), None, PullPolicy::IfNotPresent, false),
+        (
+            "nginx:1.25".to_owned(),
+            None,
+            PullPolicy::IfNotPresent,
+            false,
+        ),
         (format!("nginx@{d}"), None, PullPolicy::IfNotPresent, false),
         (format!("nginx:latest@{d}"), None, PullPolicy::Always, false),
-        ("nginx".to_owned(), Some("IfNotPresent"), PullPolicy::IfNotPresent, true),
-        ("nginx:1.25".to_owned(), Some("Always"), PullPolicy::Always, true),
-        ("nginx:1.25".to_owned(), Some("Never"), PullPolicy::Never, true),
+        (
+            "nginx".to_owned(),
+            Some("IfNotPresent"),
+            PullPolicy::IfNotPresent,
+            true,
+        ),
+        (
+            "nginx:1.25".to_owned(),
+            Some("Always"),
+            PullPolicy::Always,
+            true,
+        ),
+        (
+            "nginx:1.25".to_owned(),
+            Some("Never"),
+            PullPolicy::Never,
+            true,
+        ),
     ];
     for (image, written, want, was_written) in cases {
         let facts = vec![rs("x", "x", 1, 1, template(&[(&image, written)]))];
@@ -381,6 +483,9 @@ fn lookups_by_key() {
     // Keys survive a JSON round trip (the template id is a hex string).
     let json = serde_json::to_string(&key).unwrap();
     assert!(json.contains(&key.template.to_string()));
-    assert_eq!(serde_json::from_str::<rollcache::inventory::RevisionKey>(&json).unwrap(), key);
+    assert_eq!(
+        serde_json::from_str::<rollcache::inventory::RevisionKey>(&json).unwrap(),
+        key
+    );
     let _ = Scheduling::default();
 }
