@@ -197,8 +197,8 @@ impl Keyring {
         Self::default()
     }
 
-    /// Adds every entry of one secret, in the order the kubelet reads secrets (the pod's
-    /// `imagePullSecrets` first, then the service account's).
+    /// Adds every entry of one secret. Add secrets in the pod's `imagePullSecrets` order (a
+    /// template without any gets its service account's), as the kubelet reads them.
     pub fn add_secret(
         &mut self,
         secret: &SecretRef,

@@ -56,7 +56,8 @@ pub struct DesiredImage {
     pub needed_by: Vec<RevisionKey>,
     /// Pull secrets of those revisions (`imagePullSecrets`), in first-seen order.
     pub pull_secrets: Vec<SecretRef>,
-    /// Service accounts `(namespace, name)` whose imagePullSecrets count too.
+    /// Service accounts `(namespace, name)` whose imagePullSecrets count: those of revisions
+    /// whose template names no pull secret (Kubernetes then copies the account's).
     pub service_accounts: Vec<(String, String)>,
     /// Listed in `extra_images`.
     pub extra: bool,
@@ -160,8 +161,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Finds a revision; `revisions` is grouped by workload in id order, so this is a binary
+    /// search plus a scan of one workload's revisions.
     pub fn revision(&self, key: &RevisionKey) -> Option<&PlannedRevision> {
-        self.revisions.iter().find(|r| &r.key == key)
+        let start = self
+            .revisions
+            .partition_point(|r| r.key.workload < key.workload);
+        self.revisions[start..]
+            .iter()
+            .take_while(|r| r.key.workload == key.workload)
+            .find(|r| r.key.template == key.template)
     }
 }
 
@@ -349,8 +358,12 @@ fn add_revision_images(
                 });
             }
         }
+        // The ServiceAccount admission plugin gives a pod its account's pull secrets only
+        // when the template names none.
         let sa = rev.service_account_name();
-        if !d.service_accounts.iter().any(|(n, s)| n == ns && s == sa) {
+        if rev.pull_secrets.is_empty()
+            && !d.service_accounts.iter().any(|(n, s)| n == ns && s == sa)
+        {
             d.service_accounts.push((ns.clone(), sa.to_owned()));
         }
     }

@@ -150,12 +150,46 @@ fn priorities_current_then_extras_then_newest_retained() {
         .find(|i| i.reference.ends_with("web:1"))
         .unwrap();
     assert_eq!(web1.pull_secrets[0].to_string(), "shop/regcred");
-    assert_eq!(
-        web1.service_accounts,
-        [("shop".to_owned(), "web".to_owned())]
-    );
+    // The template names a pull secret, so its service account's secrets are not used.
+    assert!(web1.service_accounts.is_empty());
     let rank: Vec<Option<u32>> = p.revisions.iter().map(|r| r.rank).collect();
     assert_eq!(rank, [None, Some(0), None, Some(0), Some(1)]); // api then web, newest first
+    for r in &p.revisions {
+        assert_eq!(p.revision(&r.key), Some(r));
+    }
+}
+
+#[test]
+fn service_account_secrets_count_when_the_template_names_none() {
+    let mut f = fact(
+        "Deployment",
+        "web",
+        1,
+        true,
+        &["web:1"],
+        Scheduling::default(),
+    );
+    f.template.image_pull_secrets.clear();
+    let mut g = fact(
+        "Deployment",
+        "api",
+        1,
+        true,
+        &["web:1"],
+        Scheduling::default(),
+    );
+    g.template.image_pull_secrets.clear();
+    g.template.service_account = None;
+    let (inv, _) = Inventory::build(&[f, g]);
+    let p = plan(&inv, &node(), &PlanConfig::default(), &HashMap::new());
+    assert!(p.images[0].pull_secrets.is_empty());
+    assert_eq!(
+        p.images[0].service_accounts,
+        [
+            ("shop".to_owned(), "default".to_owned()),
+            ("shop".to_owned(), "web".to_owned())
+        ]
+    );
 }
 
 #[test]
