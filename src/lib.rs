@@ -3,13 +3,18 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod client;
 pub mod config;
+pub mod credentials;
 pub mod history;
 pub mod http;
+pub mod image_ref;
+pub mod inventory;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod plan;
+pub mod plan_view;
 pub mod reconcile;
 pub mod report;
 pub mod testbed;
-pub mod client;

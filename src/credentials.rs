@@ -1,0 +1,524 @@
+//! Image pull credentials from `imagePullSecrets`, matched to an image the way the kubelet's
+//! credential keyring does (`pkg/credentialprovider`: keys with optional scheme, port and path
+//! prefix, `*` globs per host label, most specific key first, `index.docker.io/v1/` for Docker Hub).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::image_ref::ImageRef;
+
+pub const SECRET_TYPE_DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+pub const SECRET_TYPE_DOCKERCFG: &str = "kubernetes.io/dockercfg";
+pub const DOCKER_CONFIG_JSON_KEY: &str = ".dockerconfigjson";
+pub const DOCKERCFG_KEY: &str = ".dockercfg";
+
+/// The kubelet's fallback key for Docker Hub (`https://index.docker.io/v1/` once normalised).
+const DEFAULT_REGISTRY_HOST: &str = "index.docker.io";
+
+/// A Secret by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Credentials for one registry, shaped like the CRI `AuthConfig` (empty string = absent).
+/// `Debug` never shows secret values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+    /// base64("user:pass") as written in the secret.
+    pub auth: String,
+    /// The registry key as written in the secret.
+    pub server_address: String,
+    pub identity_token: String,
+    pub registry_token: String,
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .field("auth", &redact(&self.auth))
+            .field("server_address", &self.server_address)
+            .field("identity_token", &redact(&self.identity_token))
+            .field("registry_token", &redact(&self.registry_token))
+            .finish()
+    }
+}
+
+/// A pull secret that could not be read. Never carries the secret's data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    #[error(
+        "pull secret {secret}: key {key} is not valid JSON ({reason}); fix the secret or remove it from imagePullSecrets"
+    )]
+    Json {
+        secret: SecretRef,
+        key: &'static str,
+        reason: String,
+    },
+    #[error(
+        "pull secret {secret}: registry {registry:?} has an `auth` field that is not base64(\"user:password\"); fix the secret"
+    )]
+    Auth { secret: SecretRef, registry: String },
+}
+
+/// One registry entry of a docker config.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+struct DockerConfigEntry {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    auth: String,
+    #[serde(default, rename = "identitytoken")]
+    identity_token: String,
+    #[serde(default, rename = "registrytoken")]
+    registry_token: String,
+}
+
+#[derive(Deserialize)]
+struct DockerConfigJson {
+    #[serde(default)]
+    auths: BTreeMap<String, DockerConfigEntry>,
+}
+
+/// Parses one pull secret into `(registry key, credentials)` pairs, in key order. Secrets of
+/// other types, or without the expected key, hold no credentials (the kubelet ignores them too).
+pub fn parse_secret(
+    secret: &SecretRef,
+    secret_type: &str,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<(String, RegistryAuth)>, CredentialsError> {
+    let json_err = |key: &'static str, e: serde_json::Error| CredentialsError::Json {
+        secret: secret.clone(),
+        key,
+        // serde_json's message names the position and the expected token, never the content.
+        reason: e.classify_text(),
+    };
+    let entries = match secret_type {
+        SECRET_TYPE_DOCKER_CONFIG_JSON => match data.get(DOCKER_CONFIG_JSON_KEY) {
+            Some(bytes) if !bytes.is_empty() => {
+                serde_json::from_slice::<DockerConfigJson>(bytes)
+                    .map_err(|e| json_err(DOCKER_CONFIG_JSON_KEY, e))?
+                    .auths
+            }
+            _ => return Ok(Vec::new()),
+        },
+        SECRET_TYPE_DOCKERCFG => match data.get(DOCKERCFG_KEY) {
+            Some(bytes) if !bytes.is_empty() => {
+                serde_json::from_slice::<BTreeMap<String, DockerConfigEntry>>(bytes)
+                    .map_err(|e| json_err(DOCKERCFG_KEY, e))?
+            }
+            _ => return Ok(Vec::new()),
+        },
+        _ => return Ok(Vec::new()),
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (registry, e) in entries {
+        let (username, password) = if e.auth.is_empty() {
+            (e.username, e.password)
+        } else {
+            decode_auth(&e.auth).ok_or_else(|| CredentialsError::Auth {
+                secret: secret.clone(),
+                registry: registry.clone(),
+            })?
+        };
+        out.push((
+            registry.clone(),
+            RegistryAuth {
+                username,
+                password,
+                auth: e.auth,
+                server_address: registry,
+                identity_token: e.identity_token,
+                registry_token: e.registry_token,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+trait ClassifyText {
+    fn classify_text(&self) -> String;
+}
+
+impl ClassifyText for serde_json::Error {
+    fn classify_text(&self) -> String {
+        let what = match self.classify() {
+            serde_json::error::Category::Io => "read error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "unexpected structure",
+            serde_json::error::Category::Eof => "truncated",
+        };
+        format!("{what} at line {} column {}", self.line(), self.column())
+    }
+}
+
+/// base64("user:pass"), padded or not, as the kubelet's `decodeDockerConfigFieldAuth` accepts.
+fn decode_auth(field: &str) -> Option<(String, String)> {
+    let e = &base64::engine::general_purpose::STANDARD;
+    let raw = &base64::engine::general_purpose::STANDARD_NO_PAD;
+    let decoded = if field.trim().ends_with('=') {
+        e.decode(field)
+    } else {
+        raw.decode(field)
+    }
+    .ok()?;
+    let s = String::from_utf8(decoded).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+/// Registry credentials indexed like the kubelet's `BasicDockerKeyring`.
+#[derive(Clone, Debug, Default)]
+pub struct Keyring {
+    /// Keys (`host[:port][/path]`), reverse-sorted so that longer paths come first.
+    index: Vec<String>,
+    creds: HashMap<String, Vec<RegistryAuth>>,
+}
+
+impl Keyring {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds every entry of one secret. Add secrets in the pod's `imagePullSecrets` order (a
+    /// template without any gets its service account's), as the kubelet reads them.
+    pub fn add_secret(
+        &mut self,
+        secret: &SecretRef,
+        secret_type: &str,
+        data: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<usize, CredentialsError> {
+        let entries = parse_secret(secret, secret_type, data)?;
+        let n = entries.len();
+        self.add(entries);
+        Ok(n)
+    }
+
+    /// Adds `(registry key, credentials)` pairs. Keys that are not a URL-ish host are skipped.
+    pub fn add(&mut self, entries: impl IntoIterator<Item = (String, RegistryAuth)>) {
+        for (loc, auth) in entries {
+            let Some(key) = keyring_key(&loc) else {
+                tracing::debug!(registry = %loc, "pull secret entry is not a registry address; ignored");
+                continue;
+            };
+            let slot = self.creds.entry(key.clone()).or_default();
+            if slot.is_empty() {
+                self.index.push(key);
+            }
+            slot.push(auth);
+        }
+        self.index.sort_unstable_by(|a, b| b.cmp(a));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Credentials to try for `image`, most specific key first; several secrets for one key are
+    /// tried in the order they were added.
+    pub fn lookup(&self, image: &ImageRef) -> Vec<&RegistryAuth> {
+        self.lookup_name(&image.name())
+    }
+
+    /// Like `lookup`, for a normalised `registry/repository` name.
+    pub fn lookup_name(&self, name: &str) -> Vec<&RegistryAuth> {
+        let target = SchemelessUrl::parse(name);
+        let mut out = Vec::new();
+        for k in &self.index {
+            if urls_match(&SchemelessUrl::parse(k), &target) {
+                out.extend(self.creds[k].iter());
+            }
+        }
+        if out.is_empty()
+            && is_default_registry_match(name)
+            && let Some(c) = self.creds.get(DEFAULT_REGISTRY_HOST)
+        {
+            out.extend(c.iter());
+        }
+        out
+    }
+}
+
+/// The keyring key for a secret's registry entry: scheme stripped, `/v1/` and `/v2/` reduced
+/// to the host (the docker client treats them as the host itself).
+fn keyring_key(loc: &str) -> Option<String> {
+    let rest = loc
+        .strip_prefix("https://")
+        .or_else(|| loc.strip_prefix("http://"))
+        .unwrap_or(loc);
+    let u = SchemelessUrl::parse(rest);
+    if u.host.is_empty() || !port_ok(u.host) {
+        return None;
+    }
+    let mut path = u.path;
+    if path.starts_with("/v2/") || path.starts_with("/v1/") {
+        path = &path[3..];
+    }
+    if path.is_empty() || path == "/" {
+        Some(u.host.to_owned())
+    } else {
+        Some(format!("{}{}", u.host, path))
+    }
+}
+
+/// Go's url.Parse rejects a non-numeric port.
+fn port_ok(host: &str) -> bool {
+    let after_bracket = host.rsplit_once(']').map_or(host, |(_, a)| a);
+    match after_bracket.rsplit_once(':') {
+        Some((_, p)) => p.bytes().all(|b| b.is_ascii_digit()),
+        None => true,
+    }
+}
+
+/// `host[:port]` and `/path` of a schemeless URL, as `url.Parse("https://" + s)` splits them.
+struct SchemelessUrl<'a> {
+    host: &'a str,
+    path: &'a str,
+}
+
+impl<'a> SchemelessUrl<'a> {
+    fn parse(s: &'a str) -> Self {
+        let end = s.find(['?', '#']).unwrap_or(s.len());
+        let s = &s[..end];
+        let (authority, path) = match s.find('/') {
+            Some(i) => (&s[..i], &s[i..]),
+            None => (s, ""),
+        };
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        SchemelessUrl { host, path }
+    }
+
+    /// Host labels and port (`net.SplitHostPort`; without a port the whole host is split).
+    fn parts(&self) -> (Vec<&'a str>, &'a str) {
+        let (host, port) = split_host_port(self.host).unwrap_or((self.host, ""));
+        (host.split('.').collect(), port)
+    }
+}
+
+fn split_host_port(hp: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = hp.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = after.strip_prefix(':')?;
+        return Some((h, port));
+    }
+    let (h, p) = hp.rsplit_once(':')?;
+    if h.contains(':') {
+        return None; // "too many colons"
+    }
+    Some((h, p))
+}
+
+/// The kubelet's `URLsMatch`: same port, same number of host labels each matching the glob
+/// label, and the key's path a prefix of the image's path.
+fn urls_match(glob: &SchemelessUrl<'_>, target: &SchemelessUrl<'_>) -> bool {
+    let (gparts, gport) = glob.parts();
+    let (tparts, tport) = target.parts();
+    gport == tport
+        && gparts.len() == tparts.len()
+        && target.path.starts_with(glob.path)
+        && gparts
+            .iter()
+            .zip(&tparts)
+            .all(|(g, t)| glob_match(g.as_bytes(), t.as_bytes()).unwrap_or(false))
+}
+
+/// The kubelet's `isDefaultRegistryMatch`.
+fn is_default_registry_match(image: &str) -> bool {
+    let (first, rest) = match image.split_once('/') {
+        Some((f, r)) => (f, Some(r)),
+        None => (image, None),
+    };
+    if first.is_empty() {
+        return false;
+    }
+    rest.is_none()
+        || first == "docker.io"
+        || first == "index.docker.io"
+        || !first.contains(['.', ':'])
+}
+
+/// Go's `filepath.Match` on one host label (no separators): `*`, `?`, `[...]` with ranges and
+/// `^` negation, `\` escapes. `None` for a malformed pattern (which matches nothing).
+fn glob_match(p: &[u8], s: &[u8]) -> Option<bool> {
+    match p.first() {
+        None => Some(s.is_empty()),
+        Some(b'*') => {
+            let rest = &p[1..];
+            for i in 0..=s.len() {
+                if glob_match(rest, &s[i..])? {
+                    return Some(true);
+                }
+            }
+            Some(false)
+        }
+        Some(b'?') => match s.split_first() {
+            Some((_, srest)) => glob_match(&p[1..], srest),
+            None => {
+                validate_glob(&p[1..])?;
+                Some(false)
+            }
+        },
+        Some(b'[') => {
+            let (matched, plen) = match_class(&p[1..], s.first().copied())?;
+            match s.split_first() {
+                Some((_, srest)) if matched => glob_match(&p[1 + plen..], srest),
+                _ => {
+                    validate_glob(&p[1 + plen..])?;
+                    Some(false)
+                }
+            }
+        }
+        Some(b'\\') => {
+            let c = *p.get(1)?;
+            match s.split_first() {
+                Some((h, srest)) if *h == c => glob_match(&p[2..], srest),
+                _ => {
+                    validate_glob(&p[2..])?;
+                    Some(false)
+                }
+            }
+        }
+        Some(c) => match s.split_first() {
+            Some((h, srest)) if h == c => glob_match(&p[1..], srest),
+            _ => {
+                validate_glob(&p[1..])?;
+                Some(false)
+            }
+        },
+    }
+}
+
+/// Go reports a bad pattern even when the match already failed.
+fn validate_glob(p: &[u8]) -> Option<()> {
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'\\' => {
+                p.get(i + 1)?;
+                i += 2;
+            }
+            b'[' => {
+                let (_, len) = match_class(&p[i + 1..], None)?;
+                i += 1 + len;
+            }
+            _ => i += 1,
+        }
+    }
+    Some(())
+}
+
+/// Matches a character class body (after `[`) against `c`; returns whether it matched and how
+/// many pattern bytes the class used, including the closing `]`.
+fn match_class(p: &[u8], c: Option<u8>) -> Option<(bool, usize)> {
+    let mut i = 0;
+    let negate = p.first() == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let b = *p.get(i)?;
+        if b == b']' && !first {
+            i += 1;
+            break;
+        }
+        first = false;
+        let lo = class_char(p, &mut i)?;
+        let hi = if p.get(i) == Some(&b'-') {
+            i += 1;
+            class_char(p, &mut i)?
+        } else {
+            lo
+        };
+        if let Some(c) = c
+            && lo <= c
+            && c <= hi
+        {
+            matched = true;
+        }
+    }
+    Some((matched != negate && c.is_some(), i))
+}
+
+fn class_char(p: &[u8], i: &mut usize) -> Option<u8> {
+    let b = *p.get(*i)?;
+    match b {
+        b'-' | b']' => None,
+        b'\\' => {
+            let c = *p.get(*i + 1)?;
+            *i += 2;
+            Some(c)
+        }
+        _ => {
+            *i += 1;
+            Some(b)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_follow_go_filepath_match() {
+        let cases: &[(&str, &str, Option<bool>)] = &[
+            ("*", "anything", Some(true)),
+            ("*", "", Some(true)),
+            ("a*", "abc", Some(true)),
+            ("a*c", "abxc", Some(true)),
+            ("a*c", "abx", Some(false)),
+            ("?", "a", Some(true)),
+            ("?", "", Some(false)),
+            ("[a-c]x", "bx", Some(true)),
+            ("[^a-c]x", "bx", Some(false)),
+            ("[^a-c]x", "dx", Some(true)),
+            ("\\*", "*", Some(true)),
+            ("[", "a", None),
+            ("a[", "b", None),
+            ("[]a]", "]", None),
+        ];
+        for (p, s, want) in cases {
+            assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), *want, "{p} vs {s}");
+        }
+    }
+
+    #[test]
+    fn keys_are_normalised_like_the_kubelet() {
+        let cases = [
+            ("https://index.docker.io/v1/", Some("index.docker.io")),
+            (
+                "http://registry.example.com/v2/team",
+                Some("registry.example.com/team"),
+            ),
+            (
+                "registry.example.com:5000",
+                Some("registry.example.com:5000"),
+            ),
+            ("quay.io/org/", Some("quay.io/org/")),
+            ("host:abc", None),
+            ("", None),
+        ];
+        for (loc, want) in cases {
+            assert_eq!(keyring_key(loc).as_deref(), want, "{loc}");
+        }
+    }
+}

@@ -1,0 +1,631 @@
+//! The plan: which images this node must hold, in which order, and why — pure, from the
+//! inventory, this node's facts and the config.
+//!
+//! A revision is wanted on a node when a pod of it could run there, decided as the scheduler
+//! and the kubelet decide (`nodeName`, `nodeSelector`, required node affinity, NoSchedule and
+//! NoExecute taints against tolerations), unless `hold_everything` is set.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::SecretRef;
+use crate::image_ref::ImageRef;
+use crate::inventory::{Inventory, PullPolicy, Revision, RevisionKey};
+use crate::model::{
+    NodeFacts, NodeSelectorRequirement, NodeSelectorTerm, Scheduling, Taint, Toleration,
+};
+
+/// What the plan needs from the configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanConfig {
+    /// Hold every revision's images whatever the scheduling constraints say.
+    pub hold_everything: bool,
+    /// Images held on every node, right after the current revisions.
+    pub extra_images: Vec<String>,
+}
+
+/// Priority tiers; an image's `priority` number is derived from them (lower is more important).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    Current,
+    Extra,
+    Retained,
+}
+
+pub const PRIORITY_CURRENT: u32 = 0;
+pub const PRIORITY_EXTRA: u32 = 1;
+/// Retained revisions: this plus their rank among their workload's non-current revisions
+/// (0 = the newest).
+pub const PRIORITY_RETAINED_BASE: u32 = 2;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredImage {
+    /// Normalised `registry/repository[:tag][@digest]`.
+    pub reference: String,
+    /// What to pull: the digest form when there is a digest.
+    pub pull_ref: String,
+    pub registry: String,
+    pub priority: u32,
+    pub tier: Tier,
+    /// From the size hints, when known.
+    pub size_bytes: Option<u64>,
+    /// Wanted revisions that use this image, workload by workload, newest first.
+    pub needed_by: Vec<RevisionKey>,
+    /// Pull secrets of those revisions (`imagePullSecrets`), in first-seen order.
+    pub pull_secrets: Vec<SecretRef>,
+    /// Service accounts `(namespace, name)` whose imagePullSecrets count: those of revisions
+    /// whose template names no pull secret (Kubernetes then copies the account's).
+    pub service_accounts: Vec<(String, String)>,
+    /// Listed in `extra_images`.
+    pub extra: bool,
+    /// Effective pull policies of the containers using it, sorted.
+    pub pull_policies: Vec<PullPolicy>,
+    /// Every user says `imagePullPolicy: Never`: the kubelet never pulls it, so it must already
+    /// be on the node; it is held (pinned) all the same.
+    pub never_pulled: bool,
+}
+
+/// Why a revision's images are not held on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum NotHeld {
+    /// The template names another node.
+    NodeName { node_name: String },
+    /// A `nodeSelector` entry the node's labels lack.
+    NodeSelector {
+        key: String,
+        want: String,
+        have: Option<String>,
+    },
+    /// No required node-affinity term matches.
+    NodeAffinity { detail: String },
+    /// A taint the pod does not tolerate.
+    Taint {
+        key: String,
+        value: Option<String>,
+        effect: String,
+    },
+}
+
+impl fmt::Display for NotHeld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotHeld::NodeName { node_name } => write!(f, "nodeName is {node_name}"),
+            NotHeld::NodeSelector { key, want, have } => match have {
+                Some(h) => write!(f, "nodeSelector {key}={want}, node has {key}={h}"),
+                None => write!(f, "nodeSelector {key}={want}, node has no label {key}"),
+            },
+            NotHeld::NodeAffinity { detail } => write!(f, "required node affinity: {detail}"),
+            NotHeld::Taint { key, value, effect } => match value {
+                Some(v) if !v.is_empty() => write!(f, "untolerated taint {key}={v}:{effect}"),
+                _ => write!(f, "untolerated taint {key}:{effect}"),
+            },
+        }
+    }
+}
+
+/// Every revision of the inventory, with what the plan decided for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedRevision {
+    pub key: RevisionKey,
+    pub number: Option<i64>,
+    pub helm_release: Option<String>,
+    pub helm_versions: Vec<i64>,
+    pub current: bool,
+    /// Age rank among the workload's non-current revisions (0 = newest); None when current.
+    pub rank: Option<u32>,
+    pub wanted: bool,
+    pub not_held: Option<NotHeld>,
+    /// Normalised references (as written when invalid).
+    pub images: Vec<String>,
+}
+
+impl PlannedRevision {
+    /// `rev N (helm release R vA, vB)` — what people call this revision.
+    pub fn label(&self) -> String {
+        let mut s = match self.number {
+            Some(n) => format!("rev {n}"),
+            None => format!("template {}", self.key.template),
+        };
+        if let Some(rel) = &self.helm_release {
+            if self.helm_versions.is_empty() {
+                s.push_str(&format!(" (helm release {rel})"));
+            } else {
+                let vs: Vec<String> = self.helm_versions.iter().map(|v| format!("v{v}")).collect();
+                s.push_str(&format!(" (helm release {rel} {})", vs.join(", ")));
+            }
+        }
+        s
+    }
+}
+
+/// Something the plan could not use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanProblem {
+    pub revision: Option<RevisionKey>,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub node: String,
+    pub hold_everything: bool,
+    /// In pull order: priority, then smaller images first, unknown sizes last.
+    pub images: Vec<DesiredImage>,
+    /// Workload by workload, newest revision first.
+    pub revisions: Vec<PlannedRevision>,
+    pub problems: Vec<PlanProblem>,
+}
+
+impl Plan {
+    /// Finds a revision; `revisions` is grouped by workload in id order, so this is a binary
+    /// search plus a scan of one workload's revisions.
+    pub fn revision(&self, key: &RevisionKey) -> Option<&PlannedRevision> {
+        let start = self
+            .revisions
+            .partition_point(|r| r.key.workload < key.workload);
+        self.revisions[start..]
+            .iter()
+            .take_while(|r| r.key.workload == key.workload)
+            .find(|r| r.key.template == key.template)
+    }
+}
+
+struct Acc {
+    image: DesiredImage,
+}
+
+/// Decides what this node holds. `size_hints` maps a normalised reference (or a pull reference)
+/// to its size in bytes.
+pub fn plan(
+    inv: &Inventory,
+    node: &NodeFacts,
+    cfg: &PlanConfig,
+    size_hints: &HashMap<String, u64>,
+) -> Plan {
+    let mut out = Plan {
+        node: node.name.clone(),
+        hold_everything: cfg.hold_everything,
+        ..Plan::default()
+    };
+    let mut acc: HashMap<String, Acc> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+
+    for w in &inv.workloads {
+        let mut rank = 0u32;
+        for rev in &w.revisions {
+            let (priority, rev_rank) = if rev.current {
+                (PRIORITY_CURRENT, None)
+            } else {
+                rank += 1;
+                (
+                    PRIORITY_RETAINED_BASE.saturating_add(rank - 1),
+                    Some(rank - 1),
+                )
+            };
+            let verdict = if cfg.hold_everything {
+                Ok(())
+            } else {
+                check_scheduling(&rev.scheduling, &w.id.kind, node)
+            };
+            let (wanted, not_held) = match verdict {
+                Ok(()) => (true, None),
+                Err(SchedulingError::NotHeld(r)) => (false, Some(r)),
+                Err(SchedulingError::Invalid(msg, r)) => {
+                    out.problems.push(PlanProblem {
+                        revision: Some(rev.key.clone()),
+                        message: msg,
+                    });
+                    (false, Some(r))
+                }
+            };
+            if wanted {
+                add_revision_images(&mut acc, &mut order, rev, priority);
+            }
+            out.revisions.push(PlannedRevision {
+                key: rev.key.clone(),
+                number: rev.number,
+                helm_release: rev.helm_release.clone().or_else(|| w.helm_release.clone()),
+                helm_versions: rev.helm_versions.clone(),
+                current: rev.current,
+                rank: rev_rank,
+                wanted,
+                not_held,
+                images: rev
+                    .images
+                    .iter()
+                    .map(|u| {
+                        u.image
+                            .as_ref()
+                            .map_or_else(|| u.written.clone(), ImageRef::canonical)
+                    })
+                    .collect(),
+            });
+        }
+    }
+
+    for raw in &cfg.extra_images {
+        match ImageRef::parse(raw) {
+            Ok(r) => {
+                let a = entry(&mut acc, &mut order, &r);
+                a.image.extra = true;
+                if PRIORITY_EXTRA < a.image.priority {
+                    a.image.priority = PRIORITY_EXTRA;
+                }
+            }
+            Err(e) => out.problems.push(PlanProblem {
+                revision: None,
+                message: format!("extra_images: {e}; fix the entry in the configuration"),
+            }),
+        }
+    }
+
+    let mut images: Vec<DesiredImage> = order
+        .into_iter()
+        .filter_map(|k| acc.remove(&k))
+        .map(|a| {
+            let mut d = a.image;
+            d.tier = match d.priority {
+                PRIORITY_CURRENT => Tier::Current,
+                PRIORITY_EXTRA => Tier::Extra,
+                _ => Tier::Retained,
+            };
+            d.size_bytes = size_hints
+                .get(&d.reference)
+                .or_else(|| size_hints.get(&d.pull_ref))
+                .copied();
+            d.pull_policies.sort_unstable();
+            d.pull_policies.dedup();
+            d.never_pulled = !d.extra && d.pull_policies == [PullPolicy::Never];
+            d
+        })
+        .collect();
+    images.sort_by(|a, b| {
+        (
+            a.priority,
+            a.size_bytes.is_none(),
+            a.size_bytes,
+            &a.reference,
+        )
+            .cmp(&(
+                b.priority,
+                b.size_bytes.is_none(),
+                b.size_bytes,
+                &b.reference,
+            ))
+    });
+    out.images = images;
+    out
+}
+
+fn entry<'a>(
+    acc: &'a mut HashMap<String, Acc>,
+    order: &mut Vec<String>,
+    r: &ImageRef,
+) -> &'a mut Acc {
+    let reference = r.canonical();
+    if !acc.contains_key(&reference) {
+        order.push(reference.clone());
+    }
+    acc.entry(reference.clone()).or_insert_with(|| Acc {
+        image: DesiredImage {
+            pull_ref: r.pull_ref(),
+            registry: r.registry.clone(),
+            reference,
+            priority: u32::MAX,
+            tier: Tier::Retained,
+            size_bytes: None,
+            needed_by: Vec::new(),
+            pull_secrets: Vec::new(),
+            service_accounts: Vec::new(),
+            extra: false,
+            pull_policies: Vec::new(),
+            never_pulled: false,
+        },
+    })
+}
+
+fn add_revision_images(
+    acc: &mut HashMap<String, Acc>,
+    order: &mut Vec<String>,
+    rev: &Revision,
+    priority: u32,
+) {
+    let ns = &rev.key.workload.namespace;
+    for u in &rev.images {
+        let Some(r) = &u.image else { continue };
+        let a = entry(acc, order, r);
+        let d = &mut a.image;
+        d.priority = d.priority.min(priority);
+        if d.needed_by.last() != Some(&rev.key) {
+            d.needed_by.push(rev.key.clone());
+        }
+        if !d.pull_policies.contains(&u.pull_policy) {
+            d.pull_policies.push(u.pull_policy);
+        }
+        for s in &rev.pull_secrets {
+            if !d
+                .pull_secrets
+                .iter()
+                .any(|x| &x.namespace == ns && &x.name == s)
+            {
+                d.pull_secrets.push(SecretRef {
+                    namespace: ns.clone(),
+                    name: s.clone(),
+                });
+            }
+        }
+        // The ServiceAccount admission plugin gives a pod its account's pull secrets only
+        // when the template names none.
+        let sa = rev.service_account_name();
+        if rev.pull_secrets.is_empty()
+            && !d.service_accounts.iter().any(|(n, s)| n == ns && s == sa)
+        {
+            d.service_accounts.push((ns.clone(), sa.to_owned()));
+        }
+    }
+}
+
+/// Why a pod template cannot run on a node; `Invalid` also carries a problem to report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SchedulingError {
+    NotHeld(NotHeld),
+    Invalid(String, NotHeld),
+}
+
+/// Whether a pod of this template could run on `node`, as the scheduler (or, for a template
+/// with `nodeName`, the kubelet's admission) decides.
+pub fn check_scheduling(
+    s: &Scheduling,
+    workload_kind: &str,
+    node: &NodeFacts,
+) -> Result<(), SchedulingError> {
+    let bound = s.node_name.as_deref().filter(|n| !n.is_empty());
+    if let Some(n) = bound
+        && n != node.name
+    {
+        return Err(SchedulingError::NotHeld(NotHeld::NodeName {
+            node_name: n.to_owned(),
+        }));
+    }
+    for (k, v) in &s.node_selector {
+        let have = node.labels.get(k);
+        if have != Some(v) {
+            return Err(SchedulingError::NotHeld(NotHeld::NodeSelector {
+                key: k.clone(),
+                want: v.clone(),
+                have: have.cloned(),
+            }));
+        }
+    }
+    if !s.required_terms.is_empty() {
+        match match_node_selector_terms(&s.required_terms, node) {
+            TermsResult::Match => {}
+            TermsResult::NoMatch(detail) => {
+                return Err(SchedulingError::NotHeld(NotHeld::NodeAffinity { detail }));
+            }
+            TermsResult::Invalid(errors, detail) => {
+                return Err(SchedulingError::Invalid(
+                    format!("invalid required node affinity: {errors}"),
+                    NotHeld::NodeAffinity { detail },
+                ));
+            }
+        }
+    }
+    // A pod bound by nodeName skips the scheduler; the kubelet only refuses NoExecute taints.
+    let implicit = implicit_tolerations(workload_kind);
+    let untolerated = node.taints.iter().find(|t| {
+        let relevant = match t.effect.as_str() {
+            "NoExecute" => true,
+            "NoSchedule" => bound.is_none(),
+            _ => false,
+        };
+        relevant
+            && !s
+                .tolerations
+                .iter()
+                .chain(implicit.iter())
+                .any(|tol| tolerates(tol, t))
+    });
+    if let Some(t) = untolerated {
+        return Err(SchedulingError::NotHeld(NotHeld::Taint {
+            key: t.key.clone(),
+            value: t.value.clone(),
+            effect: t.effect.clone(),
+        }));
+    }
+    Ok(())
+}
+
+/// Tolerations Kubernetes adds to pods by itself: `DefaultTolerationSeconds` (not-ready and
+/// unreachable, NoExecute) for every pod, and the DaemonSet controller's node-condition ones.
+fn implicit_tolerations(workload_kind: &str) -> Vec<Toleration> {
+    let t = |key: &str, effect: &str| Toleration {
+        key: Some(key.to_owned()),
+        operator: Some("Exists".to_owned()),
+        value: None,
+        effect: Some(effect.to_owned()),
+    };
+    let mut v = vec![
+        t("node.kubernetes.io/not-ready", "NoExecute"),
+        t("node.kubernetes.io/unreachable", "NoExecute"),
+    ];
+    if workload_kind == "DaemonSet" {
+        v.extend([
+            t("node.kubernetes.io/disk-pressure", "NoSchedule"),
+            t("node.kubernetes.io/memory-pressure", "NoSchedule"),
+            t("node.kubernetes.io/pid-pressure", "NoSchedule"),
+            t("node.kubernetes.io/unschedulable", "NoSchedule"),
+        ]);
+    }
+    v
+}
+
+/// `Toleration.ToleratesTaint`: empty effect matches every effect, empty key (with Exists)
+/// every key; `Equal` (the default) compares values, `Exists` does not; `Gt`/`Lt` compare the
+/// values as integers.
+pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
+    let nz = |o: &Option<String>| o.as_deref().unwrap_or("").to_owned();
+    let effect = nz(&tol.effect);
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = nz(&tol.key);
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    let tv = nz(&tol.value);
+    let taint_value = taint.value.as_deref().unwrap_or("");
+    match tol.operator.as_deref().unwrap_or("") {
+        "" | "Equal" => tv == taint_value,
+        "Exists" => true,
+        op @ ("Lt" | "Gt") => match (tv.parse::<i64>(), taint_value.parse::<i64>()) {
+            (Ok(t), Ok(n)) => {
+                if op == "Lt" {
+                    n < t
+                } else {
+                    n > t
+                }
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+enum TermsResult {
+    Match,
+    NoMatch(String),
+    /// Some term could not be parsed (it matches nothing, as in Kubernetes) and none matched.
+    Invalid(String, String),
+}
+
+/// `nodeSelectorTerms` are ORed; an empty term matches nothing; a term that does not parse
+/// matches nothing and is reported.
+fn match_node_selector_terms(terms: &[NodeSelectorTerm], node: &NodeFacts) -> TermsResult {
+    let mut why = Vec::new();
+    let mut errors = Vec::new();
+    for (i, t) in terms.iter().enumerate() {
+        if t.match_expressions.is_empty() && t.match_fields.is_empty() {
+            why.push(format!("term {i} is empty"));
+            continue;
+        }
+        match match_term(t, node) {
+            Ok(None) => return TermsResult::Match,
+            Ok(Some(reason)) => why.push(format!("term {i}: {reason}")),
+            Err(e) => {
+                why.push(format!("term {i} is invalid"));
+                errors.push(format!("term {i}: {e}"));
+            }
+        }
+    }
+    let detail = why.join("; ");
+    if errors.is_empty() {
+        TermsResult::NoMatch(detail)
+    } else {
+        TermsResult::Invalid(errors.join("; "), detail)
+    }
+}
+
+/// `Ok(None)` when the term matches, `Ok(Some(why not))`, or `Err` when it does not parse.
+fn match_term(t: &NodeSelectorTerm, node: &NodeFacts) -> Result<Option<String>, String> {
+    // Kubernetes parses the whole term before matching: an invalid requirement anywhere makes
+    // the term invalid.
+    for r in &t.match_expressions {
+        validate_label_requirement(r)?;
+    }
+    for r in &t.match_fields {
+        validate_field_requirement(r)?;
+    }
+    for r in &t.match_expressions {
+        if !label_requirement_matches(r, node) {
+            return Ok(Some(describe(
+                r,
+                node.labels.get(&r.key).map(String::as_str),
+                "label",
+            )));
+        }
+    }
+    // The node's fields are only `metadata.name`, and only when the node has a name.
+    if !node.name.is_empty() {
+        for r in &t.match_fields {
+            let have = (r.key == "metadata.name").then_some(node.name.as_str());
+            let is = have.unwrap_or("") == r.values[0];
+            let ok = if r.operator == "In" { is } else { !is };
+            if !ok {
+                return Ok(Some(describe(r, have, "field")));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn describe(r: &NodeSelectorRequirement, have: Option<&str>, what: &str) -> String {
+    let want = if r.values.is_empty() {
+        format!("{} {}", r.key, r.operator)
+    } else {
+        format!("{} {} [{}]", r.key, r.operator, r.values.join(", "))
+    };
+    match have {
+        Some(h) => format!("{what} {want}, node has {}={h}", r.key),
+        None => format!("{what} {want}, node has no {what} {}", r.key),
+    }
+}
+
+fn validate_label_requirement(r: &NodeSelectorRequirement) -> Result<(), String> {
+    let n = r.values.len();
+    match r.operator.as_str() {
+        "In" | "NotIn" if n == 0 => Err(format!(
+            "{} {}: needs at least one value",
+            r.key, r.operator
+        )),
+        "In" | "NotIn" => Ok(()),
+        "Exists" | "DoesNotExist" if n > 0 => {
+            Err(format!("{} {}: takes no values", r.key, r.operator))
+        }
+        "Exists" | "DoesNotExist" => Ok(()),
+        "Gt" | "Lt" if n != 1 || r.values[0].parse::<i64>().is_err() => Err(format!(
+            "{} {}: needs exactly one integer value",
+            r.key, r.operator
+        )),
+        "Gt" | "Lt" => Ok(()),
+        op => Err(format!("{}: unknown operator {op:?}", r.key)),
+    }
+}
+
+fn validate_field_requirement(r: &NodeSelectorRequirement) -> Result<(), String> {
+    match r.operator.as_str() {
+        "In" | "NotIn" if r.values.len() == 1 => Ok(()),
+        "In" | "NotIn" => Err(format!(
+            "field {} {}: needs exactly one value",
+            r.key, r.operator
+        )),
+        op => Err(format!(
+            "field {}: operator {op:?} is not In or NotIn",
+            r.key
+        )),
+    }
+}
+
+/// `labels.Requirement.Matches` (already validated).
+fn label_requirement_matches(r: &NodeSelectorRequirement, node: &NodeFacts) -> bool {
+    let have = node.labels.get(&r.key);
+    match r.operator.as_str() {
+        "In" => have.is_some_and(|v| r.values.contains(v)),
+        "NotIn" => have.is_none_or(|v| !r.values.contains(v)),
+        "Exists" => have.is_some(),
+        "DoesNotExist" => have.is_none(),
+        op @ ("Gt" | "Lt") => {
+            let (Some(Ok(l)), Ok(want)) =
+                (have.map(|v| v.parse::<i64>()), r.values[0].parse::<i64>())
+            else {
+                return false;
+            };
+            if op == "Gt" { l > want } else { l < want }
+        }
+        _ => false,
+    }
+}

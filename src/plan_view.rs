@@ -1,0 +1,181 @@
+//! The plan for people (`render_table`) and for scripts (`render_json`).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use crate::inventory::RevisionKey;
+use crate::plan::{Plan, PlannedRevision, Tier};
+
+/// A stable, aligned text view: one block per image in pull order, then the revisions this node
+/// does not hold and why, then problems.
+pub fn render_table(plan: &Plan) -> String {
+    let by_key: HashMap<&RevisionKey, &PlannedRevision> =
+        plan.revisions.iter().map(|r| (&r.key, r)).collect();
+    let wanted = plan.revisions.iter().filter(|r| r.wanted).count();
+    let mut out = String::new();
+    let mode = if plan.hold_everything {
+        "holding every revision"
+    } else {
+        "scheduling-aware"
+    };
+    let _ = writeln!(
+        out,
+        "Node {} ({mode}): {} images for {wanted} of {} revisions",
+        display_or(&plan.node, "(unnamed)"),
+        plan.images.len(),
+        plan.revisions.len()
+    );
+
+    let width = plan.images.len().to_string().len();
+    for (i, img) in plan.images.iter().enumerate() {
+        let _ = writeln!(out, "\n{:>width$}. {}", i + 1, img.reference);
+        let pad = " ".repeat(width + 2);
+        let mut field = |name: &str, value: &str| {
+            let _ = writeln!(out, "{pad}{name:<11}{value}");
+        };
+        let tier = match img.tier {
+            Tier::Current => "current revision",
+            Tier::Extra => "extra image",
+            Tier::Retained => "retained revision",
+        };
+        field("priority", &format!("{} ({tier})", img.priority));
+        field(
+            "size",
+            &img.size_bytes
+                .map_or_else(|| "unknown".to_owned(), human_size),
+        );
+        if img.pull_ref != img.reference {
+            field("pulls", &img.pull_ref);
+        }
+        let needed: Vec<String> = img
+            .needed_by
+            .iter()
+            .map(|k| match by_key.get(k) {
+                Some(r) => format!("{} {} {}", k.workload.kind, ns_name(k), r.label()),
+                None => k.to_string(),
+            })
+            .collect();
+        if img.extra {
+            field("needed by", "extra_images (configuration)");
+        }
+        for (j, n) in needed.iter().enumerate() {
+            field(
+                if j == 0 && !img.extra {
+                    "needed by"
+                } else {
+                    ""
+                },
+                n,
+            );
+        }
+        if !img.pull_secrets.is_empty() {
+            let s: Vec<String> = img.pull_secrets.iter().map(|s| s.to_string()).collect();
+            field("secrets", &s.join(", "));
+        }
+        let policies: Vec<&str> = img.pull_policies.iter().map(|p| p.as_str()).collect();
+        if !policies.is_empty() {
+            field("policy", &policies.join(", "));
+        }
+        if img.never_pulled {
+            field(
+                "note",
+                "imagePullPolicy Never: the kubelet never pulls it; held as found on the node",
+            );
+        }
+    }
+
+    let skipped: Vec<&PlannedRevision> = plan.revisions.iter().filter(|r| !r.wanted).collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nRevisions not held on this node ({}):",
+            skipped.len()
+        );
+        let rows: Vec<[String; 3]> = skipped
+            .iter()
+            .map(|r| {
+                [
+                    format!("{} {}", r.key.workload.kind, ns_name(&r.key)),
+                    r.label(),
+                    r.not_held
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                ]
+            })
+            .collect();
+        write_table(&mut out, ["WORKLOAD", "REVISION", "WHY"], &rows);
+    }
+
+    if !plan.problems.is_empty() {
+        let _ = writeln!(out, "\nProblems ({}):", plan.problems.len());
+        for p in &plan.problems {
+            match &p.revision {
+                Some(k) => {
+                    let _ = writeln!(out, "  {k}: {}", p.message);
+                }
+                None => {
+                    let _ = writeln!(out, "  {}", p.message);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The plan as pretty JSON (`--output json`).
+pub fn render_json(plan: &Plan) -> String {
+    // A Plan holds only strings, numbers and lists: serialising it cannot fail.
+    serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+fn ns_name(k: &RevisionKey) -> String {
+    if k.workload.namespace.is_empty() {
+        k.workload.name.clone()
+    } else {
+        format!("{}/{}", k.workload.namespace, k.workload.name)
+    }
+}
+
+fn display_or<'a>(s: &'a str, fallback: &'a str) -> &'a str {
+    if s.is_empty() { fallback } else { s }
+}
+
+fn write_table<const N: usize>(out: &mut String, header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: Vec<&str>| {
+        let mut s = String::from("  ");
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == N {
+                s.push_str(c);
+            } else {
+                let _ = write!(s, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        let _ = writeln!(out, "{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Binary units, one decimal: `12.3 MiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
