@@ -66,3 +66,6 @@ pub mod helm;
 pub mod nodes;
 pub mod pods;
 pub mod replicasets;
+pub mod secrets;
+pub mod store;
+pub mod watch;
