@@ -70,6 +70,8 @@ pub struct SourceStatus {
     pub objects: usize,
     /// Facts currently indexed from this source.
     pub facts: usize,
+    /// Lists started since start (the first one included): more than one means re-lists.
+    pub lists: u64,
     /// Decode problems seen since start, by kind.
     pub problems: HashMap<ProblemKind, u64>,
 }
@@ -225,6 +227,7 @@ impl HistoryStore {
         self.update(|inner| {
             let src = inner.sources.entry(id.clone()).or_default();
             src.pending = Some(HashMap::new());
+            src.status.lists += 1;
             let was_error = mark_flowing(&mut src.status);
             let was_relisting = std::mem::replace(&mut src.status.relisting, true);
             ((), was_error || !was_relisting)

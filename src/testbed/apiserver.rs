@@ -211,6 +211,13 @@ struct StoredEvent {
     prev: Option<Arc<Value>>,
 }
 
+/// Outage switch; every change of `epoch` closes the connections open at that time.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outage {
+    down: bool,
+    epoch: u64,
+}
+
 #[derive(Debug, Default)]
 struct State {
     rv: u64,
@@ -225,7 +232,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     rv_tx: watch::Sender<u64>,
-    down_tx: watch::Sender<bool>,
+    down_tx: watch::Sender<Outage>,
     shutdown: CancellationToken,
     opts: ApiServerOptions,
     requests: AtomicU64,
@@ -277,7 +284,7 @@ impl ApiServer {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             rv_tx: watch::channel(0).0,
-            down_tx: watch::channel(false).0,
+            down_tx: watch::channel(Outage::default()).0,
             shutdown: CancellationToken::new(),
             opts,
             requests: AtomicU64::new(0),
@@ -446,7 +453,16 @@ impl ApiServer {
     /// Simulates an outage: while down, connections are closed without an answer (clients see
     /// the connection refused or reset) and streams in progress are cut.
     pub fn set_down(&self, down: bool) {
-        self.shared.down_tx.send_replace(down);
+        self.shared.down_tx.send_modify(|o| {
+            o.down = down;
+            o.epoch += 1;
+        });
+    }
+
+    /// Closes every open connection (watches in progress end abruptly) without refusing new ones,
+    /// like a load balancer or network blip would.
+    pub fn cut_connections(&self) {
+        self.shared.down_tx.send_modify(|o| o.epoch += 1);
     }
 
     /// The newest resource version.
@@ -512,10 +528,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 }
             },
         };
-        if *shared.down_tx.borrow() {
-            drop(sock);
-            continue;
-        }
+        let epoch = {
+            let o = shared.down_tx.borrow();
+            if o.down {
+                drop(sock);
+                continue;
+            }
+            o.epoch
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut down = shared.down_tx.subscribe();
@@ -528,7 +548,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             // Dropping the connection future closes the socket: that is how an outage cuts streams.
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(error = %e, "test API server connection ended") },
-                _ = async { let _ = down.wait_for(|d| *d).await; } => {}
+                _ = async { let _ = down.wait_for(|o| o.down || o.epoch != epoch).await; } => {}
                 _ = shared.shutdown.cancelled() => {}
             }
         });
@@ -943,7 +963,6 @@ async fn watch_loop(shared: Arc<Shared>, filter: Filter, opts: WatchOpts, tx: Wa
     let def = &RESOURCES[filter.resource];
     let mut changes = shared.rv_tx.subscribe();
     changes.borrow_and_update();
-    let mut down = shared.down_tx.subscribe();
     let deadline = tokio::time::sleep(opts.timeout.unwrap_or(Duration::from_secs(24 * 3600)));
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval_at(
@@ -1038,10 +1057,6 @@ async fn watch_loop(shared: Arc<Shared>, filter: Filter, opts: WatchOpts, tx: Wa
                 }
             }
             _ = &mut deadline => return,
-            _ = async { let _ = down.wait_for(|d| *d).await; } => {
-                let _ = tx.send(Err(std::io::Error::other("API server went down"))).await;
-                return;
-            }
             _ = shared.shutdown.cancelled() => return,
             _ = tx.closed() => return,
         }
