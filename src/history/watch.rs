@@ -386,7 +386,7 @@ async fn drive<K, S>(
                         probe_at.get_or_insert_with(|| Instant::now() + probe_interval);
                     }
                     // The watcher never ends on its own; start over if it does.
-                    None => break true,
+                    None => break,
                 },
                 _ = sleep_until_opt(probe_at) => {
                     if probe(&api, &wc).await {
