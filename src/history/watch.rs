@@ -3,19 +3,21 @@
 //!
 //! Failures never stop a source: kube's default backoff paces retries, a `410 Gone` makes the
 //! watcher re-list (the store forgets what disappeared at the end of the list), and the source is
-//! marked in error meanwhile so that nothing is unpinned on a stale view. Because a watch that
-//! resumes quietly emits nothing (bookmarks are absorbed by the watcher), a source in error probes
-//! the API every `probe_interval` and, once it answers, restarts its watcher: the fresh list that
-//! follows proves the view complete again.
+//! marked in error meanwhile so that nothing is unpinned on a stale view. A watch that resumes
+//! from its resourceVersion emits nothing (bookmarks are absorbed by the watcher), so a source in
+//! error is also cleared when the watcher's retry has been due for a second without a new error
+//! and a probe list answers; anything that arrives first clears it at once.
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{Api, ListParams};
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::DefaultBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -76,7 +78,8 @@ impl Default for WatchConfig {
 }
 
 impl WatchConfig {
-    fn watcher_config(&self) -> watcher::Config {
+    /// The watcher settings every source shares (page size, list semantic, timeout).
+    pub fn watcher_config(&self) -> watcher::Config {
         let mut wc = watcher::Config::default().page_size(self.page_size);
         if self.any_semantic {
             wc = wc.any_semantic();
@@ -85,6 +88,18 @@ impl WatchConfig {
             wc = wc.timeout(t);
         }
         wc
+    }
+
+    /// Helm release Secrets only: the server filters, so other Secrets never reach rollcache.
+    pub fn helm_secrets_config(&self) -> watcher::Config {
+        self.watcher_config()
+            .labels(HELM_OWNER_SELECTOR)
+            .fields(HELM_SECRET_TYPE_SELECTOR)
+    }
+
+    /// Helm release ConfigMaps (`HELM_DRIVER=configmap`) only.
+    pub fn helm_configmaps_config(&self) -> watcher::Config {
+        self.watcher_config().labels(HELM_OWNER_SELECTOR)
     }
 }
 
@@ -132,9 +147,7 @@ pub fn spawn_watchers(
             spawn_source(
                 tasks,
                 api::<Secret>(client, ns),
-                base.clone()
-                    .labels(HELM_OWNER_SELECTOR)
-                    .fields(HELM_SECRET_TYPE_SELECTOR),
+                cfg.helm_secrets_config(),
                 SourceId::new(SourceKind::HelmRelease, "secrets", ns),
                 helm::decode_secret,
                 store,
@@ -146,7 +159,7 @@ pub fn spawn_watchers(
             spawn_source(
                 tasks,
                 api::<ConfigMap>(client, ns),
-                base.clone().labels(HELM_OWNER_SELECTOR),
+                cfg.helm_configmaps_config(),
                 SourceId::new(SourceKind::HelmRelease, "configmaps", ns),
                 helm::decode_configmap,
                 store,
@@ -349,6 +362,35 @@ impl Sink<Node> for NodeSink {
     }
 }
 
+/// Once a retry of the watcher was due this long ago without a new error, and a probe answers,
+/// the watch is taken as resumed.
+const RESUME_SETTLE: Duration = Duration::from_secs(1);
+
+/// kube's default watcher backoff, remembering when the next retry is due so that a quiet
+/// resume (no event) can be told from a retry still waiting.
+struct ObservedBackoff {
+    inner: DefaultBackoff,
+    retry_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Iterator for ObservedBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.inner.next();
+        if let Some(d) = delay {
+            *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + d);
+        }
+        delay
+    }
+}
+
+impl Backoff for ObservedBackoff {
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+}
+
 async fn drive<K, S>(
     api: Api<K>,
     wc: watcher::Config,
@@ -365,34 +407,52 @@ async fn drive<K, S>(
         StatusKey::Source(id) => id.to_string(),
         StatusKey::Node => "node".to_string(),
     };
+    let retry_at = Arc::new(Mutex::new(None));
+    let new_stream = || {
+        let backoff = ObservedBackoff {
+            inner: DefaultBackoff::default(),
+            retry_at: retry_at.clone(),
+        };
+        watcher(api.clone(), wc.clone()).backoff(backoff).boxed()
+    };
+    let mut stream = new_stream();
+    let mut probe_at: Option<Instant> = None;
+    let mut last_error: Option<Instant> = None;
     loop {
-        let mut stream = watcher(api.clone(), wc.clone()).default_backoff().boxed();
-        let mut probe_at: Option<Instant> = None;
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => return,
-                item = stream.next() => match item {
-                    Some(Ok(event)) => {
-                        probe_at = None;
-                        sink.event(&store, event);
+        tokio::select! {
+            _ = token.cancelled() => return,
+            item = stream.next() => match item {
+                Some(Ok(event)) => {
+                    probe_at = None;
+                    sink.event(&store, event);
+                }
+                Some(Err(e)) => {
+                    if store.in_error(&key) {
+                        debug!(source = %name, error = %e, "watch still failing");
+                    } else {
+                        warn!(source = %name, error = %e, "watch failed; keeping what is known and retrying with backoff");
                     }
-                    Some(Err(e)) => {
-                        if store.in_error(&key) {
-                            debug!(source = %name, error = %e, "watch still failing");
-                        } else {
-                            warn!(source = %name, error = %e, "watch failed; keeping what is known and retrying with backoff");
-                        }
-                        store.set_error(&key, e.to_string());
-                        probe_at.get_or_insert_with(|| Instant::now() + probe_interval);
-                    }
-                    // The watcher never ends on its own; start over if it does.
-                    None => break,
-                },
-                _ = sleep_until_opt(probe_at) => {
-                    if probe(&api, &wc).await {
-                        info!(source = %name, "API answers again; re-listing");
-                        break;
-                    }
+                    store.set_error(&key, e.to_string());
+                    last_error = Some(Instant::now());
+                    probe_at.get_or_insert_with(|| Instant::now() + probe_interval);
+                }
+                // The watcher never ends on its own; start a new one if it does.
+                None => {
+                    stream = new_stream();
+                }
+            },
+            _ = sleep_until_opt(probe_at) => {
+                let due = *retry_at.lock().unwrap_or_else(|e| e.into_inner());
+                // A retry that was due a while ago and produced no error since has resumed the
+                // watch; the probe confirms that the API answers.
+                let resumed = due.is_some_and(|t| {
+                    Instant::now() >= t + RESUME_SETTLE && last_error.is_none_or(|e| e < t)
+                });
+                if resumed && store.in_error(&key) && probe(&api, &wc).await {
+                    info!(source = %name, "watch resumed");
+                    store.set_ok(&key);
+                    probe_at = None;
+                } else {
                     probe_at = Some(Instant::now() + probe_interval);
                 }
             }
