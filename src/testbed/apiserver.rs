@@ -772,8 +772,8 @@ fn list(shared: &Shared, filter: &Filter, params: &BTreeMap<String, String>) -> 
         .filter(|l| *l > 0);
     let token = match params.get("continue").filter(|c| !c.is_empty()) {
         None => None,
-        Some(c) => match base64::engine::general_purpose::STANDARD
-            .decode(c)
+        Some(c) => match base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(c.trim_end_matches('='))
             .ok()
             .and_then(|b| serde_json::from_slice::<ContinueToken>(&b).ok())
         {
@@ -816,9 +816,14 @@ fn list(shared: &Shared, filter: &Filter, params: &BTreeMap<String, String>) -> 
     // Pages after the first report the first page's resourceVersion so that a watch started from
     // it replays whatever changed meanwhile (events are idempotent for clients).
     let list_rv = token.as_ref().map_or(st.rv, |t| t.rv);
-    let start = token.as_ref().map(|t| t.start.clone());
     let prefix_ns = filter.namespace.as_ref().map(|ns| format!("{ns}/"));
-    let lower = (filter.resource, start.clone().unwrap_or_default());
+    // The token's start key is relative to the list's prefix (`/name` within a namespace,
+    // `/ns/name` across namespaces), as the real server writes it.
+    let start = token.as_ref().map(|t| {
+        let rel = t.start.strip_prefix('/').unwrap_or(&t.start);
+        format!("{}{rel}", prefix_ns.as_deref().unwrap_or(""))
+    });
+    let lower = (filter.resource, start.unwrap_or_default());
     let mut items = Vec::new();
     let mut last_key = None;
     let mut more = false;
@@ -852,12 +857,16 @@ fn list(shared: &Shared, filter: &Filter, params: &BTreeMap<String, String>) -> 
     drop(st);
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
     if more && let Some(last) = last_key {
+        let rel = prefix_ns
+            .as_deref()
+            .and_then(|p| last.strip_prefix(p))
+            .unwrap_or(&last);
         let token = ContinueToken {
             v: "meta.k8s.io/v1".into(),
             rv: list_rv,
-            start: format!("{last}\u{0}"),
+            start: format!("/{rel}\u{0}"),
         };
-        let encoded = base64::engine::general_purpose::STANDARD
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(serde_json::to_vec(&token).unwrap_or_default());
         metadata["continue"] = json!(encoded);
         if filter.labels.is_empty() && filter.fields.is_empty() {
@@ -874,27 +883,46 @@ fn list(shared: &Shared, filter: &Filter, params: &BTreeMap<String, String>) -> 
 }
 
 /// An empty object of the resource's kind carrying only a resourceVersion, as bookmarks do.
+/// Go encodes the non-omitempty fields of an empty object too; the shapes are copied from a real
+/// API server (1.36).
 fn bookmark_object(def: &ResourceDef, rv: u64, initial_end: bool) -> Value {
-    let mut meta = json!({"resourceVersion": rv.to_string(), "creationTimestamp": null});
+    let mut meta = json!({"resourceVersion": rv.to_string()});
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
     let mut obj = json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": meta});
-    // Go encodes the non-omitempty fields of an empty object too.
+    let template = json!({"metadata": {}, "spec": {"containers": null}});
     match def.kind {
         "Pod" => {
             obj["spec"] = json!({"containers": null});
             obj["status"] = json!({});
         }
-        "ReplicaSet" | "Deployment" | "StatefulSet" | "DaemonSet" => {
-            obj["spec"] = json!({"selector": null, "template": {"metadata": {"creationTimestamp": null}, "spec": {"containers": null}}});
+        "ReplicaSet" => {
+            obj["spec"] = json!({"selector": null, "template": template});
             obj["status"] = json!({"replicas": 0});
-            if def.kind != "ReplicaSet" {
-                obj["status"] = json!({});
-            }
         }
-        "ControllerRevision" => obj["revision"] = json!(0),
-        "Node" | "Namespace" => {
+        "Deployment" | "DaemonSet" => {
+            obj["spec"] = json!({"selector": null, "template": template});
+            obj["status"] = json!({});
+        }
+        "StatefulSet" => {
+            obj["spec"] = json!({"selector": null, "template": template, "serviceName": ""});
+            obj["status"] = json!({"replicas": 0});
+        }
+        "ControllerRevision" => {
+            obj["data"] = Value::Null;
+            obj["revision"] = json!(0);
+        }
+        "Node" => {
+            obj["spec"] = json!({});
+            obj["status"] = json!({
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+                "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
+                    "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "",
+                    "kubeProxyVersion": "", "operatingSystem": "", "architecture": ""},
+            });
+        }
+        "Namespace" => {
             obj["spec"] = json!({});
             obj["status"] = json!({});
         }
@@ -1056,7 +1084,14 @@ async fn watch_loop(shared: Arc<Shared>, filter: Filter, opts: WatchOpts, tx: Wa
                     return;
                 }
             }
-            _ = &mut deadline => return,
+            _ = &mut deadline => {
+                // The real server sends a last bookmark as the watch times out, so that the
+                // client resumes from the newest resource version.
+                if opts.bookmarks {
+                    let _ = send(&shared, &tx, event_line("BOOKMARK", &bookmark_object(def, last, false))).await;
+                }
+                return;
+            }
             _ = shared.shutdown.cancelled() => return,
             _ = tx.closed() => return,
         }
