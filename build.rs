@@ -6,9 +6,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     if std::env::var_os("PROTOC").is_none() && which_protoc().is_none() {
-        return Err("protoc not found: install it (`apt-get install protobuf-compiler`, or run \
+        return Err(
+            "protoc not found: install it (`apt-get install protobuf-compiler`, or run \
              `scripts/install-deps.sh`) or set PROTOC to its path"
-            .into());
+                .into(),
+        );
     }
     tonic_prost_build::configure()
         .build_client(true)

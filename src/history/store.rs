@@ -475,7 +475,10 @@ mod tests {
         let snap = store.snapshot();
         assert!(!snap.all_sources_fresh());
         assert_eq!(snap.facts().count(), 1);
-        assert_eq!(snap.sources[&id].last_error.as_deref(), Some("connection refused"));
+        assert_eq!(
+            snap.sources[&id].last_error.as_deref(),
+            Some("connection refused")
+        );
         store.apply(&id, obj("b"), decoded("b", 1));
         assert!(store.snapshot().all_sources_fresh());
     }

@@ -349,7 +349,9 @@ impl Sink<Node> for NodeSink {
             watcher::Event::InitApply(n) => self.listed = Some((self.decode)(&n)),
             watcher::Event::InitDone => {
                 if self.listed.is_none() {
-                    warn!("this node's Node object was not found; scheduling constraints cannot be checked");
+                    warn!(
+                        "this node's Node object was not found; scheduling constraints cannot be checked"
+                    );
                 }
                 store.set_node(self.listed.take());
             }

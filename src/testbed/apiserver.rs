@@ -294,7 +294,9 @@ impl ApiServer {
         tokio::spawn(accept_loop(listener, shared.clone()));
         let server = Self { shared, addr };
         for ns in ["default", "kube-system"] {
-            server.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))?;
+            server.apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )?;
         }
         Ok(server)
     }
@@ -323,8 +325,9 @@ impl ApiServer {
     pub fn apply(&self, mut obj: Value) -> Result<Value, ApiServerError> {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
         let kind = obj["kind"].as_str().unwrap_or_default().to_string();
-        let res = resource_by_kind(&api_version, &kind)
-            .ok_or_else(|| ApiServerError::BadObject(format!("{api_version} {kind} is not served")))?;
+        let res = resource_by_kind(&api_version, &kind).ok_or_else(|| {
+            ApiServerError::BadObject(format!("{api_version} {kind} is not served"))
+        })?;
         let def = &RESOURCES[res];
         let name = obj
             .pointer("/metadata/name")
@@ -333,7 +336,9 @@ impl ApiServer {
             .ok_or_else(|| ApiServerError::BadObject("metadata.name is missing".into()))?
             .to_string();
         if !obj["metadata"].is_object() {
-            return Err(ApiServerError::BadObject("metadata is not an object".into()));
+            return Err(ApiServerError::BadObject(
+                "metadata is not an object".into(),
+            ));
         }
         let namespace = if def.namespaced {
             obj.pointer("/metadata/namespace")
@@ -513,7 +518,9 @@ fn etcd_key(def: &ResourceDef, namespace: &str, name: &str) -> String {
 }
 
 fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -544,7 +551,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let shared = svc_shared.clone();
                 async move { Ok::<_, Infallible>(handle(shared, req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(sock), svc);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), svc);
             // Dropping the connection future closes the socket: that is how an outage cuts streams.
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(error = %e, "test API server connection ended") },
@@ -557,7 +565,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 fn json_response(shared: &Shared, code: StatusCode, body: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    shared.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    shared
+        .bytes
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     Response::builder()
         .status(code)
         .header("content-type", "application/json")
@@ -582,7 +592,12 @@ fn status(code: u16, reason: &str, message: &str, details: Option<Value>) -> Val
     s
 }
 
-fn status_response(shared: &Shared, code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+fn status_response(
+    shared: &Shared,
+    code: StatusCode,
+    reason: &str,
+    message: &str,
+) -> Response<Body> {
     json_response(shared, code, &status(code.as_u16(), reason, message, None))
 }
 
@@ -686,7 +701,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             &shared,
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
-            &format!("the server does not allow this method on the requested resource ({})", req.method()),
+            &format!(
+                "the server does not allow this method on the requested resource ({})",
+                req.method()
+            ),
         );
     }
     let params = query_params(&req);
@@ -694,11 +712,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if let Some(name) = &target.name {
         return get_one(&shared, &target, def, name);
     }
-    let labels = match LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str)) {
+    let labels = match LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))
+    {
         Ok(s) => s,
         Err(e) => return status_response(&shared, StatusCode::BAD_REQUEST, "BadRequest", &e),
     };
-    let fields = match FieldSelector::parse(params.get("fieldSelector").map_or("", String::as_str), def.fields) {
+    let fields = match FieldSelector::parse(
+        params.get("fieldSelector").map_or("", String::as_str),
+        def.fields,
+    ) {
         Ok(s) => s,
         Err(e) => return status_response(&shared, StatusCode::BAD_REQUEST, "BadRequest", &e),
     };
@@ -801,7 +823,9 @@ fn list(shared: &Shared, filter: &Filter, params: &BTreeMap<String, String>) -> 
         );
     }
     if params.get("resourceVersionMatch").map(String::as_str) == Some("Exact")
-        && let Some(rv) = params.get("resourceVersion").and_then(|r| r.parse::<u64>().ok())
+        && let Some(rv) = params
+            .get("resourceVersion")
+            .and_then(|r| r.parse::<u64>().ok())
         && rv < st.floor
     {
         let floor = st.floor;
@@ -937,7 +961,11 @@ fn event_line(kind: &str, object: &Value) -> Vec<u8> {
     line
 }
 
-fn start_watch(shared: Arc<Shared>, filter: Filter, params: &BTreeMap<String, String>) -> Response<Body> {
+fn start_watch(
+    shared: Arc<Shared>,
+    filter: Filter,
+    params: &BTreeMap<String, String>,
+) -> Response<Body> {
     let rv_param = params.get("resourceVersion").cloned().unwrap_or_default();
     let start_rv = if rv_param.is_empty() || rv_param == "0" {
         None
@@ -956,7 +984,9 @@ fn start_watch(shared: Arc<Shared>, filter: Filter, params: &BTreeMap<String, St
     };
     let opts = WatchOpts {
         start_rv,
-        bookmarks: params.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1"),
+        bookmarks: params
+            .get("allowWatchBookmarks")
+            .is_some_and(|b| b == "true" || b == "1"),
         send_initial_events: params.get("sendInitialEvents").is_some_and(|b| b == "true"),
         timeout: params
             .get("timeoutSeconds")
@@ -1005,7 +1035,12 @@ async fn watch_loop(shared: Arc<Shared>, filter: Filter, opts: WatchOpts, tx: Wa
             let floor = shared.lock().floor;
             if rv < floor {
                 let msg = format!("too old resource version: {rv} ({floor})");
-                let _ = send(&shared, &tx, event_line("ERROR", &status(410, "Expired", &msg, None))).await;
+                let _ = send(
+                    &shared,
+                    &tx,
+                    event_line("ERROR", &status(410, "Expired", &msg, None)),
+                )
+                .await;
                 return;
             }
             rv
@@ -1017,7 +1052,10 @@ async fn watch_loop(shared: Arc<Shared>, filter: Filter, opts: WatchOpts, tx: Wa
                     .objects
                     .iter()
                     .filter(|((res, _), obj)| {
-                        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+                        let ns = obj
+                            .pointer("/metadata/namespace")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
                         filter.in_scope(*res, ns) && filter.matches(obj)
                     })
                     .map(|(_, o)| o.clone())
@@ -1057,7 +1095,12 @@ async fn watch_loop(shared: Arc<Shared>, filter: Filter, opts: WatchOpts, tx: Wa
         };
         if let Some(floor) = lost {
             let msg = format!("too old resource version: {last} ({floor})");
-            let _ = send(&shared, &tx, event_line("ERROR", &status(410, "Expired", &msg, None))).await;
+            let _ = send(
+                &shared,
+                &tx,
+                event_line("ERROR", &status(410, "Expired", &msg, None)),
+            )
+            .await;
             return;
         }
         for (kind, obj, prev) in batch {
@@ -1120,7 +1163,8 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        let q = serde_urlencoded_pairs("labelSelector=owner%3Dhelm%2Ctier+in+%28a%2Cb%29&watch=true&x");
+        let q =
+            serde_urlencoded_pairs("labelSelector=owner%3Dhelm%2Ctier+in+%28a%2Cb%29&watch=true&x");
         assert_eq!(q["labelSelector"], "owner=helm,tier in (a,b)");
         assert_eq!(q["watch"], "true");
         assert_eq!(q["x"], "");

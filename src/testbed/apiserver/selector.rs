@@ -63,7 +63,11 @@ impl LabelSelector {
         }
         for part in split_top_level(s) {
             let part = part.trim();
-            let bad = || format!("unable to parse requirement: found '{part}', expected: key, operator or value");
+            let bad = || {
+                format!(
+                    "unable to parse requirement: found '{part}', expected: key, operator or value"
+                )
+            };
             let req = if let Some(key) = part.strip_prefix('!') {
                 LabelReq::NotExists(key.trim().to_string())
             } else if let Some((k, v)) = part.split_once("!=") {
@@ -135,10 +139,15 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(format!("invalid selector: '{s}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                ));
             };
             let field = field.trim();
-            if field != "metadata.name" && field != "metadata.namespace" && !allowed.contains(&field) {
+            if field != "metadata.name"
+                && field != "metadata.namespace"
+                && !allowed.contains(&field)
+            {
                 return Err(format!("field label not supported: {field}"));
             }
             reqs.push((field.to_string(), eq, value.trim().to_string()));
