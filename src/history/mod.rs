@@ -69,4 +69,7 @@ pub mod meta;
 pub mod nodes;
 pub mod pods;
 pub mod replicasets;
+pub mod secrets;
+pub mod store;
 pub mod template;
+pub mod watch;

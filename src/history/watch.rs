@@ -1,0 +1,487 @@
+//! kube-runtime watchers that feed the history store: one per resource (and per namespace when
+//! namespaces are configured), each object decoded into facts and then dropped.
+//!
+//! Failures never stop a source: kube's default backoff paces retries, a `410 Gone` makes the
+//! watcher re-list (the store forgets what disappeared at the end of the list), and the source is
+//! marked in error meanwhile so that nothing is unpinned on a stale view. A watch that resumes
+//! from its resourceVersion emits nothing (bookmarks are absorbed by the watcher), so a source in
+//! error is also cleared when the watcher's retry has been due for a second without a new error
+//! and a probe list answers; anything that arrives first clears it at once.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::api::{Api, ListParams};
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::DefaultBackoff;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::store::{HistoryStore, SourceId, StatusKey};
+use super::{Decoded, controller_revisions, helm, nodes, pods, replicasets};
+use crate::model::{NodeFacts, ObjectRef, SourceKind};
+
+/// Label selector of Helm release Secrets and ConfigMaps.
+pub const HELM_OWNER_SELECTOR: &str = "owner=helm";
+/// Field selector of Helm release Secrets.
+pub const HELM_SECRET_TYPE_SELECTOR: &str = "type=helm.sh/release.v1";
+
+/// Which sources run, where, and how they page and recover.
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    /// Namespaces to watch, one watcher per namespace and resource; empty means all namespaces.
+    pub namespaces: Vec<String>,
+    pub replicasets: bool,
+    pub controller_revisions: bool,
+    /// Helm release Secrets; off for least privilege (no Secret access needed).
+    pub helm_secrets: bool,
+    pub helm_configmaps: bool,
+    pub pods: bool,
+    /// This node's name (`NODE_NAME`); its Node object gives labels and taints.
+    pub node_name: Option<String>,
+    /// Objects per list page.
+    pub page_size: u32,
+    /// Server-side watch timeout in seconds; None uses kube's default (290 s).
+    pub watch_timeout: Option<u32>,
+    /// Serve lists from the API server's watch cache (resourceVersion=0): much cheaper for the
+    /// server with thousands of nodes; the watch that follows catches up anyway.
+    pub any_semantic: bool,
+    /// While a source is in error, how often to check whether the API answers again.
+    pub probe_interval: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            replicasets: true,
+            controller_revisions: true,
+            helm_secrets: true,
+            helm_configmaps: true,
+            pods: true,
+            node_name: None,
+            page_size: 500,
+            watch_timeout: None,
+            any_semantic: true,
+            probe_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl WatchConfig {
+    /// The watcher settings every source shares (page size, list semantic, timeout).
+    pub fn watcher_config(&self) -> watcher::Config {
+        let mut wc = watcher::Config::default().page_size(self.page_size);
+        if self.any_semantic {
+            wc = wc.any_semantic();
+        }
+        if let Some(t) = self.watch_timeout {
+            wc = wc.timeout(t);
+        }
+        wc
+    }
+
+    /// Helm release Secrets only: the server filters, so other Secrets never reach rollcache.
+    pub fn helm_secrets_config(&self) -> watcher::Config {
+        self.watcher_config()
+            .labels(HELM_OWNER_SELECTOR)
+            .fields(HELM_SECRET_TYPE_SELECTOR)
+    }
+
+    /// Helm release ConfigMaps (`HELM_DRIVER=configmap`) only.
+    pub fn helm_configmaps_config(&self) -> watcher::Config {
+        self.watcher_config().labels(HELM_OWNER_SELECTOR)
+    }
+}
+
+/// Starts every configured source in `tasks`; all stop when `token` is cancelled. Each source is
+/// registered in the store first, so that freshness checks wait for all of them.
+pub fn spawn_watchers(
+    client: &Client,
+    cfg: &WatchConfig,
+    store: &Arc<HistoryStore>,
+    token: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    let namespaces: Vec<Option<&str>> = if cfg.namespaces.is_empty() {
+        vec![None]
+    } else {
+        cfg.namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    let base = cfg.watcher_config();
+    for ns in namespaces {
+        if cfg.replicasets {
+            spawn_source(
+                tasks,
+                api::<ReplicaSet>(client, ns),
+                base.clone(),
+                SourceId::new(SourceKind::ReplicaSet, "replicasets", ns),
+                replicasets::decode,
+                store,
+                token,
+                cfg.probe_interval,
+            );
+        }
+        if cfg.controller_revisions {
+            spawn_source(
+                tasks,
+                api::<ControllerRevision>(client, ns),
+                base.clone(),
+                SourceId::new(SourceKind::ControllerRevision, "controllerrevisions", ns),
+                controller_revisions::decode,
+                store,
+                token,
+                cfg.probe_interval,
+            );
+        }
+        if cfg.helm_secrets {
+            spawn_source(
+                tasks,
+                api::<Secret>(client, ns),
+                cfg.helm_secrets_config(),
+                SourceId::new(SourceKind::HelmRelease, "secrets", ns),
+                helm::decode_secret,
+                store,
+                token,
+                cfg.probe_interval,
+            );
+        }
+        if cfg.helm_configmaps {
+            spawn_source(
+                tasks,
+                api::<ConfigMap>(client, ns),
+                cfg.helm_configmaps_config(),
+                SourceId::new(SourceKind::HelmRelease, "configmaps", ns),
+                helm::decode_configmap,
+                store,
+                token,
+                cfg.probe_interval,
+            );
+        }
+        if cfg.pods {
+            spawn_source(
+                tasks,
+                api::<Pod>(client, ns),
+                base.clone(),
+                SourceId::new(SourceKind::Pod, "pods", ns),
+                pods::decode,
+                store,
+                token,
+                cfg.probe_interval,
+            );
+        }
+    }
+    if let Some(name) = &cfg.node_name {
+        tasks.spawn(run_node(
+            Api::all(client.clone()),
+            name.clone(),
+            nodes::decode,
+            store.clone(),
+            token.clone(),
+            cfg.probe_interval,
+        ));
+    }
+}
+
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_source<K>(
+    tasks: &mut JoinSet<()>,
+    api: Api<K>,
+    wc: watcher::Config,
+    id: SourceId,
+    decode: fn(&K) -> Decoded,
+    store: &Arc<HistoryStore>,
+    token: &CancellationToken,
+    probe_interval: Duration,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    store.register(&id);
+    tasks.spawn(run_source(
+        api,
+        wc,
+        id,
+        decode,
+        store.clone(),
+        token.clone(),
+        probe_interval,
+    ));
+}
+
+/// Watches one resource into the store until `token` is cancelled.
+pub async fn run_source<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    id: SourceId,
+    decode: fn(&K) -> Decoded,
+    store: Arc<HistoryStore>,
+    token: CancellationToken,
+    probe_interval: Duration,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    store.register(&id);
+    let sink = FactSink { id, decode };
+    drive(api, wc, sink, store, token, probe_interval).await;
+}
+
+/// Watches this node's Node object (by name) into the store until `token` is cancelled.
+pub async fn run_node(
+    api: Api<Node>,
+    node_name: String,
+    decode: fn(&Node) -> NodeFacts,
+    store: Arc<HistoryStore>,
+    token: CancellationToken,
+    probe_interval: Duration,
+) {
+    let wc = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
+    let sink = NodeSink {
+        decode,
+        listed: None,
+    };
+    drive(api, wc, sink, store, token, probe_interval).await;
+}
+
+/// What a watcher's events do to the store.
+trait Sink<K>: Send {
+    fn key(&self) -> StatusKey;
+    fn event(&mut self, store: &HistoryStore, event: watcher::Event<K>);
+}
+
+struct FactSink<K> {
+    id: SourceId,
+    decode: fn(&K) -> Decoded,
+}
+
+fn object_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef {
+    ObjectRef {
+        kind: K::kind(&()).into_owned(),
+        namespace: obj.meta().namespace.clone().unwrap_or_default(),
+        name: obj.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Send> FactSink<K> {
+    /// Decodes and logs what had to be skipped; the object itself is dropped by the caller.
+    fn decode_logged(&self, obj: &K) -> (ObjectRef, Decoded) {
+        let oref = object_ref(obj);
+        let decoded = (self.decode)(obj);
+        for p in &decoded.problems {
+            warn!(
+                source = %self.id,
+                kind = %p.object.kind,
+                namespace = %p.object.namespace,
+                name = %p.object.name,
+                problem = %p.kind,
+                message = %p.message,
+                "skipped part of an object that cannot be decoded"
+            );
+        }
+        (oref, decoded)
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Send> Sink<K> for FactSink<K> {
+    fn key(&self) -> StatusKey {
+        StatusKey::Source(self.id.clone())
+    }
+
+    fn event(&mut self, store: &HistoryStore, event: watcher::Event<K>) {
+        match event {
+            watcher::Event::Init => {
+                debug!(source = %self.id, "listing");
+                store.reset_begin(&self.id);
+            }
+            watcher::Event::InitApply(obj) => {
+                let (oref, decoded) = self.decode_logged(&obj);
+                drop(obj);
+                store.reset_apply(&self.id, oref, decoded);
+            }
+            watcher::Event::InitDone => {
+                store.reset_done(&self.id);
+                let objects = store.status(&self.id).map_or(0, |s| s.objects);
+                info!(source = %self.id, objects, "listed");
+            }
+            watcher::Event::Apply(obj) => {
+                let (oref, decoded) = self.decode_logged(&obj);
+                drop(obj);
+                store.apply(&self.id, oref, decoded);
+            }
+            watcher::Event::Delete(obj) => store.delete(&self.id, &object_ref(&obj)),
+        }
+    }
+}
+
+struct NodeSink {
+    decode: fn(&Node) -> NodeFacts,
+    /// The Node seen during a list in progress.
+    listed: Option<NodeFacts>,
+}
+
+impl Sink<Node> for NodeSink {
+    fn key(&self) -> StatusKey {
+        StatusKey::Node
+    }
+
+    fn event(&mut self, store: &HistoryStore, event: watcher::Event<Node>) {
+        match event {
+            watcher::Event::Init => self.listed = None,
+            watcher::Event::InitApply(n) => self.listed = Some((self.decode)(&n)),
+            watcher::Event::InitDone => {
+                if self.listed.is_none() {
+                    warn!(
+                        "this node's Node object was not found; scheduling constraints cannot be checked"
+                    );
+                }
+                store.set_node(self.listed.take());
+            }
+            watcher::Event::Apply(n) => store.set_node(Some((self.decode)(&n))),
+            watcher::Event::Delete(n) => {
+                warn!(node = %n.name_any(), "this node's Node object was deleted");
+                store.set_node(None);
+            }
+        }
+    }
+}
+
+/// Once a retry of the watcher was due this long ago without a new error, and a probe answers,
+/// the watch is taken as resumed.
+const RESUME_SETTLE: Duration = Duration::from_secs(1);
+
+/// kube's default watcher backoff, remembering when the next retry is due so that a quiet
+/// resume (no event) can be told from a retry still waiting.
+struct ObservedBackoff {
+    inner: DefaultBackoff,
+    retry_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Iterator for ObservedBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.inner.next();
+        if let Some(d) = delay {
+            *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + d);
+        }
+        delay
+    }
+}
+
+impl Backoff for ObservedBackoff {
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+}
+
+async fn drive<K, S>(
+    api: Api<K>,
+    wc: watcher::Config,
+    mut sink: S,
+    store: Arc<HistoryStore>,
+    token: CancellationToken,
+    probe_interval: Duration,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    S: Sink<K>,
+{
+    let key = sink.key();
+    let name = match &key {
+        StatusKey::Source(id) => id.to_string(),
+        StatusKey::Node => "node".to_string(),
+    };
+    let retry_at = Arc::new(Mutex::new(None));
+    let new_stream = || {
+        let backoff = ObservedBackoff {
+            inner: DefaultBackoff::default(),
+            retry_at: retry_at.clone(),
+        };
+        watcher(api.clone(), wc.clone()).backoff(backoff).boxed()
+    };
+    let mut stream = new_stream();
+    let mut probe_at: Option<Instant> = None;
+    let mut last_error: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            item = stream.next() => match item {
+                Some(Ok(event)) => {
+                    probe_at = None;
+                    sink.event(&store, event);
+                }
+                Some(Err(e)) => {
+                    if store.in_error(&key) {
+                        debug!(source = %name, error = %e, "watch still failing");
+                    } else {
+                        warn!(source = %name, error = %e, "watch failed; keeping what is known and retrying with backoff");
+                    }
+                    store.set_error(&key, e.to_string());
+                    last_error = Some(Instant::now());
+                    probe_at.get_or_insert_with(|| Instant::now() + probe_interval);
+                }
+                // The watcher never ends on its own; start a new one if it does.
+                None => {
+                    stream = new_stream();
+                }
+            },
+            _ = sleep_until_opt(probe_at) => {
+                let due = *retry_at.lock().unwrap_or_else(|e| e.into_inner());
+                // A retry that was due a while ago and produced no error since has resumed the
+                // watch; the probe confirms that the API answers.
+                let resumed = due.is_some_and(|t| {
+                    Instant::now() >= t + RESUME_SETTLE && last_error.is_none_or(|e| e < t)
+                });
+                if resumed && store.in_error(&key) && probe(&api, &wc).await {
+                    info!(source = %name, "watch resumed");
+                    store.set_ok(&key);
+                    probe_at = None;
+                } else {
+                    probe_at = Some(Instant::now() + probe_interval);
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One cheap list (a single object, same selectors) to tell whether the API answers.
+async fn probe<K>(api: &Api<K>, wc: &watcher::Config) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let mut lp = ListParams::default().limit(1);
+    lp.label_selector = wc.label_selector.clone();
+    lp.field_selector = wc.field_selector.clone();
+    match api.list(&lp).await {
+        Ok(_) => true,
+        Err(e) => {
+            debug!(error = %e, "API probe failed");
+            false
+        }
+    }
+}
