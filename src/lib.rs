@@ -4,6 +4,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod history;

@@ -11,7 +11,7 @@ pub struct ConfigArgs {
     #[arg(long, env = "ROLLCACHE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This node's name (from the downward API in a DaemonSet).
-    #[arg(long, env = "NODE_NAME")]
+    #[arg(long = "node", env = "NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
     /// containerd's socket (CRI and containerd API) [default: /run/containerd/containerd.sock]
     #[arg(

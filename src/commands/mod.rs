@@ -1,0 +1,4 @@
+//! The CLI's commands beyond `node`: each a function the clap layer calls.
+
+pub mod cluster;
+pub mod plan;
