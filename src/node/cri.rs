@@ -1,0 +1,155 @@
+//! CRI ImageService client on containerd's socket: pull (with credentials), status, list, fs info.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tonic::transport::Channel;
+
+use super::cri_api::{
+    self, AuthConfig, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest,
+    PullImageRequest, image_service_client::ImageServiceClient,
+};
+use super::error::{CallContext, NodeError};
+use super::types::{Deadlines, FsInfo, ImageInfo, PinOwner, RegistryAuth};
+use super::{MAX_MESSAGE_BYTES, call, request};
+
+/// The CRI image service of one runtime socket.
+#[derive(Clone)]
+pub struct CriImages {
+    client: ImageServiceClient<Channel>,
+    socket: Arc<PathBuf>,
+    deadlines: Deadlines,
+}
+
+impl CriImages {
+    pub fn new(channel: Channel, socket: &Path, deadlines: Deadlines) -> Self {
+        Self {
+            client: ImageServiceClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            socket: Arc::new(socket.to_path_buf()),
+            deadlines,
+        }
+    }
+
+    fn ctx<'a>(&'a self, op: &'static str, subject: &'a str, long: bool) -> CallContext<'a> {
+        CallContext {
+            op,
+            subject,
+            socket: &self.socket,
+            deadline: if long {
+                self.deadlines.pull
+            } else {
+                self.deadlines.call
+            },
+        }
+    }
+
+    /// Pulls `image` (always contacting the registry) and returns the image ref containerd reports.
+    pub async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, NodeError> {
+        let ctx = self.ctx("pull", image, true);
+        let msg = PullImageRequest {
+            image: Some(spec(image)),
+            auth: auth.map(|a| AuthConfig {
+                username: a.username.clone(),
+                password: a.password().to_string(),
+                identity_token: a.token().to_string(),
+                server_address: a.server_address.clone(),
+                ..Default::default()
+            }),
+            sandbox_config: None,
+        };
+        let mut client = self.client.clone();
+        let resp = call(&ctx, client.pull_image(request(msg, ctx.deadline))).await?;
+        Ok(resp.image_ref)
+    }
+
+    /// The image `image` (tag, digest reference or id), or `None` when it is not present.
+    pub async fn status(&self, image: &str) -> Result<Option<ImageInfo>, NodeError> {
+        let ctx = self.ctx("read image status", image, false);
+        let msg = ImageStatusRequest {
+            image: Some(spec(image)),
+            verbose: false,
+        };
+        let mut client = self.client.clone();
+        let resp = call(&ctx, client.image_status(request(msg, ctx.deadline))).await?;
+        Ok(resp.image.map(from_cri))
+    }
+
+    /// All images, in one call.
+    pub async fn list(&self) -> Result<Vec<ImageInfo>, NodeError> {
+        let ctx = self.ctx("list images", "(all)", false);
+        let mut client = self.client.clone();
+        let resp = call(
+            &ctx,
+            client.list_images(request(ListImagesRequest { filter: None }, ctx.deadline)),
+        )
+        .await?;
+        Ok(resp.images.into_iter().map(from_cri).collect())
+    }
+
+    /// Usage of the image filesystem (the first one CRI reports), plus capacity when the
+    /// mountpoint is visible to rollcache.
+    pub async fn fs_info(&self) -> Result<FsInfo, NodeError> {
+        let ctx = self.ctx("read image filesystem info", "(image fs)", false);
+        let mut client = self.client.clone();
+        let resp = call(
+            &ctx,
+            client.image_fs_info(request(ImageFsInfoRequest {}, ctx.deadline)),
+        )
+        .await?;
+        let Some(fs) = resp.image_filesystems.into_iter().next() else {
+            return Err(NodeError::Runtime {
+                op: ctx.op,
+                subject: ctx.subject.to_string(),
+                code: tonic::Code::Unknown,
+                message: "the runtime reported no image filesystem".into(),
+            });
+        };
+        let mountpoint = fs.fs_id.map(|f| f.mountpoint).unwrap_or_default();
+        let (capacity_bytes, available_bytes) = capacity(&mountpoint);
+        Ok(FsInfo {
+            used_bytes: fs.used_bytes.map(|v| v.value).unwrap_or(0),
+            inodes_used: fs.inodes_used.map(|v| v.value),
+            mountpoint,
+            capacity_bytes,
+            available_bytes,
+        })
+    }
+}
+
+fn spec(image: &str) -> ImageSpec {
+    ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    }
+}
+
+fn from_cri(i: cri_api::Image) -> ImageInfo {
+    ImageInfo {
+        id: i.id,
+        repo_tags: i.repo_tags,
+        repo_digests: i.repo_digests,
+        size: i.size,
+        pinned: i.pinned,
+        // Refined from containerd labels by `Node`; CRI alone cannot tell who pinned.
+        pin_owner: if i.pinned {
+            PinOwner::Other
+        } else {
+            PinOwner::None
+        },
+    }
+}
+
+/// Total and available bytes of the filesystem holding `path`, if it is visible here.
+fn capacity(path: &str) -> (Option<u64>, Option<u64>) {
+    if path.is_empty() {
+        return (None, None);
+    }
+    match rustix::fs::statvfs(path) {
+        Ok(s) => (
+            Some(s.f_blocks.saturating_mul(s.f_frsize)),
+            Some(s.f_bavail.saturating_mul(s.f_frsize)),
+        ),
+        Err(_) => (None, None),
+    }
+}
