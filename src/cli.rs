@@ -14,8 +14,12 @@ use rollcache::node::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "rollcache", version, about = "Keeps every image of every retained Kubernetes \
-    revision cached and pinned on each node, so rollbacks work offline")]
+#[command(
+    name = "rollcache",
+    version,
+    about = "Keeps every image of every retained Kubernetes \
+    revision cached and pinned on each node, so rollbacks work offline"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -23,6 +27,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: watch history, pull and pin what this node needs, report readiness.
+    Run(rollcache::commands::run::RunArgs),
+    /// Dry run: what this node would hold and why (from the cluster, or a directory with --from).
+    Plan(rollcache::commands::plan::PlanArgs),
+    /// The running daemon's rollback-readiness report, per workload and revision.
+    Status(rollcache::commands::status::StatusArgs),
+    /// Ask the running daemon to pull and pin now: everything, a namespace, a workload, or images.
+    Prefetch(rollcache::commands::status::PrefetchArgs),
     /// Talk to this node's container runtime directly (list, pull, pin, unpin, check).
     Node(NodeArgs),
     /// Start a private containerd and registry, push images, and drive `rollcache node` against
@@ -43,7 +55,13 @@ pub struct NodeArgs {
     #[arg(long, env = "ROLLCACHE_CONTAINERD_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
     pub socket: PathBuf,
     /// Output format.
-    #[arg(long, env = "ROLLCACHE_OUTPUT", value_enum, default_value = "table", global = true)]
+    #[arg(
+        long,
+        env = "ROLLCACHE_OUTPUT",
+        value_enum,
+        default_value = "table",
+        global = true
+    )]
     pub output: Output,
     /// Deadline of each runtime call except pulls (e.g. `10s`).
     #[arg(long, env = "ROLLCACHE_CALL_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
@@ -102,6 +120,8 @@ pub enum CliError {
     Output(#[from] std::io::Error),
     #[error("encoding JSON output: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{0:#}")]
+    Command(#[from] anyhow::Error),
     #[error("{failed} of {total} images failed (see above)")]
     SomeFailed { failed: usize, total: usize },
 }
@@ -115,6 +135,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Run(args) => Ok(rollcache::commands::run::run(args).await?),
+        Command::Plan(args) => Ok(rollcache::commands::plan::run(args).await?),
+        Command::Status(args) => Ok(rollcache::commands::status::status(args).await?),
+        Command::Prefetch(args) => Ok(rollcache::commands::status::prefetch(args).await?),
         Command::Node(args) => node(&args, &mut std::io::stdout().lock()).await,
         Command::Demo(args) => demo::run(&args).await,
     }
@@ -148,9 +172,9 @@ pub async fn node(args: &NodeArgs, out: &mut dyn Write) -> Result<(), CliError> 
             username,
             password,
         } => {
-            let auth = username.as_ref().map(|u| {
-                RegistryAuth::basic(u.clone(), password.clone().unwrap_or_default())
-            });
+            let auth = username
+                .as_ref()
+                .map(|u| RegistryAuth::basic(u.clone(), password.clone().unwrap_or_default()));
             let mut results = Vec::new();
             for image in images {
                 let r = node.pull(image, auth.as_ref()).await.map(|o| match o {

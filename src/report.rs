@@ -563,7 +563,11 @@ pub fn render_table(s: &Status) -> String {
             "runtime: cannot pin images (needs containerd >= 1.7.10 or 2.x): kubelet GC may delete cached images"
         );
     }
-    for src in s.sources.iter().filter(|src| !src.synced || src.error.is_some()) {
+    for src in s
+        .sources
+        .iter()
+        .filter(|src| !src.synced || src.error.is_some())
+    {
         let _ = writeln!(
             out,
             "source {}: {}{}",

@@ -2,3 +2,5 @@
 
 pub mod cluster;
 pub mod plan;
+pub mod run;
+pub mod status;

@@ -1,0 +1,206 @@
+//! `rollcache run`: the daemon. Wires config (with hot reload), history sources, the container
+//! runtime, the reconcile loop and the HTTP listeners under one shutdown token.
+//!
+//! SIGTERM or SIGINT: stop starting pulls, cancel those in flight, close the listeners, exit 0. A
+//! second signal exits at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConfigArgs;
+use crate::config::reload::{self, ReloadOutcome};
+use crate::history::secrets::SecretReader;
+use crate::history::store::HistoryStore;
+use crate::http::{self, Health, HttpState};
+use crate::metrics::Metrics;
+use crate::node::{Deadlines, ImageRuntime, Node};
+use crate::reconcile::credentials::KubeCredentials;
+use crate::reconcile::daemon::{Credentials, Daemon};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// How long cached pull secrets are reused before they are read again.
+const SECRET_TTL: Duration = Duration::from_secs(60);
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    run_until(args.config, cancel).await
+}
+
+/// The daemon until `cancel` fires (tests and the demo cancel it themselves).
+pub async fn run_until(args: ConfigArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    let cfg = Arc::new(args.resolve().context("invalid configuration")?);
+    tracing::info!(
+        node = cfg.node_name.as_deref().unwrap_or("-"),
+        socket = %cfg.containerd_socket.display(),
+        kubernetes = cfg.kubernetes,
+        from_dir = ?cfg.from_dir,
+        "rollcache starting"
+    );
+    if cfg.kubernetes && cfg.node_name.is_none() {
+        tracing::warn!(
+            "no node name (NODE_NAME / --node): scheduling constraints are checked against a node without labels or taints"
+        );
+    }
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+
+    let reload_metrics = metrics.clone();
+    let (config_rx, reload_task) = reload::spawn(args, cfg.clone(), cancel.clone(), move |o| {
+        let label = match o {
+            ReloadOutcome::Applied { .. } => "applied",
+            ReloadOutcome::Unchanged => "unchanged",
+            ReloadOutcome::Rejected { .. } => "rejected",
+        };
+        Metrics::result(&reload_metrics.config_reloads, label);
+    })?;
+
+    let node = Node::connect(
+        &cfg.containerd_socket,
+        Deadlines {
+            pull: cfg.pull_timeout,
+            ..Deadlines::default()
+        },
+    );
+    let can_pin = detect_pinning(&node, &cancel).await;
+    metrics.runtime_can_pin.set(i64::from(can_pin));
+    let runtime: Arc<dyn ImageRuntime> = Arc::new(node);
+
+    let store = HistoryStore::new();
+    let mut tasks = JoinSet::new();
+    crate::commands::cluster::start_sources(&cfg, &store, &cancel, &mut tasks).await?;
+    let credentials: Option<Arc<dyn Credentials>> = if cfg.kubernetes && cfg.use_pull_secrets {
+        let client = crate::commands::cluster::client().await?;
+        Some(Arc::new(KubeCredentials {
+            reader: SecretReader::new(client, SECRET_TTL),
+        }))
+    } else {
+        None
+    };
+
+    let (status_tx, status_rx) = watch::channel(Arc::new(serde_json::json!({
+        "starting": true
+    })));
+    let (prefetch_tx, prefetch_rx) = mpsc::channel(16);
+    let state = HttpState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        status: status_rx,
+        prefetch: prefetch_tx,
+    };
+    let mut servers = JoinSet::new();
+    servers.spawn(http::serve(
+        cfg.metrics_addr,
+        http::metrics_router(state.clone()),
+        cancel.clone(),
+    ));
+    servers.spawn(http::serve(
+        cfg.admin_addr,
+        http::admin_router(state),
+        cancel.clone(),
+    ));
+
+    let daemon = Daemon {
+        runtime,
+        store,
+        config: config_rx,
+        metrics,
+        health,
+        status: status_tx,
+        prefetch: prefetch_rx,
+        credentials,
+        can_pin,
+        expect_node: cfg.kubernetes && cfg.node_name.is_some(),
+    };
+    let loop_cancel = cancel.clone();
+    let mut daemon_task = tokio::spawn(daemon.run(loop_cancel));
+
+    // A listener that cannot bind is fatal: say so and stop everything.
+    let result = tokio::select! {
+        Some(r) = servers.join_next() => {
+            cancel.cancel();
+            match r {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Ok(()),
+                Err(e) => Err(anyhow::anyhow!("listener task failed: {e}")),
+            }
+        }
+        r = &mut daemon_task => {
+            cancel.cancel();
+            r.map_err(|e| anyhow::anyhow!("reconcile loop failed: {e}"))
+        }
+    };
+    cancel.cancel();
+    if !daemon_task.is_finished() {
+        let _ = daemon_task.await;
+    }
+    while servers.join_next().await.is_some() {}
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let _ = reload_task.await;
+    tracing::info!("rollcache stopped");
+    result
+}
+
+/// Ask the runtime whether it honours pins, retrying with backoff while it is unreachable.
+async fn detect_pinning(node: &Node, cancel: &CancellationToken) -> bool {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match node.pin_support().await {
+            Ok(s) => {
+                if s.honoured {
+                    tracing::info!(runtime = %s.runtime_version, verified = s.verified, "runtime honours image pins");
+                } else {
+                    tracing::error!(runtime = %s.runtime_version, detail = %s.detail, "runtime does NOT honour image pins (needs containerd >= 1.7.10 or 2.x): images are cached but kubelet GC may delete them");
+                }
+                return s.honoured;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "container runtime not reachable yet");
+                tokio::select! {
+                    _ = cancel.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install the SIGTERM handler");
+                    return;
+                }
+            };
+        for n in 0.. {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            if n == 0 {
+                tracing::info!(
+                    "shutting down: no new pulls, cancelling those in flight (send again to exit at once)"
+                );
+                cancel.cancel();
+            } else {
+                tracing::warn!("second signal: exiting at once");
+                std::process::exit(130);
+            }
+        }
+    });
+}

@@ -1,0 +1,94 @@
+//! `rollcache status` and `rollcache prefetch`: the running daemon's readiness report, and its
+//! manual prefetch trigger, over its admin listener.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::client;
+use crate::commands::plan::Output;
+use crate::http::{PrefetchAccepted, PrefetchRequest};
+use crate::report::{Status, render_table};
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The daemon's admin address.
+    #[arg(long, env = "ROLLCACHE_ADMIN_ADDR", default_value = "127.0.0.1:9848")]
+    pub addr: SocketAddr,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PrefetchArgs {
+    /// The daemon's admin address.
+    #[arg(long, env = "ROLLCACHE_ADMIN_ADDR", default_value = "127.0.0.1:9848")]
+    pub addr: SocketAddr,
+    /// Only images of workloads in this namespace.
+    #[arg(long, short)]
+    pub namespace: Option<String>,
+    /// Only images of this workload (`KIND/NAME` or `NAME`), with --namespace.
+    #[arg(long, short, requires = "namespace")]
+    pub workload: Option<String>,
+    /// Explicit images to pull and pin now (held until restart; use `extra_images` to keep them).
+    #[arg(conflicts_with_all = ["namespace", "workload"])]
+    pub images: Vec<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(40);
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let body = client::request(
+        args.addr,
+        hyper::Method::GET,
+        "/status",
+        None,
+        "status",
+        TIMEOUT,
+    )
+    .await?;
+    match args.output {
+        Output::Json => println!("{body}"),
+        Output::Table => {
+            let status: Status = serde_json::from_str(&body)
+                .context("the daemon's /status answer is not a status report (still starting?)")?;
+            print!("{}", render_table(&status));
+        }
+    }
+    Ok(())
+}
+
+pub async fn prefetch(args: PrefetchArgs) -> anyhow::Result<()> {
+    let req = PrefetchRequest {
+        namespace: args.namespace,
+        workload: args.workload,
+        images: args.images,
+    };
+    req.validate().map_err(anyhow::Error::msg)?;
+    let body = serde_json::to_string(&req)?;
+    let answer = client::request(
+        args.addr,
+        hyper::Method::POST,
+        "/prefetch",
+        Some(body),
+        "prefetch",
+        TIMEOUT,
+    )
+    .await?;
+    match args.output {
+        Output::Json => println!("{answer}"),
+        Output::Table => {
+            let a: PrefetchAccepted = serde_json::from_str(&answer)?;
+            println!("prefetch queued for {} image(s):", a.images.len());
+            for i in a.images {
+                println!("  {i}");
+            }
+        }
+    }
+    Ok(())
+}
