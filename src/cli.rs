@@ -14,8 +14,12 @@ use rollcache::node::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "rollcache", version, about = "Keeps every image of every retained Kubernetes \
-    revision cached and pinned on each node, so rollbacks work offline")]
+#[command(
+    name = "rollcache",
+    version,
+    about = "Keeps every image of every retained Kubernetes \
+    revision cached and pinned on each node, so rollbacks work offline"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -43,7 +47,13 @@ pub struct NodeArgs {
     #[arg(long, env = "ROLLCACHE_CONTAINERD_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
     pub socket: PathBuf,
     /// Output format.
-    #[arg(long, env = "ROLLCACHE_OUTPUT", value_enum, default_value = "table", global = true)]
+    #[arg(
+        long,
+        env = "ROLLCACHE_OUTPUT",
+        value_enum,
+        default_value = "table",
+        global = true
+    )]
     pub output: Output,
     /// Deadline of each runtime call except pulls (e.g. `10s`).
     #[arg(long, env = "ROLLCACHE_CALL_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
@@ -148,9 +158,9 @@ pub async fn node(args: &NodeArgs, out: &mut dyn Write) -> Result<(), CliError> 
             username,
             password,
         } => {
-            let auth = username.as_ref().map(|u| {
-                RegistryAuth::basic(u.clone(), password.clone().unwrap_or_default())
-            });
+            let auth = username
+                .as_ref()
+                .map(|u| RegistryAuth::basic(u.clone(), password.clone().unwrap_or_default()));
             let mut results = Vec::new();
             for image in images {
                 let r = node.pull(image, auth.as_ref()).await.map(|o| match o {

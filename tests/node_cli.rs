@@ -23,13 +23,25 @@ async fn node_pull_pin_and_list_as_json() {
     let socket = bed.containerd.socket();
 
     let out = rollcache(&socket, &["pull", &reference]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("pulled"));
     let out = rollcache(&socket, &["pin", &reference]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = rollcache(&socket, &["list", "--output", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     let rows = rows.as_array().expect("an array");
     assert_eq!(rows.len(), 1, "{rows:?}");

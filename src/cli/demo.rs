@@ -13,7 +13,9 @@ const MIB: u64 = 1024 * 1024;
 
 pub async fn run(args: &DemoArgs) -> Result<(), CliError> {
     let version = args.containerd.parse()?;
-    say(&format!("starting a private containerd {version} and an OCI registry"));
+    say(&format!(
+        "starting a private containerd {version} and an OCI registry"
+    ));
     let containerd = Containerd::start(version).await?;
     let registry = Registry::start(None).await?;
     registry.write_hosts_toml(&containerd.hosts_dir())?;
@@ -29,7 +31,11 @@ pub async fn run(args: &DemoArgs) -> Result<(), CliError> {
         label: label.into(),
     };
     let mut refs = Vec::new();
-    for (seed, name) in [(10, "demo/web:1.0"), (11, "demo/web:1.1"), (12, "demo/worker:2.0")] {
+    for (seed, name) in [
+        (10, "demo/web:1.0"),
+        (11, "demo/web:1.1"),
+        (12, "demo/worker:2.0"),
+    ] {
         let built = layout.image(&image(seed, name, Platform::linux_amd64()))?;
         layout.tag_and_push(&built.manifest, &reg, name, None)?;
         refs.push(format!("{reg}/{name}"));
@@ -50,17 +56,33 @@ pub async fn run(args: &DemoArgs) -> Result<(), CliError> {
         action,
     };
     let images = refs.clone();
-    step(cmd(NodeAction::Pull { images: images.clone(), username: None, password: None })).await?;
-    step(cmd(NodeAction::Pin { images: images[..3].to_vec() })).await?;
+    step(cmd(NodeAction::Pull {
+        images: images.clone(),
+        username: None,
+        password: None,
+    }))
+    .await?;
+    step(cmd(NodeAction::Pin {
+        images: images[..3].to_vec(),
+    }))
+    .await?;
     step(cmd(NodeAction::List)).await?;
     step(cmd(NodeAction::Check)).await?;
 
     say("the registry goes down: cached images are still there, no registry needed");
     drop(registry);
-    step(cmd(NodeAction::Pull { images: images.clone(), username: None, password: None })).await?;
+    step(cmd(NodeAction::Pull {
+        images: images.clone(),
+        username: None,
+        password: None,
+    }))
+    .await?;
 
     say("an old release is no longer needed: rollcache unpins it (it never deletes)");
-    step(cmd(NodeAction::Unpin { images: vec![images[0].clone()] })).await?;
+    step(cmd(NodeAction::Unpin {
+        images: vec![images[0].clone()],
+    }))
+    .await?;
     step(cmd(NodeAction::List)).await?;
     say("done; the private containerd and registry are stopped");
     Ok(())
@@ -78,6 +100,9 @@ async fn step(args: NodeArgs) -> Result<(), CliError> {
         NodeAction::Pin { images } => format!("pin {}", images.join(" ")),
         NodeAction::Unpin { images } => format!("unpin {}", images.join(" ")),
     };
-    println!("$ rollcache node --socket {} {words}", args.socket.display());
+    println!(
+        "$ rollcache node --socket {} {words}",
+        args.socket.display()
+    );
     super::node(&args, &mut std::io::stdout().lock()).await
 }

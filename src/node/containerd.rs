@@ -69,7 +69,11 @@ impl ContainerdImages {
             .into_iter()
             .map(|raw| ImageRecord {
                 name: raw.name.clone(),
-                target_digest: raw.target.as_ref().map(|t| t.digest.clone()).unwrap_or_default(),
+                target_digest: raw
+                    .target
+                    .as_ref()
+                    .map(|t| t.digest.clone())
+                    .unwrap_or_default(),
                 labels: raw.labels.clone(),
                 raw,
             })

@@ -24,8 +24,7 @@ pub struct CriImages {
 impl CriImages {
     pub fn new(channel: Channel, socket: &Path, deadlines: Deadlines) -> Self {
         Self {
-            client: ImageServiceClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            client: ImageServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
             socket: Arc::new(socket.to_path_buf()),
             deadlines,
         }
@@ -45,7 +44,11 @@ impl CriImages {
     }
 
     /// Pulls `image` (always contacting the registry) and returns the image ref containerd reports.
-    pub async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, NodeError> {
+    pub async fn pull(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, NodeError> {
         let ctx = self.ctx("pull", image, true);
         let msg = PullImageRequest {
             image: Some(spec(image)),

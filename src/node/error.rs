@@ -17,7 +17,9 @@ pub enum NodeError {
          to the socket"
     )]
     PermissionDenied { socket: PathBuf },
-    #[error("containerd at {socket} is unavailable ({op}): {detail}; check that containerd is running")]
+    #[error(
+        "containerd at {socket} is unavailable ({op}): {detail}; check that containerd is running"
+    )]
     RuntimeUnavailable {
         socket: PathBuf,
         op: &'static str,
@@ -83,7 +85,9 @@ impl NodeError {
     pub fn is_runtime_down(&self) -> bool {
         matches!(
             self,
-            Self::SocketMissing { .. } | Self::PermissionDenied { .. } | Self::RuntimeUnavailable { .. }
+            Self::SocketMissing { .. }
+                | Self::PermissionDenied { .. }
+                | Self::RuntimeUnavailable { .. }
         )
     }
 }
@@ -223,12 +227,36 @@ mod tests {
     #[test]
     fn classifies_server_messages() {
         let cases = [
-            (tonic::Code::Unknown, "failed to pull and unpack image \"x\": failed to resolve reference \"x\": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed", "unauthorized"),
-            (tonic::Code::Unknown, "failed to resolve reference \"x\": unexpected status from HEAD request to http://r/v2/a/manifests/v1: 401 Unauthorized", "unauthorized"),
-            (tonic::Code::NotFound, "failed to resolve reference \"r/a:nope\": r/a:nope: not found", "image_not_found"),
-            (tonic::Code::Unknown, "failed to parse image reference \"UP\": invalid reference format: repository name must be lowercase", "invalid_reference"),
-            (tonic::Code::Unknown, "failed to do request: Head \"http://127.0.0.1:1/v2/a/manifests/v1\": dial tcp 127.0.0.1:1: connect: connection refused", "registry_unreachable"),
-            (tonic::Code::DeadlineExceeded, "context deadline exceeded", "deadline_exceeded"),
+            (
+                tonic::Code::Unknown,
+                "failed to pull and unpack image \"x\": failed to resolve reference \"x\": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed",
+                "unauthorized",
+            ),
+            (
+                tonic::Code::Unknown,
+                "failed to resolve reference \"x\": unexpected status from HEAD request to http://r/v2/a/manifests/v1: 401 Unauthorized",
+                "unauthorized",
+            ),
+            (
+                tonic::Code::NotFound,
+                "failed to resolve reference \"r/a:nope\": r/a:nope: not found",
+                "image_not_found",
+            ),
+            (
+                tonic::Code::Unknown,
+                "failed to parse image reference \"UP\": invalid reference format: repository name must be lowercase",
+                "invalid_reference",
+            ),
+            (
+                tonic::Code::Unknown,
+                "failed to do request: Head \"http://127.0.0.1:1/v2/a/manifests/v1\": dial tcp 127.0.0.1:1: connect: connection refused",
+                "registry_unreachable",
+            ),
+            (
+                tonic::Code::DeadlineExceeded,
+                "context deadline exceeded",
+                "deadline_exceeded",
+            ),
             (tonic::Code::Internal, "boom", "runtime_error"),
         ];
         for (code, msg, label) in cases {
@@ -238,9 +266,25 @@ mod tests {
     }
 
     #[test]
+    fn classifies_connection_failures_by_their_io_cause() {
+        let status =
+            |kind| tonic::Status::from_error(Box::new(std::io::Error::new(kind, "connecting")));
+        let got = ctx().classify(&status(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(got.metric_label(), "permission_denied", "{got}");
+        let got = ctx().classify(&status(std::io::ErrorKind::NotFound));
+        assert_eq!(got.metric_label(), "socket_missing", "{got}");
+        // A refused connection on a socket path that does not exist either: the socket is missing.
+        let got = ctx().classify(&status(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(got.metric_label(), "socket_missing", "{got}");
+    }
+
+    #[test]
     fn messages_say_what_to_do() {
         let e = ctx().classify(&tonic::Status::new(tonic::Code::NotFound, "x: not found"));
         let text = e.to_string();
-        assert!(text.contains("reg/app:v1") && text.contains("check"), "{text}");
+        assert!(
+            text.contains("reg/app:v1") && text.contains("check"),
+            "{text}"
+        );
     }
 }

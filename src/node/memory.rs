@@ -54,11 +54,22 @@ impl MemoryRuntime {
     }
 
     /// Makes `reference` pullable only with these credentials.
-    pub fn publish_with_auth(&self, reference: &str, size: u64, user: &str, pass: &str) -> RemoteImage {
+    pub fn publish_with_auth(
+        &self,
+        reference: &str,
+        size: u64,
+        user: &str,
+        pass: &str,
+    ) -> RemoteImage {
         self.publish_inner(reference, size, Some((user.into(), pass.into())))
     }
 
-    fn publish_inner(&self, reference: &str, size: u64, creds: Option<(String, String)>) -> RemoteImage {
+    fn publish_inner(
+        &self,
+        reference: &str,
+        size: u64,
+        creds: Option<(String, String)>,
+    ) -> RemoteImage {
         let reference = normalize(reference);
         let remote = RemoteImage {
             id: fake_digest("config", &reference),
@@ -115,7 +126,12 @@ impl MemoryRuntime {
     /// Deletes every unpinned image, as the kubelet's image GC would.
     pub fn garbage_collect(&self) -> Vec<String> {
         let mut s = self.lock();
-        let gone: Vec<String> = s.images.values().filter(|i| !i.pinned).map(|i| i.id.clone()).collect();
+        let gone: Vec<String> = s
+            .images
+            .values()
+            .filter(|i| !i.pinned)
+            .map(|i| i.id.clone())
+            .collect();
         for id in &gone {
             s.images.remove(id);
         }
@@ -149,7 +165,11 @@ impl ImageRuntime for MemoryRuntime {
         Ok(find_mut(&mut s.images, image).map(|i| i.clone()))
     }
 
-    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<PullOutcome, NodeError> {
+    async fn pull(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<PullOutcome, NodeError> {
         validate(image)?;
         let mut s = self.lock();
         Self::check_up(&s)?;
@@ -170,7 +190,10 @@ impl ImageRuntime for MemoryRuntime {
         let remote = s
             .registry
             .values()
-            .find(|r| r.reference == reference || format!("{}@{}", repo_of(&r.reference), r.digest) == reference)
+            .find(|r| {
+                r.reference == reference
+                    || format!("{}@{}", repo_of(&r.reference), r.digest) == reference
+            })
             .cloned()
             .ok_or_else(|| NodeError::ImageNotFound {
                 image: image.into(),
@@ -186,7 +209,10 @@ impl ImageRuntime for MemoryRuntime {
             }
         }
         let info = info_of(&remote);
-        let entry = s.images.entry(info.id.clone()).or_insert_with(|| info.clone());
+        let entry = s
+            .images
+            .entry(info.id.clone())
+            .or_insert_with(|| info.clone());
         if !entry.repo_tags.contains(&remote.reference) && !remote.reference.contains('@') {
             entry.repo_tags.push(remote.reference.clone());
         }
@@ -237,7 +263,10 @@ impl ImageRuntime for MemoryRuntime {
 }
 
 fn fake_digest(kind: &str, reference: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(format!("{kind}:{reference}"))))
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(format!("{kind}:{reference}")))
+    )
 }
 
 /// Adds `:latest` to a reference with neither tag nor digest.
@@ -264,7 +293,11 @@ fn info_of(remote: &RemoteImage) -> ImageInfo {
     let by_digest = remote.reference.contains('@');
     ImageInfo {
         id: remote.id.clone(),
-        repo_tags: if by_digest { vec![] } else { vec![remote.reference.clone()] },
+        repo_tags: if by_digest {
+            vec![]
+        } else {
+            vec![remote.reference.clone()]
+        },
         repo_digests: vec![format!("{}@{}", repo_of(&remote.reference), remote.digest)],
         size: remote.size,
         pinned: false,
@@ -272,7 +305,10 @@ fn info_of(remote: &RemoteImage) -> ImageInfo {
     }
 }
 
-fn find_mut<'a>(images: &'a mut BTreeMap<String, ImageInfo>, image: &str) -> Option<&'a mut ImageInfo> {
+fn find_mut<'a>(
+    images: &'a mut BTreeMap<String, ImageInfo>,
+    image: &str,
+) -> Option<&'a mut ImageInfo> {
     let wanted = normalize(image);
     images.values_mut().find(|i| {
         i.id == image || i.repo_tags.contains(&wanted) || i.repo_digests.iter().any(|d| d == image)
@@ -288,7 +324,9 @@ fn not_present(image: &str) -> NodeError {
 
 fn validate(image: &str) -> Result<(), NodeError> {
     let bad = image.is_empty()
-        || image.chars().any(|c| c.is_whitespace() || c.is_ascii_uppercase() && !image.contains('@'));
+        || image
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_ascii_uppercase() && !image.contains('@'));
     if bad {
         return Err(NodeError::InvalidReference {
             image: image.into(),
@@ -306,19 +344,44 @@ mod tests {
     async fn pull_pin_unpin_follow_the_ownership_rules() {
         let rt = MemoryRuntime::new();
         rt.publish("reg/app:v1", 10);
-        assert!(matches!(rt.pull("reg/app:v1", None).await.unwrap(), PullOutcome::Pulled(_)));
-        assert!(matches!(rt.pull("reg/app:v1", None).await.unwrap(), PullOutcome::AlreadyPresent(_)));
+        assert!(matches!(
+            rt.pull("reg/app:v1", None).await.unwrap(),
+            PullOutcome::Pulled(_)
+        ));
+        assert!(matches!(
+            rt.pull("reg/app:v1", None).await.unwrap(),
+            PullOutcome::AlreadyPresent(_)
+        ));
         assert_eq!(rt.registry_contacts(), vec!["reg/app:v1".to_string()]);
         assert_eq!(rt.pin("reg/app:v1").await.unwrap(), PinOutcome::Pinned);
-        assert_eq!(rt.pin("reg/app:v1").await.unwrap(), PinOutcome::AlreadyPinned);
-        assert_eq!(rt.unpin("reg/app:v1").await.unwrap(), UnpinOutcome::Unpinned);
-        assert_eq!(rt.unpin("reg/app:v1").await.unwrap(), UnpinOutcome::NotPinned);
+        assert_eq!(
+            rt.pin("reg/app:v1").await.unwrap(),
+            PinOutcome::AlreadyPinned
+        );
+        assert_eq!(
+            rt.unpin("reg/app:v1").await.unwrap(),
+            UnpinOutcome::Unpinned
+        );
+        assert_eq!(
+            rt.unpin("reg/app:v1").await.unwrap(),
+            UnpinOutcome::NotPinned
+        );
 
         rt.insert_present("reg/base:1", 5);
         rt.pin_by_other("reg/base:1").unwrap();
-        assert_eq!(rt.pin("reg/base:1").await.unwrap(), PinOutcome::PinnedByOther);
-        assert_eq!(rt.unpin("reg/base:1").await.unwrap(), UnpinOutcome::PinnedByOther);
-        assert_eq!(rt.garbage_collect().len(), 1, "only the unpinned app image goes");
+        assert_eq!(
+            rt.pin("reg/base:1").await.unwrap(),
+            PinOutcome::PinnedByOther
+        );
+        assert_eq!(
+            rt.unpin("reg/base:1").await.unwrap(),
+            UnpinOutcome::PinnedByOther
+        );
+        assert_eq!(
+            rt.garbage_collect().len(),
+            1,
+            "only the unpinned app image goes"
+        );
     }
 
     #[tokio::test]
@@ -327,10 +390,15 @@ mod tests {
         rt.publish_with_auth("reg/private:1", 1, "u", "p");
         let err = rt.pull("reg/private:1", None).await.unwrap_err();
         assert_eq!(err.metric_label(), "unauthorized");
-        rt.pull("reg/private:1", Some(&RegistryAuth::basic("u", "p"))).await.unwrap();
+        rt.pull("reg/private:1", Some(&RegistryAuth::basic("u", "p")))
+            .await
+            .unwrap();
         rt.set_registry_down(true);
         let err = rt.pull("reg/other:1", None).await.unwrap_err();
         assert_eq!(err.metric_label(), "registry_unreachable");
-        assert_eq!(rt.pull("Bad Ref", None).await.unwrap_err().metric_label(), "invalid_reference");
+        assert_eq!(
+            rt.pull("Bad Ref", None).await.unwrap_err().metric_label(),
+            "invalid_reference"
+        );
     }
 }

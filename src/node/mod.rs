@@ -50,8 +50,11 @@ pub trait ImageRuntime: Send + Sync {
     /// One image by tag, digest reference or id; `None` when absent.
     async fn status(&self, image: &str) -> Result<Option<ImageInfo>, NodeError>;
     /// Makes `image` present: does not contact the registry when it already is.
-    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>)
-    -> Result<PullOutcome, NodeError>;
+    async fn pull(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<PullOutcome, NodeError>;
     /// Pins `image` with rollcache's marker, unless another party pinned it.
     async fn pin(&self, image: &str) -> Result<PinOutcome, NodeError>;
     /// Removes rollcache's pin from `image`; never another party's.

@@ -7,9 +7,9 @@ use std::time::Duration;
 use super::containerd::{ContainerdImages, ImageRecord};
 use super::cri::CriImages;
 use super::{
-    Deadlines, FsInfo, ImageInfo, ImageRuntime, MARKER_LABEL, MARKER_VALUE, NodeError, PINNED_LABEL,
-    PINNED_VALUE, PinOutcome, PinOwner, PinSupport, PullOutcome, RegistryAuth, UnpinOutcome,
-    unix_channel,
+    Deadlines, FsInfo, ImageInfo, ImageRuntime, MARKER_LABEL, MARKER_VALUE, NodeError,
+    PINNED_LABEL, PINNED_VALUE, PinOutcome, PinOwner, PinSupport, PullOutcome, RegistryAuth,
+    UnpinOutcome, unix_channel,
 };
 
 /// How long the pinning probe waits for CRI to reflect a label change.
@@ -66,7 +66,7 @@ impl Node {
         // An image pinned already tells without changing anything.
         if let Some(img) = images.iter().find(|i| i.pin_owner != PinOwner::None) {
             let records = self.records_for(img).await?;
-            if records.iter().any(|r| has_pin(r)) {
+            if records.iter().any(has_pin) {
                 return Ok(self.verdict(version, img.pinned, img.display_ref()));
             }
         }
@@ -182,12 +182,15 @@ impl ImageRuntime for Node {
         }
         let image_ref = self.cri.pull(image, auth).await?;
         tracing::info!(image, image_ref, "pulled");
-        let img = self.status(&image_ref).await?.ok_or_else(|| NodeError::Runtime {
-            op: "pull",
-            subject: image.to_string(),
-            code: tonic::Code::Unknown,
-            message: format!("pulled as {image_ref} but the image is not listed afterwards"),
-        })?;
+        let img = self
+            .status(&image_ref)
+            .await?
+            .ok_or_else(|| NodeError::Runtime {
+                op: "pull",
+                subject: image.to_string(),
+                code: tonic::Code::Unknown,
+                message: format!("pulled as {image_ref} but the image is not listed afterwards"),
+            })?;
         Ok(PullOutcome::Pulled(img))
     }
 
@@ -211,7 +214,10 @@ impl ImageRuntime for Node {
             self.containerd
                 .update_labels(
                     r,
-                    &[(PINNED_LABEL, Some(PINNED_VALUE)), (MARKER_LABEL, Some(MARKER_VALUE))],
+                    &[
+                        (PINNED_LABEL, Some(PINNED_VALUE)),
+                        (MARKER_LABEL, Some(MARKER_VALUE)),
+                    ],
                 )
                 .await?;
         }
@@ -252,11 +258,15 @@ fn names_of(img: &ImageInfo) -> HashSet<&str> {
 }
 
 fn has_pin(r: &ImageRecord) -> bool {
-    r.labels.get(PINNED_LABEL).is_some_and(|v| v == PINNED_VALUE)
+    r.labels
+        .get(PINNED_LABEL)
+        .is_some_and(|v| v == PINNED_VALUE)
 }
 
 fn has_marker(r: &ImageRecord) -> bool {
-    r.labels.get(MARKER_LABEL).is_some_and(|v| v == MARKER_VALUE)
+    r.labels
+        .get(MARKER_LABEL)
+        .is_some_and(|v| v == MARKER_VALUE)
 }
 
 fn is_ours(r: &ImageRecord) -> bool {

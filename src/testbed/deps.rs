@@ -125,8 +125,14 @@ mod tests {
 
     #[test]
     fn versions_parse() {
-        assert_eq!("1.7".parse::<ContainerdVersion>().unwrap(), ContainerdVersion::V1_7);
-        assert_eq!("2".parse::<ContainerdVersion>().unwrap(), ContainerdVersion::V2);
+        assert_eq!(
+            "1.7".parse::<ContainerdVersion>().unwrap(),
+            ContainerdVersion::V1_7
+        );
+        assert_eq!(
+            "2".parse::<ContainerdVersion>().unwrap(),
+            ContainerdVersion::V2
+        );
         assert!("3".parse::<ContainerdVersion>().is_err());
     }
 }

@@ -62,7 +62,10 @@ pub(crate) fn temp_dir(prefix: &str) -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(std::env::temp_dir())
-        .map_err(io_err(format!("creating a temp dir in {}", std::env::temp_dir().display())))
+        .map_err(io_err(format!(
+            "creating a temp dir in {}",
+            std::env::temp_dir().display()
+        )))
 }
 
 /// Runs a command to completion, returning stdout; a non-zero exit becomes `TestbedError::Command`.
@@ -82,7 +85,9 @@ pub(crate) fn run(cmd: &mut std::process::Command) -> Result<String> {
 /// A free TCP port on 127.0.0.1 at the time of asking (the caller retries if it is taken meanwhile).
 pub(crate) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("binding 127.0.0.1:0"))?;
-    Ok(l.local_addr().map_err(io_err("reading a bound address"))?.port())
+    Ok(l.local_addr()
+        .map_err(io_err("reading a bound address"))?
+        .port())
 }
 
 pub(crate) fn path_str(p: &std::path::Path) -> String {

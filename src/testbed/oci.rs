@@ -227,9 +227,15 @@ impl OciLayout {
     ) -> Result<String> {
         let digest_file = tempfile::NamedTempFile::new().map_err(io_err("creating a temp file"))?;
         let mut cmd = Command::new(deps::skopeo()?);
-        cmd.args(["copy", "--all", "--quiet", "--insecure-policy", "--preserve-digests"])
-            .args(["--dest-tls-verify=false", "--digestfile"])
-            .arg(digest_file.path());
+        cmd.args([
+            "copy",
+            "--all",
+            "--quiet",
+            "--insecure-policy",
+            "--preserve-digests",
+        ])
+        .args(["--dest-tls-verify=false", "--digestfile"])
+        .arg(digest_file.path());
         if let Some((user, pass)) = creds {
             cmd.arg("--dest-creds").arg(format!("{user}:{pass}"));
         }
@@ -310,11 +316,10 @@ impl OciLayout {
             .finish();
         let digest = format!("sha256:{digest}");
         let path = self.blob_path(&digest);
-        tmp.persist(&path)
-            .map_err(|e| TestbedError::Io {
-                what: format!("moving a layer to {}", path.display()),
-                source: e.error,
-            })?;
+        tmp.persist(&path).map_err(|e| TestbedError::Io {
+            what: format!("moving a layer to {}", path.display()),
+            source: e.error,
+        })?;
         Ok(BuiltLayer {
             blob: Descriptor {
                 media_type: MEDIA_LAYER_GZIP.into(),
@@ -339,7 +344,11 @@ pub fn shared_base_set(
 ) -> Vec<(String, ImageSpec)> {
     (0..images)
         .map(|i| {
-            let base = LayerSpec::new(1_000 + (i % bases.max(1)) as u64, base_size, compressible_percent);
+            let base = LayerSpec::new(
+                1_000 + (i % bases.max(1)) as u64,
+                base_size,
+                compressible_percent,
+            );
             let own = LayerSpec::new(2_000_000 + i as u64, own_size, compressible_percent);
             let name = format!("{prefix}-{i}");
             let spec = ImageSpec {
@@ -460,7 +469,10 @@ mod tests {
         let la = a.layer(&half).unwrap();
         assert_eq!(la, b.layer(&half).unwrap());
         let ratio = la.blob.size as f64 / la.tar_size as f64;
-        assert!((0.4..0.65).contains(&ratio), "half-compressible ratio {ratio}");
+        assert!(
+            (0.4..0.65).contains(&ratio),
+            "half-compressible ratio {ratio}"
+        );
         let random = a.layer(&LayerSpec::new(7, 1 << 20, 0)).unwrap();
         assert!(random.blob.size as f64 > 0.95 * random.tar_size as f64);
         assert_ne!(random.diff_id, la.diff_id);
@@ -473,8 +485,16 @@ mod tests {
         let base = LayerSpec::new(1, 4096, 50);
         let idx = l
             .index(&[
-                ImageSpec { platform: Platform::linux_amd64(), layers: vec![base], label: "x".into() },
-                ImageSpec { platform: Platform::linux_arm64(), layers: vec![base], label: "x".into() },
+                ImageSpec {
+                    platform: Platform::linux_amd64(),
+                    layers: vec![base],
+                    label: "x".into(),
+                },
+                ImageSpec {
+                    platform: Platform::linux_arm64(),
+                    layers: vec![base],
+                    label: "x".into(),
+                },
             ])
             .unwrap();
         let amd = idx.for_platform(&Platform::linux_amd64()).unwrap();

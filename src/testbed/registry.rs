@@ -83,7 +83,9 @@ impl Registry {
         std::fs::read_to_string(self.log_path())
             .map(|log| {
                 log.lines()
-                    .filter(|l| l.contains("\"GET ") || l.contains("\"HEAD ") || l.contains("\"PUT "))
+                    .filter(|l| {
+                        l.contains("\"GET ") || l.contains("\"HEAD ") || l.contains("\"PUT ")
+                    })
                     .filter(|l| l.contains(needle))
                     .count()
             })
@@ -163,7 +165,10 @@ impl Registry {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.stop();
-        Err(self.start_failed(format!("no answer on {} within {START_TIMEOUT:?}", self.addr())))
+        Err(self.start_failed(format!(
+            "no answer on {} within {START_TIMEOUT:?}",
+            self.addr()
+        )))
     }
 
     /// True when `GET /v2/` gets any HTTP answer (401 counts: the registry is up).

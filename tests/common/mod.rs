@@ -5,16 +5,18 @@
 use std::time::Duration;
 
 use rollcache::node::{Deadlines, Node};
+use rollcache::testbed::TestbedError;
 use rollcache::testbed::containerd::Containerd;
 use rollcache::testbed::oci::{BuiltImage, ImageSpec, LayerSpec, OciLayout, Platform};
 use rollcache::testbed::registry::Registry;
-use rollcache::testbed::TestbedError;
 
 pub const MIB: u64 = 1024 * 1024;
 
 /// Unwraps a test bed result; a missing test bed fails the test (never skips it).
 pub fn need<T>(r: Result<T, TestbedError>) -> T {
-    r.unwrap_or_else(|e| panic!("test bed not available: {e}\n(run `make test`, which installs it)"))
+    r.unwrap_or_else(|e| {
+        panic!("test bed not available: {e}\n(run `make test`, which installs it)")
+    })
 }
 
 pub fn deadlines() -> Deadlines {
@@ -61,15 +63,20 @@ impl Bed {
     /// Builds and pushes one amd64 image; returns its reference, build facts and pushed digest.
     pub fn push(&mut self, spec: &ImageSpec, name_tag: &str) -> (String, BuiltImage, String) {
         let built = need(self.layout.image(spec));
-        let creds = self.registry.credentials().map(|(u, p)| (u.to_string(), p.to_string()));
+        let creds = self
+            .registry
+            .credentials()
+            .map(|(u, p)| (u.to_string(), p.to_string()));
         let creds = creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-        let digest = need(self.layout.tag_and_push(
-            &built.manifest,
-            &self.registry.addr(),
-            name_tag,
-            creds,
-        ));
-        assert_eq!(digest, built.manifest.digest, "the registry holds the manifest as built");
+        let digest =
+            need(
+                self.layout
+                    .tag_and_push(&built.manifest, &self.registry.addr(), name_tag, creds),
+            );
+        assert_eq!(
+            digest, built.manifest.digest,
+            "the registry holds the manifest as built"
+        );
         (self.reference(name_tag), built, digest)
     }
 
@@ -82,7 +89,10 @@ impl Bed {
 pub fn small(seed: u64, label: &str) -> ImageSpec {
     ImageSpec {
         platform: Platform::linux_amd64(),
-        layers: vec![LayerSpec::new(1, MIB, 50), LayerSpec::new(seed, 256 * 1024, 50)],
+        layers: vec![
+            LayerSpec::new(1, MIB, 50),
+            LayerSpec::new(seed, 256 * 1024, 50),
+        ],
         label: label.into(),
     }
 }
