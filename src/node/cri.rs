@@ -56,7 +56,7 @@ impl CriImages {
                 username: a.username.clone(),
                 password: a.password().to_string(),
                 identity_token: a.token().to_string(),
-                server_address: a.server_address.clone(),
+                server_address: server_url(&a.server_address),
                 ..Default::default()
             }),
             sandbox_config: None,
@@ -117,6 +117,16 @@ impl CriImages {
             capacity_bytes,
             available_bytes,
         })
+    }
+}
+
+/// containerd compares the host of the parsed server address with the registry host, and a bare
+/// `host:port` does not parse as a URL: give it a scheme.
+fn server_url(server: &str) -> String {
+    if server.is_empty() || server.contains("://") {
+        server.to_string()
+    } else {
+        format!("https://{server}")
     }
 }
 

@@ -266,6 +266,19 @@ mod tests {
     }
 
     #[test]
+    fn classifies_connection_failures_by_their_io_cause() {
+        let status =
+            |kind| tonic::Status::from_error(Box::new(std::io::Error::new(kind, "connecting")));
+        let got = ctx().classify(&status(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(got.metric_label(), "permission_denied", "{got}");
+        let got = ctx().classify(&status(std::io::ErrorKind::NotFound));
+        assert_eq!(got.metric_label(), "socket_missing", "{got}");
+        // A refused connection on a socket path that does not exist either: the socket is missing.
+        let got = ctx().classify(&status(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(got.metric_label(), "socket_missing", "{got}");
+    }
+
+    #[test]
     fn messages_say_what_to_do() {
         let e = ctx().classify(&tonic::Status::new(tonic::Code::NotFound, "x: not found"));
         let text = e.to_string();

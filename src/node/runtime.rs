@@ -66,7 +66,7 @@ impl Node {
         // An image pinned already tells without changing anything.
         if let Some(img) = images.iter().find(|i| i.pin_owner != PinOwner::None) {
             let records = self.records_for(img).await?;
-            if records.iter().any(|r| has_pin(r)) {
+            if records.iter().any(has_pin) {
                 return Ok(self.verdict(version, img.pinned, img.display_ref()));
             }
         }

@@ -111,14 +111,7 @@ impl Registry {
     /// Writes `<hosts_dir>/127.0.0.1:PORT/hosts.toml` so that containerd reaches this registry over
     /// plain HTTP.
     pub fn write_hosts_toml(&self, hosts_dir: &Path) -> Result<()> {
-        let dir = hosts_dir.join(self.addr());
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        let text = format!(
-            "server = \"http://{addr}\"\n\n[host.\"http://{addr}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            addr = self.addr()
-        );
-        let path = dir.join("hosts.toml");
-        std::fs::write(&path, text).map_err(io_err(format!("writing {}", path.display())))
+        write_hosts_toml(hosts_dir, &self.addr())
     }
 
     fn config_yaml(&self) -> String {
@@ -201,6 +194,17 @@ impl Registry {
             log_tail: log_tail(&self.log_path(), 20),
         }
     }
+}
+
+/// Writes `<hosts_dir>/<addr>/hosts.toml` telling containerd to reach `addr` over plain HTTP.
+pub fn write_hosts_toml(hosts_dir: &Path, addr: &str) -> Result<()> {
+    let dir = hosts_dir.join(addr);
+    std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let text = format!(
+        "server = \"http://{addr}\"\n\n[host.\"http://{addr}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+    );
+    let path = dir.join("hosts.toml");
+    std::fs::write(&path, text).map_err(io_err(format!("writing {}", path.display())))
 }
 
 impl Drop for Registry {
