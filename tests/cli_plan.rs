@@ -5,11 +5,23 @@ use std::process::Command;
 
 fn plan(node: &str) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_rollcache"))
-        .args(["plan", "--from", "tests/fixtures/history", "--node", node, "--output", "json"])
+        .args([
+            "plan",
+            "--from",
+            "tests/fixtures/history",
+            "--node",
+            node,
+            "--output",
+            "json",
+        ])
         .env_remove("KUBECONFIG")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -55,7 +67,10 @@ fn ioc_statefulset_is_held_only_on_its_beamline_node() {
         .collect();
     assert!(!ioc_images.is_empty());
     for i in &ioc_images {
-        assert!(images(&beamline).contains(i), "{i} held on the beamline node");
+        assert!(
+            images(&beamline).contains(i),
+            "{i} held on the beamline node"
+        );
         assert!(!images(&other).contains(i), "{i} not held elsewhere");
     }
 }
@@ -64,8 +79,15 @@ fn ioc_statefulset_is_held_only_on_its_beamline_node() {
 fn deployment_history_from_old_replicasets_is_held() {
     let p = plan("k8s-worker-01");
     let archiver = revisions(&p, "bl45p-archiver");
-    let numbers: Vec<i64> = archiver.iter().map(|r| r["number"].as_i64().unwrap()).collect();
-    assert_eq!(numbers, vec![4, 3, 2, 1], "newest first, every retained ReplicaSet");
+    let numbers: Vec<i64> = archiver
+        .iter()
+        .map(|r| r["number"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        numbers,
+        vec![4, 3, 2, 1],
+        "newest first, every retained ReplicaSet"
+    );
     assert!(archiver.iter().all(|r| r["wanted"] == true));
     assert_eq!(archiver.iter().filter(|r| r["current"] == true).count(), 1);
     // Current revisions come first in pull order.
@@ -76,7 +98,13 @@ fn deployment_history_from_old_replicasets_is_held() {
 #[test]
 fn table_output_explains_what_is_not_held() {
     let out = Command::new(env!("CARGO_BIN_EXE_rollcache"))
-        .args(["plan", "--from", "tests/fixtures/history", "--node", "k8s-worker-01"])
+        .args([
+            "plan",
+            "--from",
+            "tests/fixtures/history",
+            "--node",
+            "k8s-worker-01",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
