@@ -7,6 +7,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod credentials;
+pub mod demo;
 pub mod history;
 pub mod http;
 pub mod image_ref;
