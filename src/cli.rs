@@ -19,8 +19,23 @@ use rollcache::node::{
     revision cached and pinned on each node, so rollbacks work offline"
 )]
 pub struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, e.g. `info,rollcache=debug`).
+    #[arg(
+        long,
+        global = true,
+        env = "ROLLCACHE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,7 +138,7 @@ pub enum CliError {
     Output(#[from] std::io::Error),
     #[error("encoding JSON output: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("{0:#}")]
+    #[error(transparent)]
     Command(#[from] anyhow::Error),
     #[error("{failed} of {total} images failed (see above)")]
     SomeFailed { failed: usize, total: usize },

@@ -7,14 +7,21 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    cli::run(cli).await?;
-    Ok(())
+    // Noisy transport crates stay at warn unless RUST_LOG says otherwise.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,h2=warn,tower=warn,rustls=warn"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Text => fmt.init(),
+        cli::LogFormat::Json => fmt.json().init(),
+    }
+    if let Err(e) = cli::run(cli).await {
+        // The whole cause chain on one line, without a backtrace: this is for people.
+        eprintln!("error: {:#}", anyhow::Error::from(e));
+        std::process::exit(1);
+    }
 }
