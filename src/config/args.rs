@@ -65,6 +65,13 @@ pub struct ConfigArgs {
     /// The kubelet's imagePullCredentialsVerificationPolicy on this node [default: never-verify-preloaded-images]
     #[arg(long, env = "ROLLCACHE_CREDENTIAL_VERIFICATION_POLICY", value_enum)]
     pub credential_verification_policy: Option<CredentialVerificationPolicy>,
+    /// Images the kubelet's verification allowlist exempts, comma-separated (`prefix*` allowed).
+    #[arg(
+        long,
+        env = "ROLLCACHE_CREDENTIAL_VERIFICATION_ALLOWLIST",
+        value_delimiter = ','
+    )]
+    pub credential_verification_allowlist: Option<Vec<String>>,
     /// Listen address for /metrics, /healthz, /readyz, /status [default: 0.0.0.0:9847]
     #[arg(long, env = "ROLLCACHE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
@@ -94,7 +101,8 @@ impl ConfigArgs {
             extra_images,
             max_concurrent_pulls,
             disk_budget_percent,
-            credential_verification_policy
+            credential_verification_policy,
+            credential_verification_allowlist
         );
         if self.node_name.is_some() {
             c.node_name = self.node_name.clone();

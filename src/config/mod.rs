@@ -99,17 +99,23 @@ pub struct Config {
     /// Pulls in flight at once. Reloadable.
     pub max_concurrent_pulls: usize,
     /// Deadline for one pull. Reloadable.
+    #[serde(serialize_with = "human_duration")]
     pub pull_timeout: Duration,
     /// How long an image must be unneeded before its pin is removed. Reloadable.
+    #[serde(serialize_with = "human_duration")]
     pub unpin_grace: Duration,
     /// No new pull starts while the image filesystem is fuller than this share (percent). Reloadable.
     pub disk_budget_percent: u8,
     /// Full resync period. Reloadable.
+    #[serde(serialize_with = "human_duration")]
     pub resync_interval: Duration,
     /// Upper bound of the random delay before this node's first pulls (spreads a fleet). Reloadable.
+    #[serde(serialize_with = "human_duration")]
     pub start_jitter: Duration,
     /// First retry delay after a failed pull; doubles per failure up to `backoff_max`. Reloadable.
+    #[serde(serialize_with = "human_duration")]
     pub backoff_initial: Duration,
+    #[serde(serialize_with = "human_duration")]
     pub backoff_max: Duration,
     /// Read imagePullSecrets (and service accounts') to pull private images. Restart to change.
     pub use_pull_secrets: bool,
@@ -207,6 +213,13 @@ impl FileConfig {
         }
         serde_saphyr::from_str(text).map_err(|e| e.to_string())
     }
+}
+
+fn human_duration<S: serde::Serializer>(
+    d: &Duration,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
 }
 
 /// Parse a duration such as `90s`, `10m`, `1h 30m` (humantime syntax).
