@@ -159,10 +159,9 @@ impl Metrics {
             Unit::Bytes,
             m.image_fs_capacity_bytes.clone(),
         );
-        r.register_with_unit(
-            "disk_budget",
+        r.register(
+            "disk_budget_ratio",
             "Configured share of the image filesystem above which no pull starts",
-            Unit::Ratios,
             m.disk_budget_ratio.clone(),
         );
         r.register(
@@ -238,6 +237,7 @@ mod tests {
             "rollcache_pulled_bytes_total 42",
             "rollcache_revisions{readiness=\"offline_safe\"} 3",
             "rollcache_image_fs_used_bytes",
+            "rollcache_disk_budget_ratio 0",
             "rollcache_last_reconcile_timestamp_seconds",
             "# EOF",
         ] {
