@@ -253,9 +253,11 @@ fn configmap_documents_every_option() {
         .collect();
     let file = FileConfig::parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
     let cfg = Config::from_file(&file).unwrap();
-    let mut want = Config::default();
-    want.node_name = cfg.node_name.clone();
-    want.from_dir = cfg.from_dir.clone();
+    let want = Config {
+        node_name: cfg.node_name.clone(),
+        from_dir: cfg.from_dir.clone(),
+        ..Config::default()
+    };
     assert_eq!(
         cfg, want,
         "the commented defaults are the binary's defaults"
