@@ -181,7 +181,7 @@ impl ImageRuntime for Node {
             return Ok(PullOutcome::AlreadyPresent(img));
         }
         let image_ref = self.cri.pull(image, auth).await?;
-        tracing::info!(image, image_ref, "pulled");
+        tracing::debug!(image, image_ref, "pulled");
         let img = self
             .status(&image_ref)
             .await?
@@ -200,7 +200,7 @@ impl ImageRuntime for Node {
         let refs: Vec<&ImageRecord> = records.iter().collect();
         match owner_of(img.pinned, &refs) {
             PinOwner::Other => {
-                tracing::info!(image, "pinned by another party; left alone");
+                tracing::debug!(image, "pinned by another party; left alone");
                 return Ok(PinOutcome::PinnedByOther);
             }
             PinOwner::Rollcache if records.iter().all(is_ours) => {
@@ -221,7 +221,7 @@ impl ImageRuntime for Node {
                 )
                 .await?;
         }
-        tracing::info!(image, id = %img.id, records = records.len(), "pinned");
+        tracing::debug!(image, id = %img.id, records = records.len(), "pinned");
         Ok(PinOutcome::Pinned)
     }
 
@@ -241,7 +241,7 @@ impl ImageRuntime for Node {
                 .update_labels(r, &[(PINNED_LABEL, None), (MARKER_LABEL, None)])
                 .await?;
         }
-        tracing::info!(image, id = %img.id, "unpinned");
+        tracing::debug!(image, id = %img.id, "unpinned");
         Ok(UnpinOutcome::Unpinned)
     }
 
