@@ -29,7 +29,10 @@ async fn main() -> anyhow::Result<()> {
     for (i, name) in images.iter().enumerate() {
         let spec = ImageSpec {
             platform: Platform::linux_amd64(),
-            layers: vec![LayerSpec::new(1, 4 << 20, 50), LayerSpec::new(10 + i as u64, 1 << 20, 50)],
+            layers: vec![
+                LayerSpec::new(1, 4 << 20, 50),
+                LayerSpec::new(10 + i as u64, 1 << 20, 50),
+            ],
             label: name.clone(),
         };
         let built = layout.image(&spec)?;

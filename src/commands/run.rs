@@ -65,6 +65,29 @@ pub async fn run_until(args: ConfigArgs, cancel: CancellationToken) -> anyhow::R
         Metrics::result(&reload_metrics.config_reloads, label);
     })?;
 
+    let (status_tx, status_rx) = watch::channel(Arc::new(serde_json::json!({
+        "starting": true
+    })));
+    let (prefetch_tx, prefetch_rx) = mpsc::channel(16);
+    let state = HttpState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        status: status_rx,
+        prefetch: prefetch_tx,
+    };
+    let mut servers = JoinSet::new();
+    servers.spawn(http::serve(
+        cfg.metrics_addr,
+        http::metrics_router(state.clone()),
+        cancel.clone(),
+    ));
+    servers.spawn(http::serve(
+        cfg.admin_addr,
+        http::admin_router(state),
+        cancel.clone(),
+    ));
+
+    // Listeners first: /healthz answers while containerd is still coming up.
     let node = Node::connect(
         &cfg.containerd_socket,
         Deadlines {
@@ -87,28 +110,6 @@ pub async fn run_until(args: ConfigArgs, cancel: CancellationToken) -> anyhow::R
     } else {
         None
     };
-
-    let (status_tx, status_rx) = watch::channel(Arc::new(serde_json::json!({
-        "starting": true
-    })));
-    let (prefetch_tx, prefetch_rx) = mpsc::channel(16);
-    let state = HttpState {
-        metrics: metrics.clone(),
-        health: health.clone(),
-        status: status_rx,
-        prefetch: prefetch_tx,
-    };
-    let mut servers = JoinSet::new();
-    servers.spawn(http::serve(
-        cfg.metrics_addr,
-        http::metrics_router(state.clone()),
-        cancel.clone(),
-    ));
-    servers.spawn(http::serve(
-        cfg.admin_addr,
-        http::admin_router(state),
-        cancel.clone(),
-    ));
 
     let daemon = Daemon {
         runtime,

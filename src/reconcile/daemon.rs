@@ -62,11 +62,11 @@ struct LoopState {
     pull_refs: HashMap<String, DesiredImage>,
     plan: Option<Arc<Plan>>,
     inventory: Option<Arc<Inventory>>,
-    planned_generation: Option<(u64, u64)>,
+    /// History generation the plan was built from; None forces a rebuild.
+    planned_generation: Option<u64>,
     logged_problems: HashSet<String>,
     problem_counts: HashMap<(String, String), u64>,
     source_errors_seen: HashMap<String, String>,
-    config_generation: u64,
 }
 
 impl Daemon {
@@ -93,7 +93,7 @@ impl Daemon {
                 r = store_rx.changed() => if r.is_err() { break },
                 r = self.config.changed() => {
                     if r.is_err() { break }
-                    st.config_generation += 1;
+                    st.planned_generation = None;
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
@@ -305,10 +305,7 @@ impl Daemon {
 
     /// Rebuild inventory and plan when history or config changed since the last pass.
     fn refresh_plan(&self, st: &mut LoopState, cfg: &Config, snap: &HistorySnapshot) {
-        let generation = (
-            snap.generation,
-            st.config_generation + st.manual.len() as u64 * 1_000_003,
-        );
+        let generation = snap.generation;
         if st.planned_generation == Some(generation) && st.plan.is_some() {
             return;
         }
@@ -354,6 +351,7 @@ impl Daemon {
                 chosen.push(r.canonical());
             }
             st.manual.extend(chosen.iter().cloned());
+            st.planned_generation = None;
         } else {
             let plan = st
                 .plan
