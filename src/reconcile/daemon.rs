@@ -67,6 +67,8 @@ struct LoopState {
     logged_problems: HashSet<String>,
     problem_counts: HashMap<(String, String), u64>,
     source_errors_seen: HashMap<String, String>,
+    /// What the runtime held at the last pass.
+    held: Vec<Held>,
 }
 
 impl Daemon {
@@ -212,6 +214,7 @@ impl Daemon {
         let mut held = held;
         self.act(st, &plan, &wants, &d, &mut held).await;
 
+        st.held = held.clone();
         let waiting: HashMap<String, Waiting> = d.waiting.iter().cloned().collect();
         self.publish(
             st,
@@ -391,8 +394,12 @@ impl Daemon {
         }
         st.decide.registry_failures.clear();
         tracing::info!(images = chosen.len(), scope = ?req, "manual prefetch");
+        let already_present = chosen
+            .iter()
+            .filter(|r| decide::find_held(&st.held, r).is_some())
+            .count();
         Ok(PrefetchAccepted {
-            already_present: 0,
+            already_present,
             images: chosen,
         })
     }
