@@ -1002,6 +1002,11 @@ fn k3s_overlay_only_moves_the_host_paths() {
 
 /// Every series name `/metrics` can expose, each label family given one value so that it shows.
 fn exposed_series() -> BTreeSet<String> {
+    exposition().0
+}
+
+/// The series names and the `# TYPE` families (name -> type) of the exposition.
+fn exposition() -> (BTreeSet<String>, BTreeMap<String, String>) {
     let m = Metrics::new();
     let result = ResultLabel {
         result: "success".into(),
@@ -1034,23 +1039,24 @@ fn exposed_series() -> BTreeSet<String> {
         .set(1);
     let text = m.encode();
     let mut names = BTreeSet::new();
-    let mut families = BTreeSet::new();
+    let mut families = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
-            families.insert(rest.split(' ').next().unwrap_or_default().to_owned());
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            families.insert(name.to_owned(), kind.to_owned());
         } else if !line.starts_with('#') {
             let end = line.find(['{', ' ']).unwrap_or(line.len());
             names.insert(line[..end].to_owned());
         }
     }
     // Every registered family showed at least one series: no family was left untouched above.
-    for f in &families {
+    for f in families.keys() {
         assert!(
             names.iter().any(|n| n.starts_with(f.as_str())),
-            "family {f} exposes no series; touch it in exposed_series()"
+            "family {f} exposes no series; touch it in exposition()"
         );
     }
-    names
+    (names, families)
 }
 
 fn metric_names_in(text: &str) -> BTreeSet<String> {
@@ -1060,7 +1066,7 @@ fn metric_names_in(text: &str) -> BTreeSet<String> {
         if ch.is_ascii_alphanumeric() || ch == '_' || ch == ':' {
             word.push(ch);
         } else {
-            if word.starts_with("rollcache_") {
+            if word.starts_with("rollcache_") && word.len() > "rollcache_".len() {
                 out.insert(word.clone());
             }
             word.clear();
@@ -1279,4 +1285,29 @@ fn model_of_kustomize_applies_patches_like_kubectl() {
         json_patch_op(&mut d, &json!({"op": "test", "path": "/a", "value": 2}));
     });
     assert!(failed.is_err());
+}
+
+#[test]
+fn metrics_doc_lists_exactly_the_exposed_metrics() {
+    let (series, families) = exposition();
+    let doc = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/METRICS.md"));
+    let mut scraped = BTreeSet::new();
+    for (family, kind) in &families {
+        let name = if kind == "counter" {
+            format!("{family}_total")
+        } else {
+            family.clone()
+        };
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "docs/METRICS.md does not list `{name}`"
+        );
+        scraped.insert(name);
+    }
+    for name in metric_names_in(&doc) {
+        assert!(
+            scraped.contains(&name) || series.contains(&name),
+            "docs/METRICS.md lists `{name}`, which rollcache does not expose"
+        );
+    }
 }
