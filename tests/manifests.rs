@@ -1,333 +1,1017 @@
-//! The manifests in `daemonset/` parse, are valid for their kinds, and match what the binary expects:
-//! config file, ports, probes, socket, security context, least-privilege RBAC, the no-secrets overlay,
-//! and alert expressions that only use metrics rollcache exports. No cluster or kubectl needed.
+//! The deployment manifests in daemonset/ are valid objects of their kinds and agree with the binary:
+//! config file, listener ports, probes, socket mount, security context, RBAC, overlays, and the
+//! metric names used by alerts and the dashboard. No cluster, network or kubectl: a small model of
+//! the kustomize features the manifests use renders each kustomization.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use rollcache::config::{Config, FileConfig};
-use serde_json::Value;
+use rollcache::config::{
+    Config, ConfigArgs, CredentialVerificationPolicy, FileConfig, SourcesConfig,
+};
+use rollcache::metrics::{Metrics, ProblemLabel, ReadinessLabel, ResultLabel, SourceLabel};
+use serde_json::{Value, json};
 
-fn root() -> PathBuf {
+/// Readiness values the report puts on `rollcache_revisions{readiness}`.
+const READINESS: &[&str] = &[
+    "offline_safe",
+    "pulling",
+    "missing",
+    "failed",
+    "disk_budget",
+    "needs_registry",
+    "cannot_pin",
+    "stale",
+];
+/// Readiness values that mean "a rollback would need the registry" and are not permanent by design.
+const NOT_OFFLINE_SAFE: &[&str] = &["missing", "failed", "disk_budget", "cannot_pin", "stale"];
+
+fn daemonset_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("daemonset")
 }
 
+// ---------------------------------------------------------------------------------------------
+// Loading: YAML documents and a model of the kustomize features in use.
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
 fn yaml_docs(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&read(path))
+        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()));
     docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
-fn kustomization(dir: &Path) -> Value {
-    yaml_docs(&dir.join("kustomization.yaml")).remove(0)
+fn yaml_one(path: &Path) -> Value {
+    serde_saphyr::from_str(&read(path))
+        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
 }
 
-/// The objects a kustomization lists (resources, recursively through directories) plus the
-/// ConfigMaps its configMapGenerator makes, before patches.
-fn objects(dir: &Path) -> Vec<Value> {
-    let k = kustomization(dir);
+fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {v}"))
+}
+
+fn arr<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+const KUSTOMIZATION_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "namespace",
+    "resources",
+    "configMapGenerator",
+    "patches",
+    "images",
+];
+
+const CLUSTER_SCOPED: &[&str] = &["Namespace", "ClusterRole", "ClusterRoleBinding"];
+
+/// Render `dir/kustomization.yaml` the way kustomize does for the features listed in
+/// `KUSTOMIZATION_FIELDS`: resources (files and directories), ConfigMap generators (create and
+/// replace), JSON 6902 patches, namespace and image transformers. Anything else is refused, so
+/// the model never silently diverges from what kubectl would render.
+fn render(dir: &Path) -> Vec<Value> {
+    let path = dir.join("kustomization.yaml");
+    let k = yaml_one(&path);
+    let fields = k
+        .as_object()
+        .unwrap_or_else(|| panic!("{} is not a mapping", path.display()));
+    for key in fields.keys() {
+        assert!(
+            KUSTOMIZATION_FIELDS.contains(&key.as_str()),
+            "{}: `{key}` is not modelled by tests/manifests.rs; teach render() about it",
+            path.display()
+        );
+    }
+    assert_eq!(s(&k, "/kind"), "Kustomization", "{}", path.display());
+
     let mut out = Vec::new();
-    for r in k["resources"].as_array().into_iter().flatten() {
-        let p = dir.join(r.as_str().unwrap());
+    for r in arr(&k, "/resources") {
+        let p = dir.join(r.as_str().expect("resource entries are paths"));
         if p.is_dir() {
-            out.extend(objects(&p));
+            out.extend(render(&p));
         } else {
             out.extend(yaml_docs(&p));
         }
     }
-    for g in k["configMapGenerator"].as_array().into_iter().flatten() {
-        let mut data = serde_json::Map::new();
-        for f in g["files"].as_array().unwrap() {
-            let f = f.as_str().unwrap();
-            let (key, file) = f.split_once('=').unwrap_or((f, f));
-            let key = Path::new(key).file_name().unwrap().to_str().unwrap();
-            data.insert(
-                key.into(),
-                std::fs::read_to_string(dir.join(file)).unwrap().into(),
-            );
+    for g in arr(&k, "/configMapGenerator") {
+        let generated = generate_configmap(dir, g);
+        let name = s(&generated, "/metadata/name").to_owned();
+        let existing = out
+            .iter()
+            .position(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == name.as_str());
+        match (g["behavior"].as_str().unwrap_or("create"), existing) {
+            ("create", None) => out.push(generated),
+            ("replace", Some(i)) => {
+                out[i]["data"] = generated["data"].clone();
+                let labels = generated["metadata"]["labels"].clone();
+                if !labels.is_null() {
+                    out[i]["metadata"]["labels"] = labels;
+                }
+            }
+            (behavior, found) => panic!(
+                "{}: configMapGenerator `{name}` with behavior {behavior} (existing: {})",
+                path.display(),
+                found.is_some()
+            ),
         }
-        out.push(serde_json::json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": g["name"], "namespace": k["namespace"]},
-            "data": data,
-        }));
+    }
+    for p in arr(&k, "/patches") {
+        apply_patch(&path, &mut out, p);
+    }
+    if let Some(ns) = k["namespace"].as_str() {
+        for o in &mut out {
+            if !CLUSTER_SCOPED.contains(&s(o, "/kind")) {
+                o["metadata"]["namespace"] = json!(ns);
+            }
+        }
+    }
+    for image in arr(&k, "/images") {
+        for o in &mut out {
+            for c in containers_mut(o) {
+                rewrite_image(c, image);
+            }
+        }
     }
     out
 }
 
-fn one<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
-    let found: Vec<_> = objs.iter().filter(|o| o["kind"] == kind).collect();
-    assert_eq!(found.len(), 1, "exactly one {kind}");
-    found[0]
+fn generate_configmap(dir: &Path, g: &Value) -> Value {
+    let mut data = serde_json::Map::new();
+    for f in arr(g, "/files") {
+        let spec = f.as_str().expect("generator files are strings");
+        let (key, file) = spec.split_once('=').unwrap_or_else(|| {
+            let base = Path::new(spec).file_name().and_then(|n| n.to_str());
+            (base.expect("file name"), spec)
+        });
+        data.insert(key.to_owned(), json!(read(&dir.join(file))));
+    }
+    let mut meta = json!({ "name": s(g, "/name") });
+    if let Some(labels) = g.pointer("/options/labels") {
+        meta["labels"] = labels.clone();
+    }
+    assert_eq!(
+        g.pointer("/options/disableNameSuffixHash"),
+        Some(&json!(true)),
+        "ConfigMap `{}` must keep a fixed name: a hash suffix rolls every pod on each edit \
+         (rollcache reloads its config in place) and duplicates dashboards",
+        s(g, "/name")
+    );
+    json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data })
 }
 
-fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> T {
-    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{}: {e}", v["kind"]))
+fn apply_patch(kustomization: &Path, objects: &mut [Value], p: &Value) {
+    let target = &p["target"];
+    let ops: Vec<Value> = serde_saphyr::from_str(s(p, "/patch")).unwrap_or_else(|e| {
+        panic!(
+            "{}: only JSON 6902 patches (a list of operations) are modelled: {e}",
+            kustomization.display()
+        )
+    });
+    let mut matched = 0;
+    for o in objects.iter_mut() {
+        let api = s(o, "/apiVersion");
+        let group = api.rsplit_once('/').map_or("", |(g, _)| g);
+        if target["kind"] == o["kind"]
+            && target["name"] == o["metadata"]["name"]
+            && target["group"].as_str().unwrap_or("") == group
+        {
+            matched += 1;
+            for op in &ops {
+                json_patch_op(o, op);
+            }
+        }
+    }
+    assert_eq!(
+        matched,
+        1,
+        "{}: patch target {target} matched {matched} objects",
+        kustomization.display()
+    );
+}
+
+fn json_patch_op(doc: &mut Value, op: &Value) {
+    let path = s(op, "/path");
+    let (parent, last) = path.rsplit_once('/').expect("a JSON pointer");
+    let last = last.replace("~1", "/").replace("~0", "~");
+    match s(op, "/op") {
+        "test" => assert_eq!(
+            doc.pointer(path),
+            Some(&op["value"]),
+            "patch test failed at {path}"
+        ),
+        "replace" => {
+            let slot = doc.pointer_mut(path);
+            *slot.unwrap_or_else(|| panic!("replace: nothing at {path}")) = op["value"].clone();
+        }
+        "remove" | "add" => {
+            let parent = doc
+                .pointer_mut(parent)
+                .unwrap_or_else(|| panic!("nothing at the parent of {path}"));
+            match (s(op, "/op"), parent) {
+                ("remove", Value::Array(a)) => {
+                    a.remove(last.parse::<usize>().expect("an array index"));
+                }
+                ("remove", Value::Object(m)) => {
+                    m.remove(&last)
+                        .unwrap_or_else(|| panic!("remove: nothing at {path}"));
+                }
+                ("add", Value::Array(a)) if last == "-" => a.push(op["value"].clone()),
+                ("add", Value::Array(a)) => {
+                    a.insert(last.parse().expect("an array index"), op["value"].clone())
+                }
+                ("add", Value::Object(m)) => {
+                    m.insert(last, op["value"].clone());
+                }
+                (o, _) => panic!("{o} at {path}: parent is not a container"),
+            }
+        }
+        other => panic!("JSON patch op `{other}` is not modelled"),
+    }
+}
+
+fn containers_mut(o: &mut Value) -> Vec<&mut Value> {
+    match o.pointer_mut("/spec/template/spec/containers") {
+        Some(Value::Array(a)) => a.iter_mut().collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn rewrite_image(container: &mut Value, image: &Value) {
+    let current = s(container, "/image");
+    let name = current.split(['@', ':']).next().unwrap_or(current);
+    if name != s(image, "/name") {
+        return;
+    }
+    let new_name = image["newName"].as_str().unwrap_or(name);
+    let reference = match (image["digest"].as_str(), image["newTag"].as_str()) {
+        (Some(d), _) => format!("{new_name}@{d}"),
+        (None, Some(t)) => format!("{new_name}:{t}"),
+        (None, None) => new_name.to_owned(),
+    };
+    container["image"] = json!(reference);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed views.
+
+/// Deserialise into the k8s-openapi type, then serialise back: k8s-openapi ignores unknown fields,
+/// so anything lost on the way (a misspelt or misplaced field) is reported too.
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(o: &Value) -> T {
+    let what = format!("{} {}", s(o, "/kind"), s(o, "/metadata/name"));
+    let t: T = serde_json::from_value(o.clone())
+        .unwrap_or_else(|e| panic!("{what} is not a valid object of its kind: {e}"));
+    let back = serde_json::to_value(&t).expect("serialise");
+    let mut lost = Vec::new();
+    lost_fields(o, &back, String::new(), &mut lost);
+    assert!(
+        lost.is_empty(),
+        "{what}: fields unknown to the kind (misspelt or misplaced?): {lost:?}"
+    );
+    t
+}
+
+fn lost_fields(orig: &Value, back: &Value, at: String, lost: &mut Vec<String>) {
+    match (orig, back) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                match b.get(k) {
+                    Some(w) => lost_fields(v, w, format!("{at}/{k}"), lost),
+                    None => lost.push(format!("{at}/{k}")),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                lost_fields(v, w, format!("{at}/{i}"), lost);
+            }
+        }
+        (a, b) if a == b => {}
+        // Numbers may come back as a different JSON number type (e.g. u64 vs i64).
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
+        _ => lost.push(format!("{at} (changed)")),
+    }
+}
+
+/// One rendered kustomization, every object checked against its kind.
+struct Rendered {
+    objects: Vec<Value>,
+}
+
+impl Rendered {
+    fn of(dir: &str) -> Rendered {
+        let objects = render(&daemonset_dir().join(dir));
+        for o in &objects {
+            match s(o, "/kind") {
+                "Namespace" => drop(typed::<Namespace>(o)),
+                "ServiceAccount" => drop(typed::<ServiceAccount>(o)),
+                "ClusterRole" => drop(typed::<ClusterRole>(o)),
+                "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(o)),
+                "ConfigMap" => drop(typed::<ConfigMap>(o)),
+                "DaemonSet" => drop(typed::<DaemonSet>(o)),
+                "Service" => drop(typed::<Service>(o)),
+                "PodMonitor" | "PrometheusRule" => {
+                    assert_eq!(s(o, "/apiVersion"), "monitoring.coreos.com/v1")
+                }
+                other => panic!("{dir}: kind {other} has no check in tests/manifests.rs"),
+            }
+        }
+        let mut ids = BTreeSet::new();
+        for o in &objects {
+            let id = format!(
+                "{}/{}/{}",
+                o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]
+            );
+            assert!(ids.insert(id.clone()), "{dir}: {id} appears twice");
+        }
+        Rendered { objects }
+    }
+
+    fn all(&self, kind: &str) -> Vec<&Value> {
+        self.objects.iter().filter(|o| o["kind"] == kind).collect()
+    }
+
+    fn one<T: serde::de::DeserializeOwned + serde::Serialize>(&self, kind: &str) -> T {
+        let all = self.all(kind);
+        assert_eq!(all.len(), 1, "exactly one {kind} expected");
+        typed(all[0])
+    }
+
+    fn named<T: serde::de::DeserializeOwned + serde::Serialize>(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> T {
+        let o = self
+            .objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} named {name}"));
+        typed(o)
+    }
+
+    fn daemonset(&self) -> DaemonSet {
+        self.one("DaemonSet")
+    }
+
+    /// The config file the DaemonSet reads: from its `--config` argument, through the volume
+    /// mounted at that directory, to the ConfigMap key.
+    fn config_text(&self) -> String {
+        let ds = self.daemonset();
+        let pod = pod_spec(&ds);
+        let c = container(&ds);
+        let args = c.args.clone().unwrap_or_default();
+        let i = args
+            .iter()
+            .position(|a| a == "--config")
+            .expect("the DaemonSet passes --config");
+        let file = Path::new(&args[i + 1]);
+        let (dir, key) = (file.parent().expect("a directory"), file.file_name());
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| Path::new(&m.mount_path) == dir)
+            .expect("the config file's directory is a volume mount");
+        assert!(
+            mount.sub_path.is_none() && mount.sub_path_expr.is_none(),
+            "subPath mounts never see ConfigMap updates"
+        );
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .expect("the mount's volume");
+        let cm_name = &volume.config_map.as_ref().expect("a configMap volume").name;
+        let cm: ConfigMap = self.named("ConfigMap", cm_name);
+        let key = key.and_then(|k| k.to_str()).expect("a file name");
+        cm.data
+            .and_then(|mut d| d.remove(key))
+            .unwrap_or_else(|| panic!("ConfigMap {cm_name} has no key {key}"))
+    }
+
+    fn config(&self) -> Config {
+        let text = self.config_text();
+        let file = FileConfig::parse(&text).unwrap_or_else(|e| panic!("config.yaml: {e}"));
+        let c = Config::from_file(&file).unwrap_or_else(|e| panic!("config.yaml: {e}"));
+        c.validate().unwrap_or_else(|e| panic!("config.yaml: {e}"));
+        c
+    }
+
+    fn clusterrole_resources(&self) -> BTreeSet<String> {
+        let role: ClusterRole = self.one("ClusterRole");
+        role.rules
+            .iter()
+            .flatten()
+            .flat_map(|r| r.resources.clone().unwrap_or_default())
+            .collect()
+    }
+}
+
+fn pod_spec(ds: &DaemonSet) -> &k8s_openapi::api::core::v1::PodSpec {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("a pod spec")
+}
+
+fn container(ds: &DaemonSet) -> &Container {
+    let cs = &pod_spec(ds).containers;
+    assert_eq!(cs.len(), 1, "one container");
+    &cs[0]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config options and their documentation.
+
+/// Every option of the config file, from the serialised `Config` (nested: `sources.x`).
+fn config_options() -> Vec<String> {
+    let v = serde_json::to_value(Config::default()).expect("Config serialises");
+    let mut out = Vec::new();
+    for (k, inner) in v.as_object().expect("an object") {
+        out.push(k.clone());
+        if k == "sources" {
+            for sub in inner.as_object().expect("sources is an object").keys() {
+                out.push(format!("sources.{sub}"));
+            }
+        }
+    }
+    out
+}
+
+/// `key` as a line of the file, set or commented out (`# key: value`), with its indentation.
+fn option_line(text: &str, key: &str) -> Option<usize> {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let indent = if key.contains('.') { "  " } else { "" };
+    text.lines().position(|l| {
+        let l = l.strip_prefix("# ").unwrap_or(l);
+        l.strip_prefix(indent)
+            .and_then(|l| l.strip_prefix(leaf))
+            .is_some_and(|rest| rest.starts_with(':'))
+    })
+}
+
+/// The comment lines right above a top-level option.
+fn option_comment(text: &str, key: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = option_line(text, key).unwrap_or_else(|| panic!("option `{key}` missing"));
+    let mut start = at;
+    while start > 0 && lines[start - 1].starts_with('#') {
+        start -= 1;
+    }
+    lines[start..at].join("\n")
+}
+
+/// The file with commented-out options (`# key: value`) switched on.
+fn uncomment_options(text: &str) -> String {
+    let keys = config_options();
+    text.lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if keys.iter().any(|k| rest.starts_with(&format!("{k}:"))) => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A config in which every field differs from the default. No `..Default::default()`: a new
+/// field must be added here, and then to the ConfigMap.
+fn every_field_changed() -> Config {
+    Config {
+        node_name: Some("n".into()),
+        containerd_socket: "/other.sock".into(),
+        namespaces: vec!["a".into()],
+        sources: SourcesConfig {
+            pods: false,
+            ..SourcesConfig::default()
+        },
+        from_dir: Some("/d".into()),
+        kubernetes: false,
+        hold_everything: true,
+        extra_images: vec!["x".into()],
+        max_concurrent_pulls: 9,
+        pull_timeout: Duration::from_secs(9),
+        unpin_grace: Duration::from_secs(9),
+        disk_budget_percent: 9,
+        resync_interval: Duration::from_secs(9),
+        start_jitter: Duration::from_secs(9),
+        backoff_initial: Duration::from_secs(9),
+        backoff_max: Duration::from_secs(99),
+        use_pull_secrets: false,
+        credential_verification_policy: CredentialVerificationPolicy::AlwaysVerify,
+        credential_verification_allowlist: vec!["x".into()],
+        metrics_addr: "0.0.0.0:1".parse().expect("literal"),
+        admin_addr: "127.0.0.1:2".parse().expect("literal"),
+    }
 }
 
 #[test]
-fn base_objects_are_valid_and_consistent() {
-    let objs = objects(&root());
-    let ns: Namespace = typed(one(&objs, "Namespace"));
-    let ns = ns.metadata.name.unwrap();
-    let sa: ServiceAccount = typed(one(&objs, "ServiceAccount"));
-    let role: ClusterRole = typed(one(&objs, "ClusterRole"));
-    let binding: ClusterRoleBinding = typed(one(&objs, "ClusterRoleBinding"));
-    let ds: DaemonSet = typed(one(&objs, "DaemonSet"));
-    let svc: Service = typed(one(&objs, "Service"));
-    let cm = one(&objs, "ConfigMap");
-
-    // RBAC: read-only, bound to the DaemonSet's service account.
-    for rule in role.rules.as_ref().unwrap() {
-        let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
-        assert_eq!(verbs, BTreeSet::from(["get", "list", "watch"]), "{rule:?}");
+fn every_field_changed_really_changes_every_field() {
+    let a = serde_json::to_value(Config::default()).expect("serialise");
+    let b = serde_json::to_value(every_field_changed()).expect("serialise");
+    for key in config_options().iter().filter(|k| !k.contains('.')) {
+        assert_ne!(
+            a[key], b[key],
+            "every_field_changed() leaves `{key}` at its default"
+        );
     }
-    let resources: BTreeSet<String> = role
-        .rules
-        .unwrap()
-        .iter()
-        .flat_map(|r| r.resources.clone().unwrap_or_default())
+}
+
+#[test]
+fn configmap_documents_every_option_with_its_default() {
+    let base = Rendered::of("base");
+    let text = base.config_text();
+    for key in config_options() {
+        assert!(
+            option_line(&text, &key).is_some(),
+            "option `{key}` is not in the ConfigMap's config.yaml (set or as `# {key}: ...`)"
+        );
+    }
+    // The values set are the defaults, so the file documents them truthfully.
+    assert_eq!(base.config(), Config::default());
+
+    // Commented-out options are real options too: switched on, FileConfig (which rejects unknown
+    // keys) accepts them and the result validates.
+    let all_on = uncomment_options(&text);
+    let file = FileConfig::parse(&all_on).unwrap_or_else(|e| panic!("uncommented config: {e}"));
+    let c = Config::from_file(&file).expect("uncommented config resolves");
+    c.validate().expect("uncommented config validates");
+    let on = serde_json::to_value(&c).expect("serialise");
+    for key in config_options().iter().filter(|k| !k.contains('.')) {
+        assert!(
+            !on[key].is_null(),
+            "`{key}` is neither set nor commented out as an option"
+        );
+    }
+}
+
+#[test]
+fn configmap_says_which_options_reload_and_which_need_a_restart() {
+    let text = Rendered::of("base").config_text();
+    let restart: BTreeSet<&str> = Config::default()
+        .restart_only_changes(&every_field_changed())
+        .into_iter()
         .collect();
+    assert!(restart.contains("containerd_socket"), "{restart:?}");
+    for key in config_options().iter().filter(|k| !k.contains('.')) {
+        let comment = option_comment(&text, key);
+        let (says_restart, says_reload) = (
+            comment.contains("Restart."),
+            comment.contains("Reloadable."),
+        );
+        assert!(
+            says_restart != says_reload,
+            "`{key}` must say exactly one of `Restart.` or `Reloadable.`:\n{comment}"
+        );
+        assert_eq!(
+            says_restart,
+            restart.contains(key.as_str()),
+            "`{key}`: the comment disagrees with Config::restart_only_changes:\n{comment}"
+        );
+    }
+}
+
+#[test]
+fn configmap_names_the_real_flags_and_env_variables() {
+    use clap::Args;
+    let text = Rendered::of("base").config_text();
+    let cmd = ConfigArgs::augment_args(clap::Command::new("rollcache"));
+    let mut documented = BTreeSet::new();
+    for key in config_options().iter().filter(|k| !k.contains('.')) {
+        let comment = option_comment(&text, key);
+        let words: Vec<&str> = comment
+            .split(|c: char| c.is_whitespace() || c == '#' || c == '/' || c == ',')
+            .map(|w| w.trim_matches(|c: char| c == '.' || c == '`'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        for (i, w) in words.iter().enumerate() {
+            let Some(long) = w.strip_prefix("--").filter(|l| !l.is_empty()) else {
+                continue;
+            };
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .unwrap_or_else(|| panic!("`{key}` names flag --{long}, which does not exist"));
+            let id = arg.get_id().as_str();
+            let base_key = key.strip_prefix("use_").unwrap_or(key);
+            assert!(
+                id == key || id == format!("no_{base_key}"),
+                "`{key}` names --{long}, which sets `{id}`"
+            );
+            let env = arg
+                .get_env()
+                .and_then(|e| e.to_str())
+                .expect("every flag has an env twin");
+            let named_env = words[i..].iter().skip_while(|w| **w != "env").nth(1);
+            assert_eq!(named_env, Some(&env), "`{key}`: env twin of --{long}");
+            documented.insert(id.to_owned());
+        }
+    }
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        if id != "config" && id != "help" {
+            assert!(
+                documented.contains(id),
+                "flag --{:?} is not documented in config.yaml",
+                arg.get_long()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The DaemonSet and its neighbours.
+
+fn quantity_bytes(q: &str) -> u64 {
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("quantity {q}"));
+    let mult = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" => 1000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        other => panic!("quantity unit {other} not modelled"),
+    };
+    n * mult
+}
+
+fn probe_target(p: Option<&k8s_openapi::api::core::v1::Probe>, c: &Container) -> (String, i32) {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let get = p
+        .and_then(|p| p.http_get.as_ref())
+        .expect("an httpGet probe");
+    let port = match &get.port {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => {
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("probe port {name} is not a container port"))
+                .container_port
+        }
+    };
+    (get.path.clone().unwrap_or_default(), port)
+}
+
+/// What every variant of the DaemonSet (base and overlays) must get right.
+fn check_daemonset(r: &Rendered) {
+    let ds = r.daemonset();
+    let pod = pod_spec(&ds);
+    let c = container(&ds);
+    let config = r.config();
+    let ns = ds.metadata.namespace.clone().expect("namespaced");
+
+    // Identity, RBAC and namespace wiring.
+    let namespaces: Vec<Namespace> = r.all("Namespace").into_iter().map(typed).collect();
+    assert!(
+        namespaces
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some(&ns))
+    );
+    let sa_name = pod
+        .service_account_name
+        .clone()
+        .expect("serviceAccountName");
+    let sa: ServiceAccount = r.named("ServiceAccount", &sa_name);
+    assert_eq!(sa.metadata.namespace.as_deref(), Some(ns.as_str()));
+    let role: ClusterRole = r.one("ClusterRole");
+    let binding: ClusterRoleBinding = r.one("ClusterRoleBinding");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    assert!(
+        binding
+            .subjects
+            .iter()
+            .flatten()
+            .any(|s| s.kind == "ServiceAccount"
+                && s.name == sa_name
+                && s.namespace.as_deref() == Some(&ns)),
+        "the ClusterRoleBinding binds the DaemonSet's service account"
+    );
+    for rule in role.rules.iter().flatten() {
+        for verb in &rule.verbs {
+            assert!(
+                ["get", "list", "watch"].contains(&verb.as_str()),
+                "verb {verb}"
+            );
+        }
+        let everything = rule
+            .api_groups
+            .iter()
+            .flatten()
+            .chain(rule.resources.iter().flatten());
+        assert!(
+            everything.clone().all(|x| x != "*"),
+            "no wildcards: {rule:?}"
+        );
+        assert!(rule.non_resource_urls.is_none() && rule.resource_names.is_none());
+    }
+
+    // The binary and its environment.
+    let args = c.args.clone().unwrap_or_default();
+    assert_eq!(
+        args.first().map(String::as_str),
+        Some("run"),
+        "args {args:?}"
+    );
+    let env = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "NODE_NAME")
+        .expect("NODE_NAME");
+    let field = env
+        .value_from
+        .as_ref()
+        .and_then(|v| v.field_ref.as_ref())
+        .expect("fieldRef");
+    assert_eq!(field.field_path, "spec.nodeName");
+
+    // Listeners and probes.
+    let metrics_port = i32::from(config.metrics_addr.port());
+    assert_eq!(
+        metrics_port,
+        i32::from(Config::default().metrics_addr.port())
+    );
+    let ports: Vec<_> = c.ports.iter().flatten().collect();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.container_port == metrics_port && p.name.as_deref() == Some("metrics")),
+        "container port `metrics` is {metrics_port}"
+    );
+    let admin_port = i32::from(config.admin_addr.port());
+    assert!(
+        config.admin_addr.ip().is_loopback(),
+        "admin listener stays on localhost"
+    );
+    assert!(
+        ports.iter().all(|p| p.container_port != admin_port),
+        "admin port is not declared"
+    );
+    assert_eq!(
+        probe_target(c.liveness_probe.as_ref(), c),
+        ("/healthz".into(), metrics_port)
+    );
+    assert_eq!(
+        probe_target(c.readiness_probe.as_ref(), c),
+        ("/readyz".into(), metrics_port)
+    );
+    assert_eq!(
+        probe_target(c.startup_probe.as_ref(), c),
+        ("/healthz".into(), metrics_port)
+    );
+    let sp = c.startup_probe.as_ref().expect("startupProbe");
+    let slack = sp.period_seconds.unwrap_or(10) * sp.failure_threshold.unwrap_or(3);
+    assert!(slack >= 60, "startupProbe allows only {slack}s");
+
+    // Host paths: the containerd socket where the config looks for it, containerd's root at the
+    // same path as on the host and read-only.
+    let mounts: Vec<_> = c.volume_mounts.iter().flatten().collect();
+    let host = |name: &str| {
+        pod.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .and_then(|v| v.host_path.clone())
+    };
+    let socket_mount = mounts
+        .iter()
+        .find(|m| Path::new(&m.mount_path) == config.containerd_socket)
+        .expect("the configured containerd socket is mounted");
+    let socket = host(&socket_mount.name).expect("the socket is a hostPath");
+    assert_eq!(socket.type_.as_deref(), Some("Socket"));
+    assert!(socket.path.ends_with("containerd.sock"), "{}", socket.path);
+    let root = mounts
+        .iter()
+        .find_map(|m| {
+            host(&m.name)
+                .filter(|h| h.path.ends_with("containerd"))
+                .map(|h| (m, h))
+        })
+        .expect("containerd's root is mounted (disk guard)");
+    assert_eq!(
+        root.0.mount_path, root.1.path,
+        "containerd's root at its host path"
+    );
+    assert_eq!(root.0.read_only, Some(true));
+    for m in &mounts {
+        if host(&m.name).is_some() && m.name != socket_mount.name {
+            assert_eq!(
+                m.read_only,
+                Some(true),
+                "host path {} must be read-only",
+                m.mount_path
+            );
+        }
+    }
+
+    // Scheduling and security.
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    assert!(
+        pod.tolerations
+            .iter()
+            .flatten()
+            .any(|t| t.operator.as_deref() == Some("Exists")
+                && t.key.is_none()
+                && t.effect.is_none()),
+        "tolerates every taint"
+    );
+    assert_ne!(pod.host_network, Some(true));
+    assert_ne!(pod.host_pid, Some(true));
+    let sc = c
+        .security_context
+        .as_ref()
+        .expect("container securityContext");
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_ne!(sc.privileged, Some(true));
+    let caps = sc.capabilities.as_ref().expect("capabilities");
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    assert!(caps.add.as_ref().is_none_or(Vec::is_empty));
+    assert_eq!(sc.run_as_user, Some(0));
+    assert_eq!(sc.run_as_non_root, Some(false));
+    let seccomp = sc
+        .seccomp_profile
+        .as_ref()
+        .or(pod
+            .security_context
+            .as_ref()
+            .and_then(|p| p.seccomp_profile.as_ref()))
+        .expect("seccompProfile");
+    assert_eq!(seccomp.type_, "RuntimeDefault");
+
+    // Resources: memory request = limit, within the sized range; a small CPU request.
+    let res = c.resources.as_ref().expect("resources");
+    let get =
+        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         k: &str| m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone());
+    let (req, lim) = (get(&res.requests, "memory"), get(&res.limits, "memory"));
+    assert_eq!(req, lim, "memory request = limit");
+    let mem = quantity_bytes(&req.expect("a memory request"));
+    assert!((64 << 20..=128 << 20).contains(&mem), "memory {mem}");
+    assert!(get(&res.requests, "cpu").is_some(), "a cpu request");
+    assert!(
+        get(&res.limits, "cpu").is_none(),
+        "no cpu limit: throttling only delays pulls"
+    );
+
+    // Rollout.
+    let strategy = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .expect("strategy");
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let max_unavailable = strategy
+        .rolling_update
+        .as_ref()
+        .and_then(|r| r.max_unavailable.as_ref());
+    assert_eq!(
+        max_unavailable,
+        Some(&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("10%".into()))
+    );
+
+    // The metrics Service selects these pods on the metrics port.
+    let svc: Service = r.one("Service");
+    let spec = svc.spec.as_ref().expect("service spec");
+    let pod_labels = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    for (k, v) in spec.selector.iter().flatten() {
+        assert_eq!(pod_labels.get(k), Some(v), "Service selector {k}={v}");
+    }
+    let svc_port = spec
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .expect("port `metrics`");
+    assert_eq!(svc_port.port, metrics_port);
+}
+
+#[test]
+fn top_level_kustomization_is_the_base() {
+    let top = Rendered::of(".");
+    let base = Rendered::of("base");
+    assert_eq!(top.objects, base.objects);
+    let kinds: BTreeSet<&str> = base.objects.iter().map(|o| s(o, "/kind")).collect();
+    let expected = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "DaemonSet",
+        "Namespace",
+        "Service",
+        "ServiceAccount",
+    ];
+    assert_eq!(
+        kinds,
+        expected.into_iter().collect(),
+        "the base needs no CRDs"
+    );
+}
+
+#[test]
+fn base_daemonset_matches_the_binary() {
+    let base = Rendered::of("base");
+    check_daemonset(&base);
+    let resources = base.clusterrole_resources();
     for r in [
         "replicasets",
         "controllerrevisions",
         "pods",
         "nodes",
-        "secrets",
         "configmaps",
+        "secrets",
         "serviceaccounts",
     ] {
-        assert!(resources.contains(r), "{r} missing from the ClusterRole");
+        assert!(resources.contains(r), "the ClusterRole grants {r}");
     }
-    let subject = &binding.subjects.unwrap()[0];
-    let spec = ds.spec.unwrap();
-    let pod = spec.template.spec.unwrap();
-    assert_eq!(
-        pod.service_account_name.as_deref(),
-        sa.metadata.name.as_deref()
-    );
-    assert_eq!(subject.name, sa.metadata.name.clone().unwrap());
-    assert_eq!(subject.namespace.as_deref(), Some(ns.as_str()));
-    assert_eq!(sa.metadata.namespace.as_deref(), Some(ns.as_str()));
-    assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
-
-    // Scheduling: every node, node-critical.
-    assert_eq!(
-        pod.priority_class_name.as_deref(),
-        Some("system-node-critical")
-    );
-    let tol = pod.tolerations.unwrap();
-    assert!(
-        tol.iter()
-            .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none())
-    );
-
-    // The container: config file, NODE_NAME, ports and probes the binary serves.
-    let c = &pod.containers[0];
-    let args = c.args.clone().unwrap();
-    assert_eq!(args[0], "run");
-    let cfg_path = &args[args.iter().position(|a| a == "--config").unwrap() + 1];
-    let env = c.env.clone().unwrap();
-    let node = env.iter().find(|e| e.name == "NODE_NAME").unwrap();
-    assert_eq!(
-        node.value_from
-            .as_ref()
-            .unwrap()
-            .field_ref
-            .as_ref()
-            .unwrap()
-            .field_path,
-        "spec.nodeName"
-    );
-    let defaults = Config::default();
-    let port = &c.ports.as_ref().unwrap()[0];
-    assert_eq!(port.container_port, i32::from(defaults.metrics_addr.port()));
-    let port_name = port.name.clone().unwrap();
-    for (probe, path) in [
-        (&c.startup_probe, "/healthz"),
-        (&c.liveness_probe, "/healthz"),
-        (&c.readiness_probe, "/readyz"),
-    ] {
-        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
-        assert_eq!(get.path.as_deref(), Some(path));
-        assert_eq!(
-            serde_json::to_value(&get.port).unwrap(),
-            Value::from(port_name.clone())
-        );
-    }
-    let svc_port = &svc.spec.unwrap().ports.unwrap()[0];
-    assert_eq!(svc_port.port, port.container_port);
-
-    // Memory request = limit.
-    let res = c.resources.clone().unwrap();
-    assert_eq!(
-        res.requests.unwrap()["memory"],
-        res.limits.unwrap()["memory"]
-    );
-
-    // Security context.
-    let sc = c.security_context.clone().unwrap();
-    assert_eq!(sc.read_only_root_filesystem, Some(true));
-    assert_eq!(sc.allow_privilege_escalation, Some(false));
-    assert_eq!(sc.capabilities.unwrap().drop.unwrap(), vec!["ALL"]);
-    assert_ne!(sc.privileged, Some(true));
-
-    // Volumes: the socket as a Socket hostPath at the binary's default path; the config directory
-    // (not subPath) from the generated ConfigMap, holding the file --config names.
-    let volumes = pod.volumes.unwrap();
-    let mounts = c.volume_mounts.clone().unwrap();
-    let sock_mount = mounts
-        .iter()
-        .find(|m| Path::new(&m.mount_path) == defaults.containerd_socket)
-        .expect("socket mounted at the default socket path");
-    let sock_vol = volumes.iter().find(|v| v.name == sock_mount.name).unwrap();
-    assert_eq!(
-        sock_vol.host_path.as_ref().unwrap().type_.as_deref(),
-        Some("Socket")
-    );
-    let cfg_mount = mounts
-        .iter()
-        .find(|m| Path::new(cfg_path).starts_with(&m.mount_path))
-        .expect("config file's directory is mounted");
-    assert!(cfg_mount.sub_path.is_none(), "subPath mounts never update");
-    let cfg_vol = volumes.iter().find(|v| v.name == cfg_mount.name).unwrap();
-    assert_eq!(
-        cfg_vol.config_map.as_ref().unwrap().name,
-        cm["metadata"]["name"].as_str().unwrap()
-    );
-    let file = Path::new(cfg_path).file_name().unwrap().to_str().unwrap();
-    let text = cm["data"][file]
-        .as_str()
-        .expect("ConfigMap holds the config file");
-    let parsed = FileConfig::parse(text).unwrap();
-    Config::from_file(&parsed).unwrap().validate().unwrap();
-}
-
-fn option_names(v: &Value, prefix: &str, out: &mut Vec<String>) {
-    for (k, v) in v.as_object().unwrap() {
-        match v {
-            Value::Object(_) => option_names(v, &format!("{prefix}{k}."), out),
-            _ => out.push(format!("{prefix}{k}")),
-        }
-    }
+    let config = base.config();
+    assert!(config.sources.helm_secrets && config.use_pull_secrets);
 }
 
 #[test]
-fn configmap_documents_every_option() {
-    let text = std::fs::read_to_string(root().join("base/config.yaml")).unwrap();
-    let mut names = Vec::new();
-    option_names(
-        &serde_json::to_value(Config::default()).unwrap(),
-        "",
-        &mut names,
+fn no_secrets_overlay_removes_secret_access_and_its_uses() {
+    let base = Rendered::of("base");
+    let overlay = Rendered::of("overlays/no-secrets");
+    check_daemonset(&overlay);
+    let mut expected = base.clusterrole_resources();
+    expected.remove("secrets");
+    assert_eq!(overlay.clusterrole_resources(), expected);
+    let mut want = base.config();
+    want.sources.helm_secrets = false;
+    want.use_pull_secrets = false;
+    assert_eq!(
+        overlay.config(),
+        want,
+        "only the two Secret uses differ from the base"
     );
-    for name in names {
-        let leaf = name.rsplit('.').next().unwrap();
-        assert!(
-            text.lines().any(|l| l
-                .trim_start_matches(['#', ' '])
-                .starts_with(&format!("{leaf}:"))),
-            "config.yaml does not mention `{name}`"
-        );
-    }
-    // Uncommenting every option gives a valid config equal to the defaults.
-    let uncommented: String = text
-        .lines()
-        .filter(|l| {
-            // `# key: value` or `#   key: value` (nested), never prose.
-            let rest = l.strip_prefix("# ").unwrap_or("");
-            let key = rest.trim_start().split(':').next().unwrap_or("");
-            rest.contains(':')
-                && !key.is_empty()
-                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-        })
-        .map(|l| {
-            let l = &l[2..];
-            // Drop trailing comments of uncommented lines.
-            l.split("  #").next().unwrap().to_string() + "\n"
-        })
-        .collect();
-    let file = FileConfig::parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
-    let cfg = Config::from_file(&file).unwrap();
-    let want = Config {
-        node_name: cfg.node_name.clone(),
-        from_dir: cfg.from_dir.clone(),
-        ..Config::default()
+}
+
+#[test]
+fn k3s_overlay_only_moves_the_host_paths() {
+    let base = Rendered::of("base");
+    let k3s = Rendered::of("overlays/k3s");
+    check_daemonset(&k3s);
+    assert_eq!(k3s.config(), base.config());
+    let host_paths = |r: &Rendered| -> Vec<String> {
+        pod_spec(&r.daemonset())
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
+            .collect()
     };
     assert_eq!(
-        cfg, want,
-        "the commented defaults are the binary's defaults"
+        host_paths(&k3s),
+        [
+            "/run/k3s/containerd/containerd.sock",
+            "/var/lib/rancher/k3s/agent/containerd"
+        ]
     );
+    assert_ne!(host_paths(&base), host_paths(&k3s));
 }
 
-#[test]
-fn no_secrets_overlay_removes_secret_access_and_turns_both_uses_off() {
-    let base = objects(&root().join("base"));
-    let role = one(&base, "ClusterRole");
-    let overlay_dir = root().join("overlays/no-secrets");
-    let k = kustomization(&overlay_dir);
-    let patch = k["patches"][0]["patch"].as_str().unwrap();
-    let ops: Vec<Value> = serde_saphyr::from_str(patch).unwrap();
-    assert_eq!(ops.len(), 1);
-    assert_eq!(ops[0]["op"], "remove");
-    let index: usize = ops[0]["path"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let removed = &role["rules"][index];
-    assert_eq!(
-        removed["resources"],
-        serde_json::json!(["secrets"]),
-        "the patch removes exactly the Secret rule"
-    );
-    let others: Vec<&Value> = role["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != index)
-        .map(|(_, r)| r)
-        .collect();
-    assert!(others.iter().all(|r| {
-        !r["resources"]
-            .as_array()
-            .unwrap()
-            .contains(&"secrets".into())
-    }));
-    let overlay = objects(&overlay_dir);
-    let cm = overlay
-        .iter()
-        .rev()
-        .find(|o| o["kind"] == "ConfigMap")
-        .unwrap();
-    assert_eq!(k["configMapGenerator"][0]["behavior"], "replace");
-    let cfg =
-        Config::from_file(&FileConfig::parse(cm["data"]["config.yaml"].as_str().unwrap()).unwrap())
-            .unwrap();
-    assert!(!cfg.sources.helm_secrets && !cfg.use_pull_secrets);
-    assert!(cfg.sources.helm_configmaps, "the rest keeps its defaults");
+// ---------------------------------------------------------------------------------------------
+// Monitoring: PodMonitor, PrometheusRule, dashboard.
+
+/// Every series name `/metrics` can expose, each label family given one value so that it shows.
+fn exposed_series() -> BTreeSet<String> {
+    exposition().0
 }
 
-/// Metric names rollcache exports, with the suffixes Prometheus derives from histograms.
-fn exported_metrics() -> BTreeSet<String> {
-    use rollcache::metrics::{Metrics, ProblemLabel, ReadinessLabel, SourceLabel};
+/// The series names and the `# TYPE` families (name -> type) of the exposition.
+fn exposition() -> (BTreeSet<String>, BTreeMap<String, String>) {
     let m = Metrics::new();
-    // Families only show once they have a series: give each one.
-    let source = SourceLabel { source: "x".into() };
-    m.revisions
-        .get_or_create(&ReadinessLabel {
-            readiness: "x".into(),
-        })
-        .set(0);
-    for f in [
+    let result = ResultLabel {
+        result: "success".into(),
+    };
+    for family in [
         &m.pulls,
         &m.pins,
         &m.unpins,
@@ -335,78 +1019,295 @@ fn exported_metrics() -> BTreeSet<String> {
         &m.config_reloads,
         &m.prefetch_requests,
     ] {
-        Metrics::result(f, "x");
+        family.get_or_create(&result).inc();
     }
-    m.source_synced.get_or_create(&source).set(0);
+    let source = SourceLabel {
+        source: "pods".into(),
+    };
+    m.source_synced.get_or_create(&source).set(1);
     m.source_errors.get_or_create(&source).inc();
     m.decode_problems
         .get_or_create(&ProblemLabel {
-            source: "x".into(),
+            source: "pods".into(),
             kind: "x".into(),
         })
         .inc();
+    m.revisions
+        .get_or_create(&ReadinessLabel {
+            readiness: "offline_safe".into(),
+        })
+        .set(1);
     let text = m.encode();
     let mut names = BTreeSet::new();
-    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-        let mut parts = line.split_whitespace().skip(2);
-        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
-        match kind {
-            "counter" => {
-                names.insert(format!("{name}_total"));
-            }
-            "histogram" => {
-                for s in ["_bucket", "_sum", "_count"] {
-                    names.insert(format!("{name}{s}"));
-                }
-            }
-            _ => {
-                names.insert(name.to_string());
-            }
+    let mut families = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            families.insert(name.to_owned(), kind.to_owned());
+        } else if !line.starts_with('#') {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_owned());
         }
     }
-    names
+    // Every registered family showed at least one series: no family was left untouched above.
+    for f in families.keys() {
+        assert!(
+            names.iter().any(|n| n.starts_with(f.as_str())),
+            "family {f} exposes no series; touch it in exposition()"
+        );
+    }
+    (names, families)
+}
+
+fn metric_names_in(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut word = String::new();
+    for ch in text.chars().chain([' ']) {
+        if ch.is_ascii_alphanumeric() || ch == '_' || ch == ':' {
+            word.push(ch);
+        } else {
+            if word.starts_with("rollcache_") && word.len() > "rollcache_".len() {
+                out.insert(word.clone());
+            }
+            word.clear();
+        }
+    }
+    out
+}
+
+/// Label values a PromQL expression matches for `label` (`label="a"`, `label=~"a|b"`).
+fn matched_values(expr: &str, label: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for op in ["=~\"", "!=\"", "=\""] {
+        let needle = format!("{label}{op}");
+        for (i, _) in expr.match_indices(&needle) {
+            let rest = &expr[i + needle.len()..];
+            let value = &rest[..rest.find('"').unwrap_or(rest.len())];
+            out.extend(value.split('|').map(str::to_owned));
+        }
+    }
+    out
 }
 
 #[test]
-fn monitoring_uses_only_exported_metrics() {
-    let exported = exported_metrics();
-    let dir = root().join("monitoring");
-    let objs = objects(&dir);
-    let pm = one(&objs, "PodMonitor");
-    assert_eq!(pm["apiVersion"], "monitoring.coreos.com/v1");
-    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
-    let rule = one(&objs, "PrometheusRule");
-    let mut exprs: Vec<String> = Vec::new();
-    for g in rule["spec"]["groups"].as_array().unwrap() {
-        for r in g["rules"].as_array().unwrap() {
-            assert!(r["alert"].is_string() && r["for"].is_string(), "{r}");
-            assert!(
-                r["annotations"]["summary"].is_string()
-                    && r["annotations"]["description"].is_string()
-            );
-            exprs.push(r["expr"].as_str().unwrap().to_string());
-        }
-    }
-    assert!(exprs.len() >= 4);
-    let dashboard: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap())
-            .unwrap();
-    for p in dashboard["panels"].as_array().unwrap() {
-        for t in p["targets"].as_array().unwrap() {
-            exprs.push(t["expr"].as_str().unwrap().to_string());
-        }
-    }
-    let mut used = 0;
-    for e in &exprs {
-        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-            if word.starts_with("rollcache_") {
-                used += 1;
+fn prometheus_rules_use_only_exposed_metrics_and_cover_the_failures() {
+    let exposed = exposed_series();
+    // The test's own parser finds names when they are there.
+    assert!(
+        exposed.contains("rollcache_pulls_total")
+            && exposed.contains("rollcache_pull_duration_seconds_bucket")
+    );
+    let mon = Rendered::of("monitoring");
+    let rules = mon.all("PrometheusRule");
+    assert_eq!(rules.len(), 1);
+    let mut alerts = BTreeMap::new();
+    for group in arr(rules[0], "/spec/groups") {
+        for rule in arr(group, "/rules") {
+            let name = s(rule, "/alert").to_owned();
+            let expr = s(rule, "/expr");
+            for m in metric_names_in(expr) {
                 assert!(
-                    exported.contains(word),
-                    "`{word}` in `{e}` is not exported; exported: {exported:?}"
+                    exposed.contains(&m),
+                    "{name}: `{m}` is not a series rollcache exposes"
                 );
+            }
+            for v in matched_values(expr, "readiness") {
+                assert!(
+                    READINESS.contains(&v.as_str()),
+                    "{name}: readiness `{v}` does not exist"
+                );
+            }
+            let for_ = humantime::parse_duration(s(rule, "/for")).expect("`for` is a duration");
+            assert!(["info", "warning", "critical"].contains(&s(rule, "/labels/severity")));
+            for a in ["summary", "description"] {
+                let text = s(rule, &format!("/annotations/{a}"));
+                assert!(text.len() > 20, "{name}: {a} says too little");
+                for m in metric_names_in(text) {
+                    assert!(
+                        exposed.contains(&m),
+                        "{name}: {a} names `{m}`, which is not exposed"
+                    );
+                }
+            }
+            alerts.insert(name, (expr.to_owned(), for_));
+        }
+    }
+    let find = |metric: &str| {
+        alerts
+            .iter()
+            .find(|(_, (e, _))| metric_names_in(e).contains(metric))
+            .unwrap_or_else(|| panic!("no alert on {metric}"))
+    };
+    let (name, (expr, for_)) = find("rollcache_revisions");
+    let mut matched = matched_values(expr, "readiness");
+    matched.sort();
+    let mut want: Vec<String> = NOT_OFFLINE_SAFE.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        matched, want,
+        "{name} alerts on exactly the non-offline-safe readiness values"
+    );
+    assert!(
+        *for_ >= Duration::from_secs(15 * 60),
+        "{name}: for {for_:?}"
+    );
+    find("rollcache_pulls_total");
+    find("rollcache_disk_budget_reached");
+    find("rollcache_source_synced");
+}
+
+#[test]
+fn podmonitor_scrapes_the_daemonset_metrics_port() {
+    let base = Rendered::of("base");
+    let ds = base.daemonset();
+    let mon = Rendered::of("monitoring");
+    let pm = mon.all("PodMonitor");
+    assert_eq!(pm.len(), 1);
+    let pm = pm[0];
+    let ns = ds.metadata.namespace.clone().expect("namespace");
+    assert_eq!(pm["metadata"]["namespace"], ns.as_str());
+    assert!(
+        arr(pm, "/spec/namespaceSelector/matchNames")
+            .iter()
+            .any(|n| n == ns.as_str())
+    );
+    let pod_labels = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let selector = pm
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .expect("matchLabels");
+    assert!(!selector.is_empty());
+    for (k, v) in selector {
+        assert_eq!(
+            pod_labels.get(k).map(String::as_str),
+            v.as_str(),
+            "PodMonitor selector {k}"
+        );
+    }
+    let endpoints = arr(pm, "/spec/podMetricsEndpoints");
+    assert_eq!(endpoints.len(), 1);
+    let port_name = s(&endpoints[0], "/port");
+    let port = container(&ds)
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(port_name))
+        .expect("the PodMonitor's port is a container port");
+    assert_eq!(
+        port.container_port,
+        i32::from(Config::default().metrics_addr.port())
+    );
+    assert_eq!(s(&endpoints[0], "/path"), "/metrics");
+    // The alerts and the dashboard group by node.
+    assert!(arr(&endpoints[0], "/relabelings").iter().any(|r| {
+        r["targetLabel"] == "node"
+            && arr(r, "/sourceLabels")
+                .iter()
+                .any(|l| l == "__meta_kubernetes_pod_node_name")
+    }));
+}
+
+#[test]
+fn dashboard_is_shipped_and_queries_exposed_metrics() {
+    let exposed = exposed_series();
+    let dir = daemonset_dir().join("monitoring");
+    let file: Value =
+        serde_json::from_str(&read(&dir.join("grafana-dashboard.json"))).expect("dashboard JSON");
+    let mon = Rendered::of("monitoring");
+    let cm: ConfigMap = mon.named("ConfigMap", "rollcache-grafana-dashboard");
+    let labels = cm.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("grafana_dashboard").map(String::as_str),
+        Some("1")
+    );
+    let shipped = cm.data.unwrap_or_default();
+    assert_eq!(shipped.len(), 1);
+    let shipped: Value =
+        serde_json::from_str(shipped.values().next().expect("one key")).expect("JSON");
+    assert_eq!(shipped, file, "the ConfigMap ships the dashboard file");
+
+    let mut used = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    for panel in arr(&file, "/panels") {
+        assert!(
+            ids.insert(panel["id"].to_string()),
+            "panel id {} twice",
+            panel["id"]
+        );
+        for t in arr(panel, "/targets") {
+            let expr = s(t, "/expr");
+            for m in metric_names_in(expr) {
+                assert!(
+                    exposed.contains(&m),
+                    "panel {}: `{m}` is not exposed",
+                    panel["title"]
+                );
+                used.insert(m);
+            }
+            for v in matched_values(expr, "readiness") {
+                assert!(READINESS.contains(&v.as_str()), "readiness `{v}`");
             }
         }
     }
-    assert!(used > 10);
+    for needed in [
+        "rollcache_revisions",
+        "rollcache_images_desired",
+        "rollcache_images_present",
+        "rollcache_images_pinned",
+        "rollcache_pulls_total",
+        "rollcache_pull_duration_seconds_bucket",
+        "rollcache_image_fs_used_bytes",
+        "rollcache_image_fs_capacity_bytes",
+        "rollcache_disk_budget_reached",
+        "rollcache_source_synced",
+    ] {
+        assert!(used.contains(needed), "the dashboard shows no {needed}");
+    }
+}
+
+#[test]
+fn model_of_kustomize_applies_patches_like_kubectl() {
+    // The overlays lean on this: a failing `test` op must stop the render, not pass silently.
+    let mut doc = json!({"rules": [{"resources": ["pods"]}, {"resources": ["secrets"]}]});
+    json_patch_op(
+        &mut doc,
+        &json!({"op": "test", "path": "/rules/1/resources", "value": ["secrets"]}),
+    );
+    json_patch_op(&mut doc, &json!({"op": "remove", "path": "/rules/1"}));
+    assert_eq!(doc, json!({"rules": [{"resources": ["pods"]}]}));
+    let failed = std::panic::catch_unwind(move || {
+        let mut d = json!({"a": 1});
+        json_patch_op(&mut d, &json!({"op": "test", "path": "/a", "value": 2}));
+    });
+    assert!(failed.is_err());
+}
+
+#[test]
+fn metrics_doc_lists_exactly_the_exposed_metrics() {
+    let (series, families) = exposition();
+    let doc = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/METRICS.md"));
+    let mut scraped = BTreeSet::new();
+    for (family, kind) in &families {
+        let name = if kind == "counter" {
+            format!("{family}_total")
+        } else {
+            family.clone()
+        };
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "docs/METRICS.md does not list `{name}`"
+        );
+        scraped.insert(name);
+    }
+    for name in metric_names_in(&doc) {
+        assert!(
+            scraped.contains(&name) || series.contains(&name),
+            "docs/METRICS.md lists `{name}`, which rollcache does not expose"
+        );
+    }
 }
