@@ -76,6 +76,41 @@ pub struct PrefetchCommand {
 pub struct Health {
     /// The runtime answered and every enabled source has synced once.
     pub ready: AtomicBool,
+    /// Since when the container runtime has not answered (None: it answers).
+    pub runtime_down_since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// How long the runtime may stay unreachable before `/healthz` fails. A hostPath socket mount
+/// goes stale when containerd restarts (the host gets a new socket file); only a pod restart
+/// mounts the new one, so liveness must fail for the kubelet to do it.
+pub const RUNTIME_LIVENESS_GRACE: Duration = Duration::from_secs(120);
+
+impl Health {
+    pub fn runtime_answered(&self) {
+        *self
+            .runtime_down_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn runtime_failed(&self, now: std::time::Instant) {
+        self.runtime_down_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(now);
+    }
+
+    /// Alive unless the runtime has been unreachable for longer than `grace`.
+    pub fn alive(&self, now: std::time::Instant, grace: Duration) -> bool {
+        match *self
+            .runtime_down_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            Some(since) => now.duration_since(since) < grace,
+            None => true,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -91,7 +126,7 @@ pub struct HttpState {
 pub fn metrics_router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .with_state(state)
@@ -115,6 +150,20 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
+}
+
+async fn healthz(State(s): State<HttpState>) -> Response {
+    if s.health
+        .alive(std::time::Instant::now(), RUNTIME_LIVENESS_GRACE)
+    {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "container runtime unreachable for too long: restart to re-mount its socket\n",
+        )
+            .into_response()
+    }
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {

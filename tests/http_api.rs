@@ -71,6 +71,31 @@ async fn metrics_health_and_readiness() {
     assert_eq!(text, r#"{"revisions":[]}"#);
 }
 
+#[test]
+fn liveness_fails_only_after_the_runtime_is_gone_for_the_grace_period() {
+    use std::time::{Duration, Instant};
+    let h = Health::default();
+    let t0 = Instant::now();
+    let grace = Duration::from_secs(120);
+    assert!(h.alive(t0, grace));
+    h.runtime_failed(t0);
+    h.runtime_failed(t0 + Duration::from_secs(60)); // keeps the first failure time
+    assert!(h.alive(t0 + Duration::from_secs(119), grace));
+    assert!(!h.alive(t0 + Duration::from_secs(120), grace));
+    h.runtime_answered();
+    assert!(h.alive(t0 + Duration::from_secs(500), grace));
+}
+
+#[tokio::test]
+async fn healthz_reports_a_runtime_gone_too_long() {
+    let (s, _rx) = state();
+    s.health
+        .runtime_failed(std::time::Instant::now() - rollcache::http::RUNTIME_LIVENESS_GRACE);
+    let (code, text) = call(metrics_router(s), get("/healthz")).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("runtime"), "{text}");
+}
+
 #[tokio::test]
 async fn prefetch_is_not_on_the_metrics_listener() {
     let (s, _rx) = state();

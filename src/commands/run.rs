@@ -95,7 +95,7 @@ pub async fn run_until(args: ConfigArgs, cancel: CancellationToken) -> anyhow::R
             ..Deadlines::default()
         },
     );
-    let can_pin = detect_pinning(&node, &cancel).await;
+    let can_pin = detect_pinning(&node, &health, &cancel).await;
     metrics.runtime_can_pin.set(i64::from(can_pin));
     let runtime: Arc<dyn ImageRuntime> = Arc::new(node);
 
@@ -154,11 +154,12 @@ pub async fn run_until(args: ConfigArgs, cancel: CancellationToken) -> anyhow::R
 }
 
 /// Ask the runtime whether it honours pins, retrying with backoff while it is unreachable.
-async fn detect_pinning(node: &Node, cancel: &CancellationToken) -> bool {
+async fn detect_pinning(node: &Node, health: &Health, cancel: &CancellationToken) -> bool {
     let mut delay = Duration::from_millis(500);
     loop {
         match node.pin_support().await {
             Ok(s) => {
+                health.runtime_answered();
                 if s.honoured {
                     tracing::info!(runtime = %s.runtime_version, verified = s.verified, "runtime honours image pins");
                 } else {
@@ -167,6 +168,7 @@ async fn detect_pinning(node: &Node, cancel: &CancellationToken) -> bool {
                 return s.honoured;
             }
             Err(e) => {
+                health.runtime_failed(std::time::Instant::now());
                 tracing::warn!(error = %e, retry_in = ?delay, "container runtime not reachable yet");
                 tokio::select! {
                     _ = cancel.cancelled() => return false,

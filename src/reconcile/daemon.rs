@@ -167,8 +167,12 @@ impl Daemon {
 
         let listed = self.runtime.list().await;
         let infos = match listed {
-            Ok(infos) => infos,
+            Ok(infos) => {
+                self.health.runtime_answered();
+                infos
+            }
             Err(e) => {
+                self.health.runtime_failed(now);
                 tracing::warn!(error = %e, "container runtime unreachable; nothing is pulled, pinned or unpinned until it answers");
                 Metrics::result(&self.metrics.reconciles, "runtime_unreachable");
                 self.health.ready.store(false, Ordering::Relaxed);
