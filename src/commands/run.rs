@@ -122,6 +122,10 @@ pub async fn run_until(args: ConfigArgs, cancel: CancellationToken) -> anyhow::R
         credentials,
         can_pin,
         expect_node: cfg.kubernetes && cfg.node_name.is_some(),
+        runtime_events: Some(crate::node::events::watch_image_events(
+            cfg.containerd_socket.clone(),
+            cancel.clone(),
+        )),
     };
     let loop_cancel = cancel.clone();
     let mut daemon_task = tokio::spawn(daemon.run(loop_cancel));

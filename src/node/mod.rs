@@ -4,6 +4,7 @@
 pub mod containerd;
 pub mod cri;
 pub mod error;
+pub mod events;
 pub mod memory;
 mod runtime;
 pub mod types;

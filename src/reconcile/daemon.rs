@@ -48,6 +48,8 @@ pub struct Daemon {
     pub can_pin: bool,
     /// Expect a Node object (running against the API with a node name).
     pub expect_node: bool,
+    /// Wake-ups from the runtime (image events, reconnects); None when not watched.
+    pub runtime_events: Option<mpsc::Receiver<()>>,
 }
 
 type PullResult = (Want, Result<PullOutcome, NodeError>, Duration);
@@ -88,6 +90,7 @@ impl Daemon {
                         self.pull_finished(&mut st, done);
                     }
                 }
+                Some(()) = recv_opt(&mut self.runtime_events) => {}
                 Some(cmd) = self.prefetch.recv() => {
                     let answer = self.prefetch_cmd(&mut st, &cmd.request);
                     let _ = cmd.reply.send(answer);
@@ -544,6 +547,13 @@ impl Daemon {
                 .set(i64::from(synced));
         }
         out
+    }
+}
+
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
