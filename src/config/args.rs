@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{Config, CredentialVerificationPolicy, FileConfig, Result, parse_addr, parse_duration};
+use super::{Config, CredentialVerificationPolicy, FileConfig, Result};
 
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct ConfigArgs {
@@ -91,56 +91,49 @@ impl ConfigArgs {
     }
 
     pub fn resolve_with(&self, file: &FileConfig) -> Result<Config> {
-        let mut c = Config::from_file(file)?;
-        macro_rules! take {
-            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
-        }
-        take!(
-            containerd_socket,
-            namespaces,
-            extra_images,
-            max_concurrent_pulls,
-            disk_budget_percent,
-            credential_verification_policy,
-            credential_verification_allowlist
-        );
-        if self.node_name.is_some() {
-            c.node_name = self.node_name.clone();
-        }
-        if self.from_dir.is_some() {
-            c.from_dir = self.from_dir.clone();
-        }
-        macro_rules! duration {
-            ($($field:ident),*) => { $( if let Some(v) = &self.$field {
-                c.$field = parse_duration(stringify!($field), v)?;
-            } )* };
-        }
-        duration!(
-            pull_timeout,
-            unpin_grace,
-            resync_interval,
-            start_jitter,
-            backoff_initial,
-            backoff_max
-        );
-        if let Some(v) = &self.metrics_addr {
-            c.metrics_addr = parse_addr("metrics_addr", v)?;
-        }
-        if let Some(v) = &self.admin_addr {
-            c.admin_addr = parse_addr("admin_addr", v)?;
-        }
-        if self.no_kubernetes {
-            c.kubernetes = false;
-        }
-        if self.hold_everything {
-            c.hold_everything = true;
-        }
-        if self.no_pull_secrets {
-            c.use_pull_secrets = false;
-        }
+        let mut c = Config::from_file(&self.over(file))?;
         c.namespaces.retain(|n| !n.is_empty());
         c.validate()?;
         Ok(c)
+    }
+
+    /// The file's values with every flag (or environment variable) that is set laid over them, so
+    /// that one parser reads both.
+    fn over(&self, file: &FileConfig) -> FileConfig {
+        let mut f = file.clone();
+        macro_rules! take {
+            ($($field:ident),*) => { $( if self.$field.is_some() { f.$field = self.$field.clone(); } )* };
+        }
+        take!(
+            node_name,
+            containerd_socket,
+            namespaces,
+            from_dir,
+            extra_images,
+            max_concurrent_pulls,
+            pull_timeout,
+            unpin_grace,
+            disk_budget_percent,
+            resync_interval,
+            start_jitter,
+            backoff_initial,
+            backoff_max,
+            credential_verification_policy,
+            credential_verification_allowlist,
+            metrics_addr,
+            admin_addr
+        );
+        // Switches only ever move away from the default.
+        if self.no_kubernetes {
+            f.kubernetes = Some(false);
+        }
+        if self.hold_everything {
+            f.hold_everything = Some(true);
+        }
+        if self.no_pull_secrets {
+            f.use_pull_secrets = Some(false);
+        }
+        f
     }
 }
 

@@ -230,7 +230,7 @@ pub fn parse_duration(option: &'static str, value: &str) -> Result<Duration> {
     })
 }
 
-pub(crate) fn parse_addr(option: &'static str, value: &str) -> Result<SocketAddr> {
+fn parse_addr(option: &'static str, value: &str) -> Result<SocketAddr> {
     value.trim().parse().map_err(|e| ConfigError::Invalid {
         option,
         message: format!("`{value}` is not an address ({e}); write e.g. `127.0.0.1:9848`"),
