@@ -185,9 +185,13 @@ impl Daemon {
         };
         let held: Vec<Held> = infos.iter().map(held_of).collect();
         let fs = self.runtime.fs_info().await.ok();
-        let over_budget = fs.as_ref().is_some_and(|f| match f.capacity_bytes {
-            Some(cap) if cap > 0 => f.used_bytes * 100 > cap * u64::from(cfg.disk_budget_percent),
-            _ => false,
+        let over_budget = fs.as_ref().is_some_and(|f| {
+            decide::over_disk_budget(
+                f.used_bytes,
+                f.capacity_bytes,
+                f.available_bytes,
+                cfg.disk_budget_percent,
+            )
         });
         let view_fresh = view_fresh(&snap, self.expect_node);
         let p = params(&cfg, over_budget, view_fresh);
@@ -439,12 +443,14 @@ impl Daemon {
             disk: DiskHealth {
                 used_bytes: fs.map_or(0, |(f, _)| f.used_bytes),
                 capacity_bytes: fs.and_then(|(f, _)| f.capacity_bytes),
+                available_bytes: fs.and_then(|(f, _)| f.available_bytes),
                 budget_percent: cfg.disk_budget_percent,
                 over_budget: fs.is_some_and(|(_, over)| over),
             },
             images_desired: plan.images.len(),
             images_present: present.len(),
             images_pinned: present.iter().filter(|h| h.pinned).count(),
+            pulls_in_flight: st.pulls.len(),
             report: rep,
         };
         let m = &self.metrics;
