@@ -51,9 +51,11 @@ async fn wait_pinned_by_us(node: &Node, reference: &str) -> ImageInfo {
 }
 
 fn sources_fresh(s: &serde_json::Value) -> bool {
-    s["sources"]
-        .as_array()
-        .is_some_and(|a| !a.is_empty() && a.iter().all(|x| x["synced"] == true && x.get("error").is_none()))
+    s["sources"].as_array().is_some_and(|a| {
+        !a.is_empty()
+            && a.iter()
+                .all(|x| x["synced"] == true && x.get("error").is_none())
+    })
 }
 
 /// A new revision from each history source (ReplicaSet, ControllerRevision, Helm release Secret)
@@ -71,7 +73,8 @@ async fn new_revisions_are_pulled_and_pinned_promptly() {
 
     let before = bed.registry.request_count("/v2/e2e/web/manifests/");
     let applied = Instant::now();
-    api.apply(replicaset(NS, "web", 1, &[&rs_img], 1)).expect("apply");
+    api.apply(replicaset(NS, "web", 1, &[&rs_img], 1))
+        .expect("apply");
     let started = wait_until(SOON, "the registry sees the pull of e2e/web:1", || async {
         bed.registry.request_count("/v2/e2e/web/manifests/") > before
     })
@@ -80,8 +83,10 @@ async fn new_revisions_are_pulled_and_pinned_promptly() {
         started < Duration::from_millis(1500),
         "the pull started {started:?} after the apply (want about 1 s)"
     );
-    api.apply(controller_revision(NS, "ioc", 1, &[&cr_img])).expect("apply");
-    api.apply(helm_release(NS, "chart-app", 1, &helm_img)).expect("apply");
+    api.apply(controller_revision(NS, "ioc", 1, &[&cr_img]))
+        .expect("apply");
+    api.apply(helm_release(NS, "chart-app", 1, &helm_img))
+        .expect("apply");
 
     for r in [&rs_img, &cr_img, &helm_img] {
         wait_pinned_by_us(&bed.node, r).await;
@@ -92,8 +97,14 @@ async fn new_revisions_are_pulled_and_pinned_promptly() {
         })
         .await;
     assert!(applied.elapsed() < SOON);
-    assert_eq!(readiness(&s, "Deployment", NS, "web", 1).as_deref(), Some("offline_safe"));
-    assert_eq!(readiness(&s, "StatefulSet", NS, "ioc", 1).as_deref(), Some("offline_safe"));
+    assert_eq!(
+        readiness(&s, "Deployment", NS, "web", 1).as_deref(),
+        Some("offline_safe")
+    );
+    assert_eq!(
+        readiness(&s, "StatefulSet", NS, "ioc", 1).as_deref(),
+        Some("offline_safe")
+    );
     let web = revision(&s, "Deployment", NS, "web", 1).expect("web revision reported");
     assert_eq!(
         web["images"][0]["cached_digest"],
@@ -106,7 +117,10 @@ async fn new_revisions_are_pulled_and_pinned_promptly() {
         .iter()
         .find(|w| w["name"] == "chart-app")
         .expect("the Helm release's workload is reported");
-    assert_eq!(chart["revisions"][0]["readiness"], "offline_safe", "{chart:#}");
+    assert_eq!(
+        chart["revisions"][0]["readiness"], "offline_safe",
+        "{chart:#}"
+    );
     assert_eq!(s["images_pinned"], 3);
 
     let m = d.metrics().await;
@@ -117,7 +131,11 @@ async fn new_revisions_are_pulled_and_pinned_promptly() {
         Some(3.0),
         "{m}"
     );
-    assert_eq!(metric(&m, "rollcache_pulls_total{result=\"success\"}"), Some(3.0), "{m}");
+    assert_eq!(
+        metric(&m, "rollcache_pulls_total{result=\"success\"}"),
+        Some(3.0),
+        "{m}"
+    );
     d.stop().await;
 }
 
@@ -129,8 +147,10 @@ async fn pruned_revision_is_unpinned_after_the_grace_period_and_never_deleted() 
     let api = api().await;
     let (old, _, _) = bed.push_small(111, "e2e/prune:1");
     let (new, _, _) = bed.push_small(112, "e2e/prune:2");
-    api.apply(replicaset(NS, "prune", 1, &[&old], 0)).expect("apply");
-    api.apply(replicaset(NS, "prune", 2, &[&new], 1)).expect("apply");
+    api.apply(replicaset(NS, "prune", 1, &[&old], 0))
+        .expect("apply");
+    api.apply(replicaset(NS, "prune", 2, &[&new], 1))
+        .expect("apply");
     let d = TestDaemon::start(&api, base_settings(bed.containerd.socket().as_path(), None)).await;
     wait_pinned_by_us(&bed.node, &old).await;
     wait_pinned_by_us(&bed.node, &new).await;
@@ -150,7 +170,10 @@ async fn pruned_revision_is_unpinned_after_the_grace_period_and_never_deleted() 
     })
     .await;
     let took = deleted.elapsed();
-    assert!(took >= Duration::from_millis(1900), "unpinned after {took:?}, before the grace period");
+    assert!(
+        took >= Duration::from_millis(1900),
+        "unpinned after {took:?}, before the grace period"
+    );
     assert!(
         cri_image(&bed.node, &old).await.is_some(),
         "rollcache never deletes an image"
@@ -158,7 +181,11 @@ async fn pruned_revision_is_unpinned_after_the_grace_period_and_never_deleted() 
     let current = cri_image(&bed.node, &new).await.expect("current present");
     assert!(current.pinned && current.pin_owner == PinOwner::Rollcache);
     let m = d.metrics().await;
-    assert_eq!(metric(&m, "rollcache_unpins_total{result=\"success\"}"), Some(1.0), "{m}");
+    assert_eq!(
+        metric(&m, "rollcache_unpins_total{result=\"success\"}"),
+        Some(1.0),
+        "{m}"
+    );
     d.stop().await;
 }
 
@@ -171,29 +198,50 @@ async fn api_outage_unpins_nothing_and_reports_stale() {
     let api = api().await;
     let (old, _, _) = bed.push_small(121, "e2e/outage:1");
     let (new, _, _) = bed.push_small(122, "e2e/outage:2");
-    api.apply(replicaset(NS, "outage", 1, &[&old], 0)).expect("apply");
-    api.apply(replicaset(NS, "outage", 2, &[&new], 1)).expect("apply");
+    api.apply(replicaset(NS, "outage", 1, &[&old], 0))
+        .expect("apply");
+    api.apply(replicaset(NS, "outage", 2, &[&new], 1))
+        .expect("apply");
     let d = TestDaemon::start(&api, base_settings(bed.containerd.socket().as_path(), None)).await;
     wait_pinned_by_us(&bed.node, &old).await;
     wait_pinned_by_us(&bed.node, &new).await;
-    d.wait_status(SOON, "both offline-safe", |s| s["summary"]["offline_safe"] == 2).await;
+    d.wait_status(SOON, "both offline-safe", |s| {
+        s["summary"]["offline_safe"] == 2
+    })
+    .await;
 
     api.set_down(true);
     let s = d
-        .wait_status(SOON, "the report says stale", |s| s["summary"]["stale"] == 2)
+        .wait_status(SOON, "the report says stale", |s| {
+            s["summary"]["stale"] == 2
+        })
         .await;
     // Deleted once the watches are cut, so rollcache cannot see it until the API is back.
-    assert!(api.delete("ReplicaSet", NS, "outage-1"), "history now says prune");
     assert!(
-        s["sources"].as_array().unwrap().iter().any(|x| x.get("error").is_some()),
+        api.delete("ReplicaSet", NS, "outage-1"),
+        "history now says prune"
+    );
+    assert!(
+        s["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x.get("error").is_some()),
         "a source is reported in error: {s:#}"
     );
     // Three grace periods of outage.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let i = cri_image(&bed.node, &old).await.expect("present");
-    assert!(i.pinned && i.pin_owner == PinOwner::Rollcache, "unpinned during an API outage");
+    assert!(
+        i.pinned && i.pin_owner == PinOwner::Rollcache,
+        "unpinned during an API outage"
+    );
     let m = d.metrics().await;
-    assert_eq!(metric(&m, "rollcache_unpins_total{result=\"success\"}"), None, "{m}");
+    assert_eq!(
+        metric(&m, "rollcache_unpins_total{result=\"success\"}"),
+        None,
+        "{m}"
+    );
     assert_eq!(d.status().await["summary"]["stale"], 2);
 
     api.set_down(false);
@@ -203,9 +251,11 @@ async fn api_outage_unpins_nothing_and_reports_stale() {
     })
     .await;
     let fresh_after = back.elapsed();
-    wait_until(Duration::from_secs(40), "the pruned image is unpinned", || async {
-        cri_image(&bed.node, &old).await.is_some_and(|i| !i.pinned)
-    })
+    wait_until(
+        Duration::from_secs(40),
+        "the pruned image is unpinned",
+        || async { cri_image(&bed.node, &old).await.is_some_and(|i| !i.pinned) },
+    )
     .await;
     assert!(
         back.elapsed() >= fresh_after + Duration::from_millis(1900),
@@ -231,7 +281,8 @@ async fn registry_down_is_reported_and_the_pull_completes_when_it_returns() {
     let d = TestDaemon::start(&api, base_settings(bed.containerd.socket().as_path(), None)).await;
     d.wait_status(SOON, "sources synced", sources_fresh).await;
     bed.registry.stop();
-    api.apply(replicaset(NS, "regdown", 1, &[&img], 1)).expect("apply");
+    api.apply(replicaset(NS, "regdown", 1, &[&img], 1))
+        .expect("apply");
 
     let s = d
         .wait_status(SOON, "the revision is reported failed", |s| {
@@ -242,7 +293,10 @@ async fn registry_down_is_reported_and_the_pull_completes_when_it_returns() {
     let image = &rev["images"][0];
     assert_eq!(image["state"], "failed");
     let error = image["error"].as_str().expect("the error is named");
-    assert!(error.contains("regdown"), "the error names the image: {error}");
+    assert!(
+        error.contains("regdown"),
+        "the error names the image: {error}"
+    );
     assert!(
         rev["reasons"][0].as_str().unwrap().contains("pull failed"),
         "{rev:#}"
@@ -303,7 +357,8 @@ async fn manual_prefetch_over_http_and_the_cli() {
 
     // A workload whose image did not exist yet: the pull failed and backs off for 5 minutes.
     let scoped = bed.reference("e2e/scoped:1");
-    api.apply(replicaset(NS, "scoped", 1, &[&scoped], 1)).expect("apply");
+    api.apply(replicaset(NS, "scoped", 1, &[&scoped], 1))
+        .expect("apply");
     d.wait_status(SOON, "the scoped pull failed", |s| {
         readiness(s, "Deployment", NS, "scoped", 1).as_deref() == Some("failed")
     })
@@ -318,7 +373,10 @@ async fn manual_prefetch_over_http_and_the_cli() {
 
     for (bad, want) in [
         (json!({"workload": "scoped"}).to_string(), 400),
-        (json!({"namespace": NS, "images": [explicit]}).to_string(), 400),
+        (
+            json!({"namespace": NS, "images": [explicit]}).to_string(),
+            400,
+        ),
         ("{not json".to_string(), 400),
         (json!({"imagez": ["x"]}).to_string(), 400),
         (json!({"namespace": "nowhere"}).to_string(), 422),
@@ -333,16 +391,26 @@ async fn manual_prefetch_over_http_and_the_cli() {
     let (cli_img, _, _) = bed.push_small(143, "e2e/cli:1");
     let admin = d.addrs.admin.to_string();
     let out = rollcache(&["prefetch", "--addr", &admin, &cli_img]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("e2e/cli:1"));
     wait_pinned_by_us(&bed.node, &cli_img).await;
     let out = rollcache(&["prefetch", "--addr", &admin, "--namespace", "nowhere"]).await;
     assert!(!out.status.success(), "an unknown namespace is an error");
     let s = d
-        .wait_status(SOON, "report counts the prefetched images", |s| s["images_pinned"] == 3)
+        .wait_status(SOON, "report counts the prefetched images", |s| {
+            s["images_pinned"] == 3
+        })
         .await;
     let out = rollcache(&["status", "--addr", &admin, "--output", "json"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON status");
     assert_eq!(cli["images_pinned"], s["images_pinned"]);
     assert_eq!(
@@ -351,7 +419,11 @@ async fn manual_prefetch_over_http_and_the_cli() {
     );
     let out = rollcache(&["status", "--addr", &admin]).await;
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("3 pinned"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 pinned"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     d.stop().await;
 }
 
@@ -362,7 +434,8 @@ async fn config_reload_adds_and_removes_extra_images() {
     let mut bed = Bed::start().await;
     let api = api().await;
     let (extra, _, _) = bed.push_small(151, "e2e/extra:1");
-    let mut d = TestDaemon::start(&api, base_settings(bed.containerd.socket().as_path(), None)).await;
+    let mut d =
+        TestDaemon::start(&api, base_settings(bed.containerd.socket().as_path(), None)).await;
     d.wait_status(SOON, "sources synced", sources_fresh).await;
     assert!(cri_image(&bed.node, &extra).await.is_none());
 
@@ -371,18 +444,30 @@ async fn config_reload_adds_and_removes_extra_images() {
     d.rewrite_config(settings);
     wait_pinned_by_us(&bed.node, &extra).await;
     let m = d.metrics().await;
-    assert_eq!(metric(&m, "rollcache_config_reloads_total{result=\"applied\"}"), Some(1.0), "{m}");
+    assert_eq!(
+        metric(&m, "rollcache_config_reloads_total{result=\"applied\"}"),
+        Some(1.0),
+        "{m}"
+    );
 
     let mut settings = d.settings.clone();
     settings.remove("extra_images");
     d.rewrite_config(settings);
     let removed = Instant::now();
     wait_until(SOON, "the extra image is unpinned", || async {
-        cri_image(&bed.node, &extra).await.is_some_and(|i| !i.pinned)
+        cri_image(&bed.node, &extra)
+            .await
+            .is_some_and(|i| !i.pinned)
     })
     .await;
-    assert!(removed.elapsed() >= Duration::from_millis(1900), "before the grace period");
-    assert!(cri_image(&bed.node, &extra).await.is_some(), "never deleted");
+    assert!(
+        removed.elapsed() >= Duration::from_millis(1900),
+        "before the grace period"
+    );
+    assert!(
+        cri_image(&bed.node, &extra).await.is_some(),
+        "never deleted"
+    );
     d.stop().await;
 }
 
@@ -398,17 +483,34 @@ async fn two_nodes_hold_what_can_be_scheduled_on_them() {
     let api = api().await;
     let (sts_img, _, _) = bed.push_small(161, "e2e/sts:1");
     let (dep_img, _, _) = bed.push_small(162, "e2e/dep:1");
-    api.apply(node("node-a", json!({"zone": "a", "kubernetes.io/hostname": "node-a"}))).expect("apply");
-    api.apply(node("node-b", json!({"zone": "b", "kubernetes.io/hostname": "node-b"}))).expect("apply");
+    api.apply(node(
+        "node-a",
+        json!({"zone": "a", "kubernetes.io/hostname": "node-a"}),
+    ))
+    .expect("apply");
+    api.apply(node(
+        "node-b",
+        json!({"zone": "b", "kubernetes.io/hostname": "node-b"}),
+    ))
+    .expect("apply");
     api.apply(with_node_selector(
         controller_revision(NS, "ioc", 1, &[&sts_img]),
         json!({"zone": "a"}),
     ))
     .expect("apply");
-    api.apply(replicaset(NS, "dep", 1, &[&dep_img], 1)).expect("apply");
+    api.apply(replicaset(NS, "dep", 1, &[&dep_img], 1))
+        .expect("apply");
 
-    let a = TestDaemon::start(&api, base_settings(bed.containerd.socket().as_path(), Some("node-a"))).await;
-    let b = TestDaemon::start(&api, base_settings(b_ctd.socket().as_path(), Some("node-b"))).await;
+    let a = TestDaemon::start(
+        &api,
+        base_settings(bed.containerd.socket().as_path(), Some("node-a")),
+    )
+    .await;
+    let b = TestDaemon::start(
+        &api,
+        base_settings(b_ctd.socket().as_path(), Some("node-b")),
+    )
+    .await;
     wait_pinned_by_us(&bed.node, &sts_img).await;
     wait_pinned_by_us(&bed.node, &dep_img).await;
     wait_pinned_by_us(&b_node, &dep_img).await;
@@ -419,9 +521,18 @@ async fn two_nodes_hold_what_can_be_scheduled_on_them() {
         .await;
     assert_eq!(sb["node"], "node-b");
     let ioc_on_b = revision(&sb, "StatefulSet", NS, "ioc", 1).expect("reported on B");
-    assert!(ioc_on_b.get("readiness").is_none(), "not held on B: {ioc_on_b:#}");
-    assert!(ioc_on_b["not_here"].as_str().is_some_and(|r| !r.is_empty()), "{ioc_on_b:#}");
-    assert!(cri_image(&b_node, &sts_img).await.is_none(), "B never pulled the StatefulSet image");
+    assert!(
+        ioc_on_b.get("readiness").is_none(),
+        "not held on B: {ioc_on_b:#}"
+    );
+    assert!(
+        ioc_on_b["not_here"].as_str().is_some_and(|r| !r.is_empty()),
+        "{ioc_on_b:#}"
+    );
+    assert!(
+        cri_image(&b_node, &sts_img).await.is_none(),
+        "B never pulled the StatefulSet image"
+    );
     a.wait_status(SOON, "both revisions offline-safe on A", |s| {
         readiness(s, "StatefulSet", NS, "ioc", 1).as_deref() == Some("offline_safe")
             && readiness(s, "Deployment", NS, "dep", 1).as_deref() == Some("offline_safe")
@@ -451,19 +562,30 @@ async fn foreign_pins_always_policy_and_readiness_probe() {
             .expect("label");
     }
     assert!(bed.node.wait_pinned(&foreign, true).await.expect("status"));
-    api.apply(replicaset(NS, "foreign", 1, &[&foreign], 1)).expect("apply");
-    api.apply(with_pull_policy(replicaset(NS, "always", 1, &[&always], 1), "Always"))
+    api.apply(replicaset(NS, "foreign", 1, &[&foreign], 1))
         .expect("apply");
+    api.apply(with_pull_policy(
+        replicaset(NS, "always", 1, &[&always], 1),
+        "Always",
+    ))
+    .expect("apply");
 
     api.set_down(true);
     let d = TestDaemon::start(&api, base_settings(bed.containerd.socket().as_path(), None)).await;
     let (code, _) = d.get("/readyz").await;
     assert_eq!(code, 503, "not ready before the sources synced");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(d.get("/readyz").await.0, 503, "still not ready while the API is down");
+    assert_eq!(
+        d.get("/readyz").await.0,
+        503,
+        "still not ready while the API is down"
+    );
     assert_eq!(d.get("/healthz").await.0, 200, "alive all along");
     api.set_down(false);
-    wait_until(Duration::from_secs(40), "/readyz 200", || async { d.get("/readyz").await.0 == 200 }).await;
+    wait_until(Duration::from_secs(40), "/readyz 200", || async {
+        d.get("/readyz").await.0 == 200
+    })
+    .await;
 
     wait_pinned_by_us(&bed.node, &always).await;
     let s = d
@@ -475,7 +597,10 @@ async fn foreign_pins_always_policy_and_readiness_probe() {
     let reasons = revision(&s, "Deployment", NS, "always", 1).unwrap()["reasons"].to_string();
     assert!(reasons.contains("Always"), "{reasons}");
     let f = cri_image(&bed.node, &foreign).await.unwrap();
-    assert!(f.pinned && f.pin_owner == PinOwner::Other, "rollcache did not claim the foreign pin");
+    assert!(
+        f.pinned && f.pin_owner == PinOwner::Other,
+        "rollcache did not claim the foreign pin"
+    );
 
     // History no longer needs `foreign`: its pin stays, it is someone else's.
     assert!(api.delete("ReplicaSet", NS, "foreign-1"));
@@ -485,7 +610,10 @@ async fn foreign_pins_always_policy_and_readiness_probe() {
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let f = cri_image(&bed.node, &foreign).await.expect("present");
-    assert!(f.pinned && f.pin_owner == PinOwner::Other, "a foreign pin was removed");
+    assert!(
+        f.pinned && f.pin_owner == PinOwner::Other,
+        "a foreign pin was removed"
+    );
     d.stop().await;
 }
 
@@ -511,20 +639,38 @@ async fn cancel_mid_pull_stops_promptly_and_leaves_no_half_image() {
     proxy.set_rate(256 * 1024);
     let d = TestDaemon::start(&api, base_settings(bed.containerd.socket().as_path(), None)).await;
     d.wait_status(SOON, "sources synced", sources_fresh).await;
-    api.apply(replicaset(NS, "slow", 1, &[&slow], 1)).expect("apply");
-    wait_until(SOON, "layer bytes flowing", || async { proxy.bytes_down() > 300 * 1024 }).await;
+    api.apply(replicaset(NS, "slow", 1, &[&slow], 1))
+        .expect("apply");
+    wait_until(SOON, "layer bytes flowing", || async {
+        proxy.bytes_down() > 300 * 1024
+    })
+    .await;
     let s = d.status().await;
     assert_eq!(s["pulls_in_flight"], 1, "{s:#}");
-    assert_eq!(readiness(&s, "Deployment", NS, "slow", 1).as_deref(), Some("pulling"));
+    assert_eq!(
+        readiness(&s, "Deployment", NS, "slow", 1).as_deref(),
+        Some("pulling")
+    );
 
     let took = d.stop().await;
     assert!(took < Duration::from_secs(3), "stopping took {took:?}");
     let transferred = proxy.bytes_down();
-    assert!(transferred < 4 * MIB, "the pull was really cut short ({transferred} bytes)");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(cri_image(&bed.node, &slow).await.is_none(), "a half image is listed");
     assert!(
-        bed.node.cri().status(&slow).await.expect("status").is_none(),
+        transferred < 4 * MIB,
+        "the pull was really cut short ({transferred} bytes)"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        cri_image(&bed.node, &slow).await.is_none(),
+        "a half image is listed"
+    );
+    assert!(
+        bed.node
+            .cri()
+            .status(&slow)
+            .await
+            .expect("status")
+            .is_none(),
         "a half image has a status"
     );
 }

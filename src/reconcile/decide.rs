@@ -520,7 +520,12 @@ mod tests {
         // 10 GB images on a 100 GB disk that others filled to 90 GB: over an 80% budget.
         let gb = 1_000_000_000;
         assert!(over_disk_budget(10 * gb, Some(100 * gb), Some(10 * gb), 80));
-        assert!(!over_disk_budget(10 * gb, Some(100 * gb), Some(30 * gb), 80));
+        assert!(!over_disk_budget(
+            10 * gb,
+            Some(100 * gb),
+            Some(30 * gb),
+            80
+        ));
         // Free space unknown: the images' own bytes are all that can be counted.
         assert!(!over_disk_budget(10 * gb, Some(100 * gb), None, 80));
         assert!(over_disk_budget(90 * gb, Some(100 * gb), None, 80));

@@ -50,15 +50,36 @@ fn blob(layout: &Path, digest: &str) -> Vec<u8> {
 }
 
 /// Pushes `image` (config, layers, manifest) as `registry/name:tag`.
-pub async fn push(c: &HttpClient, layout: &Path, registry: &str, name: &str, tag: &str, image: &BuiltImage) {
+pub async fn push(
+    c: &HttpClient,
+    layout: &Path,
+    registry: &str,
+    name: &str,
+    tag: &str,
+    image: &BuiltImage,
+) {
     let base = format!("http://{registry}/v2/{name}");
     let config = image.config_digest.clone();
     for digest in std::iter::once(&config).chain(image.layers.iter().map(|l| &l.blob.digest)) {
-        let (found, _) = send(c, hyper::Method::HEAD, &format!("{base}/blobs/{digest}"), "application/octet-stream", vec![]).await;
+        let (found, _) = send(
+            c,
+            hyper::Method::HEAD,
+            &format!("{base}/blobs/{digest}"),
+            "application/octet-stream",
+            vec![],
+        )
+        .await;
         if found == 200 {
             continue;
         }
-        let (status, location) = send(c, hyper::Method::POST, &format!("{base}/blobs/uploads/"), "application/octet-stream", vec![]).await;
+        let (status, location) = send(
+            c,
+            hyper::Method::POST,
+            &format!("{base}/blobs/uploads/"),
+            "application/octet-stream",
+            vec![],
+        )
+        .await;
         assert_eq!(status, 202, "start upload of {digest}");
         let location = location.expect("upload location");
         let location = if location.starts_with('/') {
