@@ -87,7 +87,7 @@ impl Daemon {
                     }
                 }
                 Some(cmd) = self.prefetch.recv() => {
-                    let answer = self.prefetch_cmd(&mut st, &cmd.request);
+                    let answer = self.prefetch_cmd(&mut st, &cmd.request).await;
                     let _ = cmd.reply.send(answer);
                 }
                 r = store_rx.changed() => if r.is_err() { break },
@@ -346,7 +346,7 @@ impl Daemon {
         st.planned_generation = Some(generation);
     }
 
-    fn prefetch_cmd(
+    async fn prefetch_cmd(
         &self,
         st: &mut LoopState,
         req: &PrefetchRequest,
@@ -396,9 +396,19 @@ impl Daemon {
             st.decide.not_before.insert(r.clone(), Instant::now());
         }
         st.decide.registry_failures.clear();
-        tracing::info!(images = chosen.len(), scope = ?req, "manual prefetch");
+        // Present ones are only pinned (if needed) by the pass that follows. A runtime that does
+        // not answer now counts none as present; the pass retries it anyway.
+        let held: Vec<Held> = match self.runtime.list().await {
+            Ok(infos) => infos.iter().map(held_of).collect(),
+            Err(_) => Vec::new(),
+        };
+        let already_present = chosen
+            .iter()
+            .filter(|r| decide::find_held(&held, r).is_some())
+            .count();
+        tracing::info!(images = chosen.len(), already_present, scope = ?req, "manual prefetch");
         Ok(PrefetchAccepted {
-            already_present: 0,
+            already_present,
             images: chosen,
         })
     }
