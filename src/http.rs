@@ -237,16 +237,31 @@ async fn prefetch(State(s): State<HttpState>, body: axum::body::Bytes) -> Respon
     }
 }
 
+/// Bind a listener on `addr` (port 0 picks a free port; read it from `local_addr`).
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}; is another process using it?"))
+}
+
 /// Serve `router` on `addr` until `shutdown` fires.
 pub async fn serve(
     addr: std::net::SocketAddr,
     router: Router,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    tracing::info!(%addr, "listening");
+    serve_on(bind(addr).await?, router, shutdown).await
+}
+
+/// Serve `router` on a bound listener until `shutdown` fires.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

@@ -502,9 +502,13 @@ pub struct SourceHealth {
 /// Disk usage of the image filesystem against the budget.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DiskHealth {
+    /// Bytes the runtime's images take.
     pub used_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity_bytes: Option<u64>,
+    /// Free bytes of the whole filesystem (other users included), as the kubelet counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_bytes: Option<u64>,
     pub budget_percent: u8,
     pub over_budget: bool,
 }
@@ -524,6 +528,9 @@ pub struct Status {
     pub images_desired: usize,
     pub images_present: usize,
     pub images_pinned: usize,
+    /// Pulls running now (never more than `max_concurrent_pulls`).
+    #[serde(default)]
+    pub pulls_in_flight: usize,
     #[serde(flatten)]
     pub report: Report,
 }

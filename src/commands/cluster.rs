@@ -43,8 +43,22 @@ pub async fn start_sources(
     cancel: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
+    start_sources_with(cfg, None, store, cancel, tasks).await
+}
+
+/// `start_sources` with a given Kubernetes client (None: from `KUBECONFIG` or in-cluster).
+pub async fn start_sources_with(
+    cfg: &Config,
+    client: Option<kube::Client>,
+    store: &Arc<HistoryStore>,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
     if cfg.kubernetes {
-        let client = client().await?;
+        let client = match client {
+            Some(c) => c,
+            None => self::client().await?,
+        };
         spawn_watchers(&client, &watch_config(cfg), store, cancel, tasks);
     }
     if let Some(dir) = &cfg.from_dir {

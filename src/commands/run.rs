@@ -4,11 +4,12 @@
 //! SIGTERM or SIGINT: stop starting pulls, cancel those in flight, close the listeners, exit 0. A
 //! second signal exits at once.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -37,8 +38,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     run_until(args.config, cancel).await
 }
 
+/// What an embedder (tests, the demo) may hand the daemon instead of it finding them itself.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The Kubernetes client to use instead of `KUBECONFIG` / the in-cluster service account.
+    pub kube_client: Option<kube::Client>,
+    /// Told the addresses the listeners are bound to (with port 0 in the config, the only way
+    /// to learn them).
+    pub bound: Option<oneshot::Sender<BoundAddrs>>,
+}
+
+/// Where the daemon's listeners are bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundAddrs {
+    pub metrics: SocketAddr,
+    pub admin: SocketAddr,
+}
+
 /// The daemon until `cancel` fires (tests and the demo cancel it themselves).
 pub async fn run_until(args: ConfigArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    run_with(args, RunOptions::default(), cancel).await
+}
+
+/// `run_until` with an injected Kubernetes client and/or a report of the bound addresses.
+pub async fn run_with(
+    args: ConfigArgs,
+    opts: RunOptions,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let cfg = Arc::new(args.resolve().context("invalid configuration")?);
     tracing::info!(
         node = cfg.node_name.as_deref().unwrap_or("-"),
@@ -55,16 +82,14 @@ pub async fn run_until(args: ConfigArgs, cancel: CancellationToken) -> anyhow::R
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
 
-    let reload_metrics = metrics.clone();
-    let (config_rx, reload_task) = reload::spawn(args, cfg.clone(), cancel.clone(), move |o| {
-        let label = match o {
-            ReloadOutcome::Applied { .. } => "applied",
-            ReloadOutcome::Unchanged => "unchanged",
-            ReloadOutcome::Rejected { .. } => "rejected",
-        };
-        Metrics::result(&reload_metrics.config_reloads, label);
-    })?;
-
+    // Listeners first: a port that cannot be bound is fatal before anything else starts, and
+    // /healthz answers (with /readyz saying why not ready) while the runtime is still awaited.
+    let metrics_listener = http::bind(cfg.metrics_addr).await?;
+    let admin_listener = http::bind(cfg.admin_addr).await?;
+    let bound = BoundAddrs {
+        metrics: metrics_listener.local_addr()?,
+        admin: admin_listener.local_addr()?,
+    };
     let (status_tx, status_rx) = watch::channel(Arc::new(serde_json::json!({
         "starting": true
     })));
@@ -76,18 +101,30 @@ pub async fn run_until(args: ConfigArgs, cancel: CancellationToken) -> anyhow::R
         prefetch: prefetch_tx,
     };
     let mut servers = JoinSet::new();
-    servers.spawn(http::serve(
-        cfg.metrics_addr,
+    servers.spawn(http::serve_on(
+        metrics_listener,
         http::metrics_router(state.clone()),
         cancel.clone(),
     ));
-    servers.spawn(http::serve(
-        cfg.admin_addr,
+    servers.spawn(http::serve_on(
+        admin_listener,
         http::admin_router(state),
         cancel.clone(),
     ));
+    if let Some(tx) = opts.bound {
+        let _ = tx.send(bound);
+    }
 
-    // Listeners first: /healthz answers while containerd is still coming up.
+    let reload_metrics = metrics.clone();
+    let (config_rx, reload_task) = reload::spawn(args, cfg.clone(), cancel.clone(), move |o| {
+        let label = match o {
+            ReloadOutcome::Applied { .. } => "applied",
+            ReloadOutcome::Unchanged => "unchanged",
+            ReloadOutcome::Rejected { .. } => "rejected",
+        };
+        Metrics::result(&reload_metrics.config_reloads, label);
+    })?;
+
     let node = Node::connect(
         &cfg.containerd_socket,
         Deadlines {
@@ -101,14 +138,18 @@ pub async fn run_until(args: ConfigArgs, cancel: CancellationToken) -> anyhow::R
 
     let store = HistoryStore::new();
     let mut tasks = JoinSet::new();
-    crate::commands::cluster::start_sources(&cfg, &store, &cancel, &mut tasks).await?;
-    let credentials: Option<Arc<dyn Credentials>> = if cfg.kubernetes && cfg.use_pull_secrets {
-        let client = crate::commands::cluster::client().await?;
-        Some(Arc::new(KubeCredentials {
+    let client = match (&opts.kube_client, cfg.kubernetes) {
+        (Some(c), true) => Some(c.clone()),
+        (None, true) => Some(crate::commands::cluster::client().await?),
+        (_, false) => None,
+    };
+    crate::commands::cluster::start_sources_with(&cfg, client.clone(), &store, &cancel, &mut tasks)
+        .await?;
+    let credentials: Option<Arc<dyn Credentials>> = match client {
+        Some(client) if cfg.use_pull_secrets => Some(Arc::new(KubeCredentials {
             reader: SecretReader::new(client, SECRET_TTL),
-        }))
-    } else {
-        None
+        })),
+        _ => None,
     };
 
     let daemon = Daemon {
@@ -130,7 +171,7 @@ pub async fn run_until(args: ConfigArgs, cancel: CancellationToken) -> anyhow::R
     let loop_cancel = cancel.clone();
     let mut daemon_task = tokio::spawn(daemon.run(loop_cancel));
 
-    // A listener that cannot bind is fatal: say so and stop everything.
+    // A listener that fails is fatal: say so and stop everything.
     let result = tokio::select! {
         Some(r) = servers.join_next() => {
             cancel.cancel();

@@ -69,8 +69,6 @@ struct LoopState {
     logged_problems: HashSet<String>,
     problem_counts: HashMap<(String, String), u64>,
     source_errors_seen: HashMap<String, String>,
-    /// What the runtime held at the last pass.
-    held: Vec<Held>,
 }
 
 impl Daemon {
@@ -92,7 +90,7 @@ impl Daemon {
                 }
                 Some(()) = recv_opt(&mut self.runtime_events) => {}
                 Some(cmd) = self.prefetch.recv() => {
-                    let answer = self.prefetch_cmd(&mut st, &cmd.request);
+                    let answer = self.prefetch_cmd(&mut st, &cmd.request).await;
                     let _ = cmd.reply.send(answer);
                 }
                 r = store_rx.changed() => if r.is_err() { break },
@@ -194,9 +192,13 @@ impl Daemon {
         };
         let held: Vec<Held> = infos.iter().map(held_of).collect();
         let fs = self.runtime.fs_info().await.ok();
-        let over_budget = fs.as_ref().is_some_and(|f| match f.capacity_bytes {
-            Some(cap) if cap > 0 => f.used_bytes * 100 > cap * u64::from(cfg.disk_budget_percent),
-            _ => false,
+        let over_budget = fs.as_ref().is_some_and(|f| {
+            decide::over_disk_budget(
+                f.used_bytes,
+                f.capacity_bytes,
+                f.available_bytes,
+                cfg.disk_budget_percent,
+            )
         });
         let view_fresh = view_fresh(&snap, self.expect_node);
         let p = params(&cfg, over_budget, view_fresh);
@@ -221,7 +223,6 @@ impl Daemon {
         let mut held = held;
         self.act(st, &plan, &wants, &d, &mut held).await;
 
-        st.held = held.clone();
         let waiting: HashMap<String, Waiting> = d.waiting.iter().cloned().collect();
         self.publish(
             st,
@@ -349,7 +350,7 @@ impl Daemon {
         st.planned_generation = Some(generation);
     }
 
-    fn prefetch_cmd(
+    async fn prefetch_cmd(
         &self,
         st: &mut LoopState,
         req: &PrefetchRequest,
@@ -400,11 +401,17 @@ impl Daemon {
             st.decide.not_before.insert(r.clone(), Instant::now());
         }
         st.decide.registry_failures.clear();
-        tracing::info!(images = chosen.len(), scope = ?req, "manual prefetch");
+        // Present ones are only pinned (if needed) by the pass that follows. A runtime that does
+        // not answer now counts none as present; the pass retries it anyway.
+        let held: Vec<Held> = match self.runtime.list().await {
+            Ok(infos) => infos.iter().map(held_of).collect(),
+            Err(_) => Vec::new(),
+        };
         let already_present = chosen
             .iter()
-            .filter(|r| decide::find_held(&st.held, r).is_some())
+            .filter(|r| decide::find_held(&held, r).is_some())
             .count();
+        tracing::info!(images = chosen.len(), already_present, scope = ?req, "manual prefetch");
         Ok(PrefetchAccepted {
             already_present,
             images: chosen,
@@ -451,12 +458,14 @@ impl Daemon {
             disk: DiskHealth {
                 used_bytes: fs.map_or(0, |(f, _)| f.used_bytes),
                 capacity_bytes: fs.and_then(|(f, _)| f.capacity_bytes),
+                available_bytes: fs.and_then(|(f, _)| f.available_bytes),
                 budget_percent: cfg.disk_budget_percent,
                 over_budget: fs.is_some_and(|(_, over)| over),
             },
             images_desired: plan.images.len(),
             images_present: present.len(),
             images_pinned: present.iter().filter(|h| h.pinned).count(),
+            pulls_in_flight: st.pulls.len(),
             report: rep,
         };
         let m = &self.metrics;

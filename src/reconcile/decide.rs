@@ -252,6 +252,25 @@ pub fn record_success(state: &mut State, want: &Want) {
     state.registry_failures.remove(&want.registry);
 }
 
+/// Is the image filesystem fuller than `budget_percent`? Counted as the kubelet's image GC counts
+/// it (`1 - available / capacity` of the whole filesystem), so that space taken by others (logs,
+/// container layers) counts too; only the images' own bytes when the free space is unknown.
+pub fn over_disk_budget(
+    images_bytes: u64,
+    capacity: Option<u64>,
+    available: Option<u64>,
+    budget_percent: u8,
+) -> bool {
+    let Some(cap) = capacity.filter(|c| *c > 0) else {
+        return false;
+    };
+    let used = match available {
+        Some(free) => cap.saturating_sub(free),
+        None => images_bytes,
+    };
+    u128::from(used) * 100 > u128::from(cap) * u128::from(budget_percent)
+}
+
 fn backoff(params: &Params, attempts: u32) -> Duration {
     let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
     params
@@ -494,6 +513,25 @@ mod tests {
         assert!(d.pull.is_empty());
         assert_eq!(d.pin, vec!["aa"]);
         assert_eq!(d.waiting, vec![("r/b:1".into(), Waiting::DiskBudget)]);
+    }
+
+    #[test]
+    fn disk_budget_counts_the_whole_filesystem_like_the_kubelet() {
+        // 10 GB images on a 100 GB disk that others filled to 90 GB: over an 80% budget.
+        let gb = 1_000_000_000;
+        assert!(over_disk_budget(10 * gb, Some(100 * gb), Some(10 * gb), 80));
+        assert!(!over_disk_budget(
+            10 * gb,
+            Some(100 * gb),
+            Some(30 * gb),
+            80
+        ));
+        // Free space unknown: the images' own bytes are all that can be counted.
+        assert!(!over_disk_budget(10 * gb, Some(100 * gb), None, 80));
+        assert!(over_disk_budget(90 * gb, Some(100 * gb), None, 80));
+        // Capacity unknown: no budget can be enforced.
+        assert!(!over_disk_budget(90 * gb, None, Some(0), 80));
+        assert!(!over_disk_budget(u64::MAX, Some(u64::MAX), Some(0), 100));
     }
 
     #[test]

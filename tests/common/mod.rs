@@ -1,6 +1,14 @@
 //! Shared set-up of the node integration tests: a private containerd (version from
-//! `ROLLCACHE_TEST_CONTAINERD`), a registry wired to it, an OCI layout to build images in.
+//! `ROLLCACHE_TEST_CONTAINERD`), a registry wired to it, an OCI layout to build images in; and for
+//! the daemon tests an in-process `rollcache run`, Kubernetes objects, a fast pusher and a proxy.
 #![allow(dead_code)]
+
+pub mod daemon;
+#[path = "../fixtures/helm_gen.rs"]
+pub mod helm_gen;
+pub mod kube;
+pub mod proxy;
+pub mod push;
 
 use std::time::Duration;
 
