@@ -146,6 +146,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         from_dir: Some(history_dir.clone()),
         no_kubernetes: true,
         start_jitter: Some("0s".into()),
+        // The demo's containerd shares this machine's disk, whatever else fills it; the disk
+        // guard has its own tests.
+        disk_budget_percent: Some(100),
         metrics_addr: Some(metrics_addr.to_string()),
         admin_addr: Some(admin_addr.to_string()),
         ..ConfigArgs::default()

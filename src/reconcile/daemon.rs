@@ -32,6 +32,9 @@ pub trait Credentials: Send + Sync {
     async fn for_image(&self, image: &DesiredImage) -> Vec<RegistryAuth>;
 }
 
+/// How often the disk is looked at again while pulls are held back by the budget.
+const DISK_RECHECK: Duration = Duration::from_secs(30);
+
 /// How long to wait before asking an unreachable runtime again.
 const RUNTIME_RETRY: Duration = Duration::from_secs(5);
 
@@ -642,6 +645,8 @@ fn next_wake(
             Waiting::Backoff { retry_at, .. } | Waiting::RegistryBackoff { retry_at, .. } => {
                 at = at.min(*retry_at)
             }
+            // Disk usage changes without any event: look again soon.
+            Waiting::DiskBudget => at = at.min(now + DISK_RECHECK),
             _ => {}
         }
     }
@@ -706,4 +711,49 @@ fn unix_now() -> i64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        Params {
+            max_concurrent_pulls: 2,
+            unpin_grace: Duration::from_secs(600),
+            backoff_initial: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+            over_disk_budget: true,
+            view_fresh: true,
+        }
+    }
+
+    #[test]
+    fn held_back_by_disk_wakes_soon_not_at_resync() {
+        let now = Instant::now();
+        let d = Decision {
+            waiting: vec![("r/a:1".into(), Waiting::DiskBudget)],
+            ..Default::default()
+        };
+        let at = next_wake(
+            &d,
+            &decide::State::default(),
+            &params(),
+            now,
+            Duration::from_secs(300),
+        );
+        assert_eq!(at, now + DISK_RECHECK);
+        let idle = next_wake(
+            &Decision::default(),
+            &decide::State::default(),
+            &params(),
+            now,
+            Duration::from_secs(300),
+        );
+        assert_eq!(
+            idle,
+            now + Duration::from_secs(300),
+            "nothing due: the periodic resync"
+        );
+    }
 }
