@@ -45,6 +45,8 @@ async fn removed_image_is_restored_on_the_runtime_event() {
         no_kubernetes: true,
         start_jitter: Some("0s".into()),
         resync_interval: Some("1h".into()),
+        // The test bed's containerd shares the machine's disk, whatever else fills it.
+        disk_budget_percent: Some(100),
         metrics_addr: Some("127.0.0.1:0".into()),
         admin_addr: Some("127.0.0.1:1".into()),
         ..Default::default()

@@ -187,11 +187,10 @@ async fn containerd_restart_keeps_pins_and_pulls_nothing_twice() {
     assert_eq!(manifests("restart-a"), ma, "restart-a pulled again");
     assert_eq!(manifests("restart-b"), mb, "restart-b pulled again");
     let m = d.metrics().await;
-    assert_eq!(
-        metric(&m, "rollcache_pulls_total{result=\"success\"}"),
-        Some(3.0),
-        "{m}"
-    );
+    // restart-c's first pull may have completed inside the stopping containerd (stop returns
+    // before the process is gone); then the daemon finds it present and only pins it.
+    let ok = metric(&m, "rollcache_pulls_total{result=\"success\"}").unwrap_or(0.0);
+    assert!((2.0..=3.0).contains(&ok), "{m}");
     assert!(
         metric(
             &m,
