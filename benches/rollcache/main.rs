@@ -371,7 +371,7 @@ async fn scale_section(
     let empty_api = ApiServer::start().await?;
 
     progress("rollcache run as a child: empty history (baseline)");
-    let base = scale::child(&empty_api, &ctd.socket(), work, 0).await?;
+    let base = scale::child(&empty_api, &ctd.socket(), work, 0, &[]).await?;
     let mut rss = Series::new("RSS at steady state", Unit::Bytes);
     let mut peak = Series::new("peak RSS (VmHWM)", Unit::Bytes);
     let mut cpu = Series::new("CPU while idle (10 s)", Unit::Percent);
@@ -401,7 +401,7 @@ async fn scale_section(
         progress(&format!(
             "round {round}: rollcache run as a child, full history"
         ));
-        let c = scale::child(&api, &ctd.socket(), work, desired).await?;
+        let c = scale::child(&api, &ctd.socket(), work, desired, &[]).await?;
         rss.push(c.rss as f64);
         peak.push(c.peak_rss as f64);
         cpu.push(c.idle_cpu_percent);
@@ -415,6 +415,15 @@ async fn scale_section(
         );
         per_rev.push((c.rss as f64 - base.rss as f64) / revisions.max(1) as f64);
     }
+    progress("rollcache run as a child, full history, MALLOC_ARENA_MAX=2");
+    let arena = scale::child(
+        &api,
+        &ctd.socket(),
+        work,
+        desired,
+        &[("MALLOC_ARENA_MAX", "2")],
+    )
+    .await?;
     let rss_median = rss.median();
     let cpu_max = cpu.max();
     let pass_median = pass_t.median() / 1000.0;
@@ -434,6 +443,11 @@ async fn scale_section(
             ),
             format!("inventory: {revisions} revisions; plan: {desired} images (all present; the first start pins them, the later runs find them pinned)"),
             format!("the child's lists and watches: {api_requests} requests"),
+            format!(
+                "one more child with MALLOC_ARENA_MAX=2 (glibc arenas capped): RSS {}, peak {}",
+                Unit::Bytes.show(arena.rss as f64),
+                Unit::Bytes.show(arena.peak_rss as f64)
+            ),
             format!(
                 "baseline child (same containerd, empty history): RSS {}, idle CPU {:.2} %",
                 Unit::Bytes.show(base.rss as f64),

@@ -156,6 +156,7 @@ pub async fn child(
     socket: &Path,
     work: &Path,
     expect_desired: usize,
+    env: &[(&str, &str)],
 ) -> anyhow::Result<ChildRun> {
     let kubeconfig = work.join("kubeconfig");
     std::fs::write(
@@ -170,7 +171,18 @@ pub async fn child(
     let log = std::fs::File::create(work.join("rollcache-run.log"))?;
     api.reset_stats();
     let start = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_rollcache"))
+    // BENCH_CHILD_WRAPPER (e.g. `valgrind --tool=massif`) runs the child under a profiler.
+    let wrapper = std::env::var("BENCH_CHILD_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(env!("CARGO_BIN_EXE_rollcache"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_rollcache")),
+    };
+    let child = cmd
         .arg("run")
         .arg("--socket")
         .arg(socket)
@@ -181,6 +193,7 @@ pub async fn child(
         .arg(format!("127.0.0.1:{admin_port}"))
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .env_remove("NODE_NAME")
         .env_remove("ROLLCACHE_CONFIG")
         .stdin(Stdio::null())
