@@ -236,7 +236,7 @@ async fn pull_section(
                 Unit::Bytes.show(set.unpacked as f64),
                 Unit::Bytes.show(set.compressed as f64)
             ),
-            "rollcache: ReplicaSets appear in the API server → CRI lists every image pinned (polled every 20 ms)".into(),
+            "rollcache: ReplicaSets appear in the API server → CRI lists every image pinned (CRI polled every 10 ms once the daemon reports all pinned)".into(),
             format!("rollcache (default) / best direct median: {ratio:.3}x"),
         ],
     );

@@ -484,7 +484,7 @@ impl Daemon {
             .sources
             .iter()
             .map(|(id, s)| (id.to_string(), s))
-            .chain(node_entry.map(|(n, s)| (n, s)));
+            .chain(node_entry);
         for (name, s) in entries {
             let kind = name.split(' ').next().unwrap_or(&name).to_string();
             *synced_by_kind.entry(kind.clone()).or_insert(true) &= s.is_fresh();
