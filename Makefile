@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Test binaries that start a private containerd; run again against containerd 2.x.
 CONTAINERD_TESTS ?= $(patsubst tests/%.rs,--test %,$(wildcard tests/node_*.rs tests/daemon_*.rs tests/fault_*.rs))
 
-.PHONY: deps build test test-containerd-2 demo fmt lint
+.PHONY: deps build test test-containerd-2 demo fmt lint bench
 
 deps:
 	scripts/install-deps.sh
@@ -26,3 +26,8 @@ fmt:
 
 lint:
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Benchmarks (release build, a fresh containerd per pull run; ~20 min, BENCH_QUICK=1 for a
+# smaller run). Not part of `make test`. Results and how to read them: BENCHMARKS.md.
+bench: deps
+	$(CARGO) bench --bench rollcache

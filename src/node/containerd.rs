@@ -60,9 +60,27 @@ impl ContainerdImages {
 
     /// Every image record in namespace `k8s.io`.
     pub async fn list(&self) -> Result<Vec<ImageRecord>, NodeError> {
+        self.list_filtered(vec![]).await
+    }
+
+    /// The image records named `names` (those that exist), in one call: containerd filters on its
+    /// side, so a pin on a node with thousands of images does not transfer all of them.
+    pub async fn list_named(&self, names: &[&str]) -> Result<Vec<ImageRecord>, NodeError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Filters are ORed; quoted values may hold the `:`, `/` and `@` of references.
+        let filters = names
+            .iter()
+            .map(|n| format!("name==\"{}\"", n.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        self.list_filtered(filters).await
+    }
+
+    async fn list_filtered(&self, filters: Vec<String>) -> Result<Vec<ImageRecord>, NodeError> {
         let ctx = self.ctx("list image records", K8S_NAMESPACE);
         let mut client = self.images.clone();
-        let req = namespaced(request(ListImagesRequest { filters: vec![] }, ctx.deadline));
+        let req = namespaced(request(ListImagesRequest { filters }, ctx.deadline));
         let resp = call(&ctx, client.list(req)).await?;
         Ok(resp
             .images

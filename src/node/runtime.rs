@@ -123,9 +123,10 @@ impl Node {
     /// The containerd records of one CRI image: those named by its id, tags and repo digests.
     async fn records_for(&self, info: &ImageInfo) -> Result<Vec<ImageRecord>, NodeError> {
         let names = names_of(info);
+        let wanted: Vec<&str> = names.iter().copied().collect();
         Ok(self
             .containerd
-            .list()
+            .list_named(&wanted)
             .await?
             .into_iter()
             .filter(|r| names.contains(r.name.as_str()))
