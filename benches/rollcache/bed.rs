@@ -129,6 +129,7 @@ impl RunningDaemon {
             credentials: None,
             can_pin: true,
             expect_node: false,
+            runtime_events: None,
         };
         let handle = tokio::spawn(daemon.run(cancel.clone()));
         Self {
