@@ -118,7 +118,9 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     /// The latest readiness report, as JSON.
-    pub status: watch::Receiver<Arc<serde_json::Value>>,
+    /// The latest `/status` document, already serialized: a large report is kept once, as
+    /// bytes, not as a JSON tree.
+    pub status: watch::Receiver<axum::body::Bytes>,
     pub prefetch: mpsc::Sender<PrefetchCommand>,
 }
 
@@ -179,8 +181,8 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 }
 
 async fn status(State(s): State<HttpState>) -> Response {
-    let report = s.status.borrow().clone();
-    Json(&*report).into_response()
+    let body = s.status.borrow().clone();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {

@@ -123,7 +123,9 @@ async fn new_revisions_are_pulled_and_pinned_promptly() {
     );
     assert_eq!(s["images_pinned"], 3);
 
-    let m = d.metrics().await;
+    let m = d
+        .metrics_when("rollcache_pulls_total{result=\"success\"}", 3.0)
+        .await;
     assert_eq!(metric(&m, "rollcache_images_pinned"), Some(3.0), "{m}");
     assert_eq!(metric(&m, "rollcache_images_missing"), Some(0.0), "{m}");
     assert_eq!(

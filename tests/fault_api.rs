@@ -185,7 +185,9 @@ async fn watch_410_gone_relists_without_duplicate_pulls() {
     .await;
     assert!(cri_image(&bed.node, &one).await.is_some(), "never deleted");
     assert_eq!(manifests(), 3 * per_pull, "each image pulled exactly once");
-    let m = d.metrics().await;
+    let m = d
+        .metrics_when("rollcache_pulls_total{result=\"success\"}", 3.0)
+        .await;
     assert_eq!(
         metric(&m, "rollcache_pulls_total{result=\"success\"}"),
         Some(3.0),

@@ -130,7 +130,9 @@ async fn registry_killed_mid_pull_then_restored() {
         readiness(s, "Deployment", NS, "midpull", 1).as_deref() == Some("offline_safe")
     })
     .await;
-    let m = d.metrics().await;
+    let m = d
+        .metrics_when("rollcache_pulls_total{result=\"success\"}", 1.0)
+        .await;
     assert_eq!(
         metric(&m, "rollcache_pulls_total{result=\"success\"}"),
         Some(1.0),
@@ -379,7 +381,9 @@ async fn a_hundred_revisions_at_once_respect_the_concurrency_bound() {
     );
     assert!(max_pulling <= 3, "{max_pulling} images pulling at once");
     assert!(max_in_flight >= 2, "the slots were used ({max_in_flight})");
-    let m = d.metrics().await;
+    let m = d
+        .metrics_when("rollcache_pulls_total{result=\"success\"}", 100.0)
+        .await;
     assert_eq!(
         metric(&m, "rollcache_pulls_total{result=\"success\"}"),
         Some(100.0),

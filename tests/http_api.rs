@@ -16,7 +16,7 @@ use tower::ServiceExt;
 
 fn state() -> (HttpState, mpsc::Receiver<PrefetchCommand>) {
     let (tx, rx) = mpsc::channel(4);
-    let (_s, status) = watch::channel(Arc::new(serde_json::json!({"revisions": []})));
+    let (_s, status) = watch::channel(axum::body::Bytes::from_static(br#"{"revisions":[]}"#));
     std::mem::forget(_s);
     (
         HttpState {

@@ -26,7 +26,7 @@ use rollcache::reconcile::daemon::Daemon;
 use rollcache::testbed::containerd::Containerd;
 use rollcache::testbed::deps::ContainerdVersion;
 use rollcache::testbed::registry::Registry;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -95,7 +95,7 @@ pub async fn wait_pinned(
 /// (without the HTTP listeners and config-file reload, which play no part in these figures).
 pub struct RunningDaemon {
     pub store: Arc<HistoryStore>,
-    pub status: watch::Receiver<Arc<Value>>,
+    pub status: watch::Receiver<axum::body::Bytes>,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
     daemon: Option<tokio::task::JoinHandle<()>>,
@@ -116,7 +116,8 @@ impl RunningDaemon {
             &mut tasks,
         );
         let (config_tx, config_rx) = watch::channel(Arc::new(cfg));
-        let (status_tx, status_rx) = watch::channel(Arc::new(json!({"starting": true})));
+        let (status_tx, status_rx) =
+            watch::channel(axum::body::Bytes::from_static(br#"{"starting":true}"#));
         let (prefetch_tx, prefetch_rx) = mpsc::channel(1);
         let daemon = Daemon {
             runtime,

@@ -107,8 +107,9 @@ async fn wait_done(
     let mut status = daemon.status.clone();
     let begin = Instant::now();
     loop {
-        let pinned = status
-            .borrow_and_update()
+        let doc: serde_json::Value =
+            serde_json::from_slice(&status.borrow_and_update()).unwrap_or_default();
+        let pinned = doc
             .get("images_pinned")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);

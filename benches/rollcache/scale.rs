@@ -52,7 +52,8 @@ pub async fn plan_run(api: &ApiServer, node: &Node, socket: &Path) -> anyhow::Re
     drop((snap, inventory, plan));
     let pass = loop {
         let done = {
-            let s = daemon.status.borrow_and_update();
+            let s: serde_json::Value =
+                serde_json::from_slice(&daemon.status.borrow_and_update()).unwrap_or_default();
             complete_status(&s).is_some_and(|(desired, _)| desired == images)
         };
         if done {
@@ -104,7 +105,8 @@ pub async fn startup(api: &ApiServer, node: &Node, socket: &Path) -> anyhow::Res
     let mut lists = None;
     let (decided, images) = loop {
         let found = {
-            let s = daemon.status.borrow_and_update();
+            let s: serde_json::Value =
+                serde_json::from_slice(&daemon.status.borrow_and_update()).unwrap_or_default();
             complete_status(&s).filter(|(d, p)| d == p && *d > 0)
         };
         if let Some((desired, _)) = found {

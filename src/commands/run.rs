@@ -90,9 +90,8 @@ pub async fn run_with(
         metrics: metrics_listener.local_addr()?,
         admin: admin_listener.local_addr()?,
     };
-    let (status_tx, status_rx) = watch::channel(Arc::new(serde_json::json!({
-        "starting": true
-    })));
+    let (status_tx, status_rx) =
+        watch::channel(axum::body::Bytes::from_static(br#"{"starting":true}"#));
     let (prefetch_tx, prefetch_rx) = mpsc::channel(16);
     let state = HttpState {
         metrics: metrics.clone(),

@@ -32,6 +32,8 @@ use crate::model::{NodeFacts, ObjectRef, SourceKind};
 
 /// Label selector of Helm release Secrets and ConfigMaps.
 pub const HELM_OWNER_SELECTOR: &str = "owner=helm";
+/// Objects per list page for Helm release Secrets and ConfigMaps.
+pub const HELM_PAGE_SIZE: u32 = 100;
 /// Field selector of Helm release Secrets.
 pub const HELM_SECRET_TYPE_SELECTOR: &str = "type=helm.sh/release.v1";
 
@@ -92,14 +94,19 @@ impl WatchConfig {
 
     /// Helm release Secrets only: the server filters, so other Secrets never reach rollcache.
     pub fn helm_secrets_config(&self) -> watcher::Config {
+        // Release Secrets are large (a compressed manifest each): smaller pages keep the peak
+        // memory of a list low; the number of requests hardly matters.
         self.watcher_config()
+            .page_size(self.page_size.min(HELM_PAGE_SIZE))
             .labels(HELM_OWNER_SELECTOR)
             .fields(HELM_SECRET_TYPE_SELECTOR)
     }
 
     /// Helm release ConfigMaps (`HELM_DRIVER=configmap`) only.
     pub fn helm_configmaps_config(&self) -> watcher::Config {
-        self.watcher_config().labels(HELM_OWNER_SELECTOR)
+        self.watcher_config()
+            .page_size(self.page_size.min(HELM_PAGE_SIZE))
+            .labels(HELM_OWNER_SELECTOR)
     }
 }
 

@@ -44,7 +44,7 @@ pub struct Daemon {
     pub config: watch::Receiver<Arc<Config>>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
-    pub status: watch::Sender<Arc<serde_json::Value>>,
+    pub status: watch::Sender<axum::body::Bytes>,
     pub prefetch: mpsc::Receiver<PrefetchCommand>,
     pub credentials: Option<Arc<dyn Credentials>>,
     /// Whether the runtime honours the pin label (detected at start).
@@ -493,8 +493,8 @@ impl Daemon {
         m.disk_budget_reached
             .set(i64::from(status.disk.over_budget));
         m.runtime_can_pin.set(i64::from(self.can_pin));
-        let value = serde_json::to_value(&status).unwrap_or_default();
-        self.status.send_replace(Arc::new(value));
+        let body = serde_json::to_vec(&status).unwrap_or_default();
+        self.status.send_replace(body.into());
     }
 
     /// Source health for `/status`, and the source metrics (counters advance by what is new).

@@ -134,6 +134,21 @@ impl TestDaemon {
         get_json(self.addrs.metrics, "/status").await
     }
 
+    /// `/metrics` once `name` reads `want` (or after 5 s, for the caller's assertion to report):
+    /// a pull's completion is counted when its reply is collected, which may come a moment after
+    /// containerd's image event already let the loop pin the image.
+    pub async fn metrics_when(&self, name: &str, want: f64) -> String {
+        let mut m = self.metrics().await;
+        for _ in 0..50 {
+            if metric(&m, name) == Some(want) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            m = self.metrics().await;
+        }
+        m
+    }
+
     pub async fn metrics(&self) -> String {
         request(
             self.addrs.metrics,
