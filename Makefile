@@ -34,7 +34,7 @@ FUZZ_TARGETS ?= helm_payload helm_secret manifest controller_revision image_ref 
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
-		mkdir -p corpus/$$t && \
+		mkdir -p corpus/$$t seeds/$$t && \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t corpus/$$t seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -timeout=5 -max_len=262144 \
 			-print_final_stats=1 || exit 1; \

@@ -539,7 +539,10 @@ mod tests {
     fn globs_take_linear_time_and_no_stack() {
         // Exponential for a backtracking recursion.
         let p = format!("{}b", "a*".repeat(40));
-        assert_eq!(glob_match(p.as_bytes(), "a".repeat(200).as_bytes()), Some(false));
+        assert_eq!(
+            glob_match(p.as_bytes(), "a".repeat(200).as_bytes()),
+            Some(false)
+        );
         assert_eq!(
             glob_match(p.as_bytes(), format!("{}b", "a".repeat(200)).as_bytes()),
             Some(true)

@@ -331,7 +331,7 @@ fn render(node: &Node, indent: usize, anchors: &mut usize, out: &mut String) {
         Node::Map(entries) => {
             *anchors += 1;
             // Some maps carry an anchor so that aliases have something to point at.
-            if *anchors % 3 == 0 {
+            if (*anchors).is_multiple_of(3) {
                 out.push_str(&format!(" &{}", ["a", "b", "anchor"][*anchors % 9 / 3]));
             }
             out.push('\n');
@@ -442,32 +442,50 @@ fn mutated_fixture(files: &'static [&'static str]) -> impl Strategy<Value = Stri
 // Image references
 
 fn image_reference() -> impl Strategy<Value = String> {
-    let domain = select(&[
-        "",
-        "docker.io/",
-        "index.docker.io/",
-        "localhost/",
-        "localhost:5000/",
-        "[::1]:5000/",
-        "[fe80::1]/",
-        "Foo/",
-        "reg.example.com/",
-        "reg-1.example.com:443/",
-        "a.b:x/",
-        "-bad.com/",
-        "a..b/",
-        ":5000/",
-        "[zz]/",
-    ][..]);
+    let domain = select(
+        &[
+            "",
+            "docker.io/",
+            "index.docker.io/",
+            "localhost/",
+            "localhost:5000/",
+            "[::1]:5000/",
+            "[fe80::1]/",
+            "Foo/",
+            "reg.example.com/",
+            "reg-1.example.com:443/",
+            "a.b:x/",
+            "-bad.com/",
+            "a..b/",
+            ":5000/",
+            "[zz]/",
+        ][..],
+    );
     let component = prop_oneof![
-        select(&["library", "busybox", "a__b", "a--b", "a.b", "a_b", "x", "A", "é", ".x", "x.", "a___b", "0"][..])
-            .prop_map(str::to_owned),
+        select(
+            &[
+                "library", "busybox", "a__b", "a--b", "a.b", "a_b", "x", "A", "é", ".x", "x.",
+                "a___b", "0"
+            ][..]
+        )
+        .prop_map(str::to_owned),
         "[a-z0-9._-]{1,12}",
     ];
     let tag = prop_oneof![
         Just(String::new()),
-        select(&[":latest", ":1.0", ":", ":-x", ":.x", ":a/b", ":_ok", ":v1.2.3-rc_4"][..])
-            .prop_map(str::to_owned),
+        select(
+            &[
+                ":latest",
+                ":1.0",
+                ":",
+                ":-x",
+                ":.x",
+                ":a/b",
+                ":_ok",
+                ":v1.2.3-rc_4"
+            ][..]
+        )
+        .prop_map(str::to_owned),
         (127..130usize).prop_map(|n| format!(":{}", "t".repeat(n))),
     ];
     let digest = prop_oneof![
@@ -476,8 +494,16 @@ fn image_reference() -> impl Strategy<Value = String> {
         "[0-9a-fA-F]{60,66}".prop_map(|h| format!("@sha256:{h}")),
         "[0-9a-f]{96}".prop_map(|h| format!("@sha384:{h}")),
         "[0-9a-f]{128}".prop_map(|h| format!("@sha512:{h}")),
-        select(&["@", "@sha256:", "@md5:0123456789abcdef0123456789abcdef", "@sha256+b64:abc", "@:x"][..])
-            .prop_map(str::to_owned),
+        select(
+            &[
+                "@",
+                "@sha256:",
+                "@md5:0123456789abcdef0123456789abcdef",
+                "@sha256+b64:abc",
+                "@:x"
+            ][..]
+        )
+        .prop_map(str::to_owned),
     ];
     prop_oneof![
         6 => (domain, prop::collection::vec(component, 1..5), tag, digest)
@@ -494,25 +520,28 @@ fn image_reference() -> impl Strategy<Value = String> {
 
 fn registry_key() -> impl Strategy<Value = String> {
     prop_oneof![
-        select(&[
-            "https://index.docker.io/v1/",
-            "index.docker.io",
-            "docker.io",
-            "*.example.com",
-            "*.*.example.com",
-            "registry.example.com:5000",
-            "registry.example.com:5000/team",
-            "http://quay.io/v2/org",
-            "host:abc",
-            "[::1]:5000",
-            "a.b.example.com/x",
-            "",
-            "user@host.example.com",
-            "h?st.example.com/p?q#f",
-        ][..])
+        select(
+            &[
+                "https://index.docker.io/v1/",
+                "index.docker.io",
+                "docker.io",
+                "*.example.com",
+                "*.*.example.com",
+                "registry.example.com:5000",
+                "registry.example.com:5000/team",
+                "http://quay.io/v2/org",
+                "host:abc",
+                "[::1]:5000",
+                "a.b.example.com/x",
+                "",
+                "user@host.example.com",
+                "h?st.example.com/p?q#f",
+            ][..]
+        )
         .prop_map(str::to_owned),
         "[a-z*?\\[\\]^\\\\.:/-]{0,40}",
-        (1..40usize, 1..4usize).prop_map(|(n, m)| format!("{}b.example.com", "a*".repeat(n).repeat(m))),
+        (1..40usize, 1..4usize)
+            .prop_map(|(n, m)| format!("{}b.example.com", "a*".repeat(n).repeat(m))),
     ]
 }
 
@@ -521,8 +550,9 @@ fn docker_entry() -> impl Strategy<Value = Value> {
         ("[a-z]{0,8}", "[ -~]{0,16}").prop_map(|(u, p)| b64(format!("{u}:{p}").as_bytes())),
         "[a-z]{0,8}".prop_map(|u| b64(u.as_bytes())),
         "[ -~]{0,16}",
-        ("[a-z]{1,8}", "[a-z]{1,8}")
-            .prop_map(|(u, p)| b64(format!("{u}:{p}").as_bytes()).trim_end_matches('=').to_owned()),
+        ("[a-z]{1,8}", "[a-z]{1,8}").prop_map(|(u, p)| b64(format!("{u}:{p}").as_bytes())
+            .trim_end_matches('=')
+            .to_owned()),
         Just(b64(&[0xff, 0xfe, b':', 0x80])),
     ];
     let scalar = prop_oneof![
@@ -805,8 +835,10 @@ proptest! {
     fn docker_configs(
         config in docker_config(),
         images in prop::collection::vec(image_reference(), 0..3),
+        // Hosts that globs such as `a*a*…b` must be matched against without backtracking.
+        long_host in "a{20,80}b?\\.example\\.com/x",
     ) {
-        let mut names: Vec<&str> = vec!["docker.io/library/busybox", "a.b.example.com/x/y"];
+        let mut names: Vec<&str> = vec!["docker.io/library/busybox", "a.b.example.com/x/y", &long_host];
         names.extend(images.iter().map(String::as_str));
         for (ty, key) in [
             (SECRET_TYPE_DOCKER_CONFIG_JSON, DOCKER_CONFIG_JSON_KEY),

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use rollcache::credentials::{
     DOCKER_CONFIG_JSON_KEY, Keyring, SECRET_TYPE_DOCKER_CONFIG_JSON, SecretRef,
 };
+use rollcache::history::{ProblemKind, controller_revisions};
 
 const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz-regressions");
 
@@ -104,4 +106,69 @@ fn a_pull_secret_key_of_a_million_stars_is_skipped() {
     let long = format!("{}.example.com", "*".repeat(240));
     let k = keyring(&[(&long, "long")]);
     assert_eq!(k.lookup_name("a.example.com/x").len(), 1);
+}
+
+/// Finding: a ControllerRevision whose controller owner reference has no name (the API server
+/// rejects it, a file or an export does not) decoded into a fact for a nameless workload. Fixed
+/// in `controller_revisions::decode`: reported with the revision's identity and skipped.
+#[test]
+fn controller_revision_with_a_nameless_owner_is_reported_and_skipped() {
+    let data = std::fs::read(format!(
+        "{REGRESSIONS}/controller_revision/owner-without-name.json"
+    ))
+    .expect("saved input");
+    let cr: ControllerRevision = serde_json::from_slice(&data[1..]).expect("a ControllerRevision");
+    let decoded = controller_revisions::decode(&cr);
+    assert!(decoded.facts.is_empty());
+    assert_eq!(decoded.problems.len(), 1, "{:?}", decoded.problems);
+    let p = &decoded.problems[0];
+    assert_eq!(p.kind, ProblemKind::InvalidField);
+    assert_eq!(
+        p.object,
+        rollcache::history::meta::object_ref("ControllerRevision", &cr.metadata)
+    );
+    assert!(p.object.name.starts_with("bl45p-mo-ioc-01"), "{p}");
+    assert!(p.message.contains("owner reference"), "{p}");
+}
+
+/// The same finding through the file source for ReplicaSets and Pods, whose workload is their
+/// controller or themselves: a nameless one is reported with the file's document and skipped.
+/// Fixed in `meta::owning_workload`, which both decoders use.
+#[test]
+fn replicasets_and_pods_without_a_workload_name_are_reported_and_skipped() {
+    let text = "\
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web-6d4cf56db6
+  namespace: shop
+  ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: '', uid: u, controller: true}]
+spec: {template: {spec: {containers: [{name: web, image: 'nginx:1.27'}]}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop}
+spec: {containers: [{name: web, image: 'nginx:1.27'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ok, namespace: shop}
+spec: {containers: [{name: web, image: 'nginx:1.27'}]}
+";
+    let snap = fuzz_checks::files_yaml(text);
+    let facts: Vec<_> = snap.facts().map(|f| f.workload.to_string()).collect();
+    assert_eq!(facts, ["Pod/shop/ok"], "only the named pod is decoded");
+    let problems: Vec<_> = snap.all_problems().collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(
+        problems[0].object.to_string(),
+        "ReplicaSet shop/web-6d4cf56db6"
+    );
+    assert!(
+        problems[0].message.contains("owner reference"),
+        "{}",
+        problems[0]
+    );
+    assert_eq!(problems[1].object.kind, "Pod");
+    assert_eq!(problems[1].kind, ProblemKind::InvalidField);
 }

@@ -18,10 +18,10 @@ use serde_json::json;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use rollcache::config::{Config, FileConfig};
 use rollcache::credentials::{
     DOCKER_CONFIG_JSON_KEY, DOCKERCFG_KEY, SECRET_TYPE_DOCKER_CONFIG_JSON, SECRET_TYPE_DOCKERCFG,
 };
-use rollcache::config::{Config, FileConfig};
 use rollcache::credentials::{Keyring, RegistryAuth, SecretRef, parse_secret};
 use rollcache::history::files::{DirSnapshot, load_yaml_str};
 use rollcache::history::template::{WORKLOAD_KINDS, from_spec_value, from_workload_value};
@@ -51,9 +51,16 @@ fn named(d: &Decoded, object: &ObjectRef, source: SourceKind) {
     for f in &d.facts {
         assert_eq!(&f.object, object, "fact not filed under its object");
         assert_eq!(f.source, source);
-        assert!(!f.workload.name.is_empty(), "fact for a nameless workload");
+        assert!(
+            !f.workload.name.is_empty() && !f.workload.kind.is_empty(),
+            "fact for a workload without a kind or name: {}",
+            f.workload
+        );
         for c in &f.template.containers {
-            assert!(!c.image.trim().is_empty(), "container without an image kept");
+            assert!(
+                !c.image.trim().is_empty(),
+                "container without an image kept"
+            );
         }
     }
 }
@@ -213,7 +220,10 @@ fn controller_revision_input(data: &[u8]) {
 /// first NUL byte.
 fn dockerconfig_input(data: &[u8]) {
     let (config, image) = match data.iter().position(|b| *b == 0) {
-        Some(i) => (&data[..i], String::from_utf8_lossy(&data[i + 1..]).into_owned()),
+        Some(i) => (
+            &data[..i],
+            String::from_utf8_lossy(&data[i + 1..]).into_owned(),
+        ),
         None => (data, String::new()),
     };
     let images = [
@@ -351,11 +361,7 @@ pub fn template_value(v: &Value, object: &ObjectRef) {
 /// `controller_revisions::decode`.
 pub fn controller_revision(cr: &ControllerRevision) {
     let a = controller_revisions::decode(cr);
-    same_decoded(
-        &a,
-        &controller_revisions::decode(cr),
-        "controller revision",
-    );
+    same_decoded(&a, &controller_revisions::decode(cr), "controller revision");
     let object = meta::object_ref("ControllerRevision", &cr.metadata);
     named(&a, &object, SourceKind::ControllerRevision);
     let owner = meta::controller_owner(&cr.metadata);
@@ -428,7 +434,10 @@ pub fn dockerconfig(secret_type: &str, data: &BTreeMap<String, Vec<u8>>, images:
         let again: Vec<RegistryAuth> = keyring.lookup_name(image).into_iter().cloned().collect();
         assert!(found == again, "lookup is deterministic");
         if let Ok(r) = ImageRef::parse(image) {
-            assert_eq!(keyring.lookup(&r).len(), keyring.lookup_name(&r.name()).len());
+            assert_eq!(
+                keyring.lookup(&r).len(),
+                keyring.lookup_name(&r.name()).len()
+            );
         }
     }
 }
@@ -505,6 +514,11 @@ fn check_snapshot(snap: &DirSnapshot) {
         }
         for f in &d.facts {
             assert_eq!(&f.object, object);
+            assert!(
+                !f.workload.name.is_empty() && !f.workload.kind.is_empty(),
+                "fact for a workload without a kind or name: {}",
+                f.workload
+            );
         }
     }
 }
