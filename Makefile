@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Test binaries that start a private containerd; run again against containerd 2.x.
 CONTAINERD_TESTS ?= $(patsubst tests/%.rs,--test %,$(wildcard tests/node_*.rs tests/daemon_*.rs tests/fault_*.rs))
 
-.PHONY: deps build test test-containerd-2 demo fmt lint bench
+.PHONY: deps build test test-containerd-2 demo fmt lint bench fuzz
 
 deps:
 	scripts/install-deps.sh
@@ -31,3 +31,16 @@ lint:
 # smaller run). Not part of `make test`. Results and how to read them: BENCHMARKS.md.
 bench: deps
 	$(CARGO) bench --bench rollcache
+
+# cargo-fuzz on every decoder of outside input, FUZZ_SECONDS each (see fuzz/README.md). Stable
+# toolchains work: RUSTC_BOOTSTRAP lets cargo-fuzz pass its -Z flags.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= helm_payload helm_secret manifest controller_revision image_ref dockerconfig config_file files_yaml prefetch_request
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t seeds/$$t && \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -timeout=5 -max_len=262144 \
+			-print_final_stats=1 || exit 1; \
+	done

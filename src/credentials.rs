@@ -17,6 +17,9 @@ pub const DOCKERCFG_KEY: &str = ".dockercfg";
 
 /// The kubelet's fallback key for Docker Hub (`https://index.docker.io/v1/` once normalised).
 const DEFAULT_REGISTRY_HOST: &str = "index.docker.io";
+/// Longest registry host (with port) a key may name: a DNS name (253) and `:65535`. Longer keys
+/// can name no registry, and each lookup globs every key against the image's host.
+const MAX_HOST_BYTES: usize = 253 + 6;
 
 /// A Secret by namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -264,7 +267,7 @@ fn keyring_key(loc: &str) -> Option<String> {
         .or_else(|| loc.strip_prefix("http://"))
         .unwrap_or(loc);
     let u = SchemelessUrl::parse(rest);
-    if u.host.is_empty() || !port_ok(u.host) {
+    if u.host.is_empty() || u.host.len() > MAX_HOST_BYTES || !port_ok(u.host) {
         return None;
     }
     let mut path = u.path;
@@ -356,122 +359,153 @@ fn is_default_registry_match(image: &str) -> bool {
 
 /// Go's `filepath.Match` on one host label (no separators): `*`, `?`, `[...]` with ranges and
 /// `^` negation, `\` escapes. `None` for a malformed pattern (which matches nothing).
-fn glob_match(p: &[u8], s: &[u8]) -> Option<bool> {
-    match p.first() {
-        None => Some(s.is_empty()),
-        Some(b'*') => {
-            let rest = &p[1..];
-            for i in 0..=s.len() {
-                if glob_match(rest, &s[i..])? {
-                    return Some(true);
-                }
-            }
-            Some(false)
+///
+/// Ported from Go's chunk-by-chunk algorithm rather than written as a backtracking recursion:
+/// keys come from Secrets, and a recursion over `*` takes exponential time on keys such as
+/// `a*a*a*…b` and overflows the stack on a long run of `*`. This is O(pattern × label) and
+/// uses no recursion.
+fn glob_match(mut p: &[u8], mut s: &[u8]) -> Option<bool> {
+    'pattern: while !p.is_empty() {
+        let (star, chunk, rest) = scan_chunk(p);
+        p = rest;
+        if star && chunk.is_empty() {
+            // A trailing `*` matches the rest of the label.
+            return Some(true);
         }
-        Some(b'?') => match s.split_first() {
-            Some((_, srest)) => glob_match(&p[1..], srest),
-            None => {
-                validate_glob(&p[1..])?;
-                Some(false)
-            }
-        },
-        Some(b'[') => {
-            let (matched, plen) = match_class(&p[1..], s.first().copied())?;
-            match s.split_first() {
-                Some((_, srest)) if matched => glob_match(&p[1 + plen..], srest),
-                _ => {
-                    validate_glob(&p[1 + plen..])?;
-                    Some(false)
-                }
-            }
+        // The last chunk must use up the label; an earlier one may leave some for the next.
+        let (t, ok) = match_chunk(chunk, s)?;
+        if ok && (t.is_empty() || !p.is_empty()) {
+            s = t;
+            continue;
         }
-        Some(b'\\') => {
-            let c = *p.get(1)?;
-            match s.split_first() {
-                Some((h, srest)) if *h == c => glob_match(&p[2..], srest),
-                _ => {
-                    validate_glob(&p[2..])?;
-                    Some(false)
+        if star {
+            for i in 0..s.len() {
+                let (t, ok) = match_chunk(chunk, &s[i + 1..])?;
+                if ok {
+                    if p.is_empty() && !t.is_empty() {
+                        continue;
+                    }
+                    s = t;
+                    continue 'pattern;
                 }
             }
         }
-        Some(c) => match s.split_first() {
-            Some((h, srest)) if h == c => glob_match(&p[1..], srest),
-            _ => {
-                validate_glob(&p[1..])?;
-                Some(false)
-            }
-        },
+        // Go reports a bad pattern even when the match already failed.
+        while !p.is_empty() {
+            let (_, chunk, rest) = scan_chunk(p);
+            p = rest;
+            match_chunk(chunk, b"")?;
+        }
+        return Some(false);
     }
+    Some(s.is_empty())
 }
 
-/// Go reports a bad pattern even when the match already failed.
-fn validate_glob(p: &[u8]) -> Option<()> {
+/// Go's `scanChunk`: leading stars, then the pattern up to the next star outside a class.
+fn scan_chunk(p: &[u8]) -> (bool, &[u8], &[u8]) {
+    let stars = p.iter().take_while(|b| **b == b'*').count();
+    let p = &p[stars..];
+    let mut in_range = false;
     let mut i = 0;
     while i < p.len() {
         match p[i] {
-            b'\\' => {
-                p.get(i + 1)?;
-                i += 2;
-            }
-            b'[' => {
-                let (_, len) = match_class(&p[i + 1..], None)?;
-                i += 1 + len;
-            }
-            _ => i += 1,
+            b'\\' if i + 1 < p.len() => i += 1,
+            b'[' => in_range = true,
+            b']' => in_range = false,
+            b'*' if !in_range => break,
+            _ => {}
         }
-    }
-    Some(())
-}
-
-/// Matches a character class body (after `[`) against `c`; returns whether it matched and how
-/// many pattern bytes the class used, including the closing `]`.
-fn match_class(p: &[u8], c: Option<u8>) -> Option<(bool, usize)> {
-    let mut i = 0;
-    let negate = p.first() == Some(&b'^');
-    if negate {
         i += 1;
     }
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        let b = *p.get(i)?;
-        if b == b']' && !first {
-            i += 1;
-            break;
-        }
-        first = false;
-        let lo = class_char(p, &mut i)?;
-        let hi = if p.get(i) == Some(&b'-') {
-            i += 1;
-            class_char(p, &mut i)?
-        } else {
-            lo
-        };
-        if let Some(c) = c
-            && lo <= c
-            && c <= hi
-        {
-            matched = true;
-        }
-    }
-    Some((matched != negate && c.is_some(), i))
+    (stars > 0, &p[..i], &p[i..])
 }
 
-fn class_char(p: &[u8], i: &mut usize) -> Option<u8> {
-    let b = *p.get(*i)?;
-    match b {
-        b'-' | b']' => None,
-        b'\\' => {
-            let c = *p.get(*i + 1)?;
-            *i += 2;
-            Some(c)
+/// Go's `matchChunk`: matches a star-free chunk at the start of `s`; returns the rest of `s` and
+/// whether it matched. Keeps reading the chunk after a mismatch so that a malformed one is
+/// always `None`.
+fn match_chunk<'a>(mut chunk: &[u8], mut s: &'a [u8]) -> Option<(&'a [u8], bool)> {
+    let mut failed = false;
+    while let Some(&c) = chunk.first() {
+        if !failed && s.is_empty() {
+            failed = true;
         }
-        _ => {
-            *i += 1;
-            Some(b)
+        match c {
+            b'[' => {
+                let r = if failed {
+                    None
+                } else {
+                    let r = s[0];
+                    s = &s[1..];
+                    Some(r)
+                };
+                chunk = &chunk[1..];
+                let negated = chunk.first() == Some(&b'^');
+                if negated {
+                    chunk = &chunk[1..];
+                }
+                let mut matched = false;
+                let mut ranges = 0;
+                loop {
+                    if chunk.first() == Some(&b']') && ranges > 0 {
+                        chunk = &chunk[1..];
+                        break;
+                    }
+                    let lo = class_char(&mut chunk)?;
+                    let mut hi = lo;
+                    if chunk.first() == Some(&b'-') {
+                        chunk = &chunk[1..];
+                        hi = class_char(&mut chunk)?;
+                    }
+                    if r.is_some_and(|r| lo <= r && r <= hi) {
+                        matched = true;
+                    }
+                    ranges += 1;
+                }
+                if matched == negated {
+                    failed = true;
+                }
+            }
+            b'?' => {
+                if !failed {
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
+            _ => {
+                let literal = if c == b'\\' {
+                    chunk = &chunk[1..];
+                    *chunk.first()?
+                } else {
+                    c
+                };
+                if !failed {
+                    if s[0] != literal {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
         }
     }
+    Some(if failed { (&[][..], false) } else { (s, true) })
+}
+
+/// Go's `getEsc`: one character of a class, `\` escapes honoured; `-`, `]` and the end are
+/// malformed here.
+fn class_char(chunk: &mut &[u8]) -> Option<u8> {
+    let (&b, rest) = chunk.split_first()?;
+    let (c, rest) = match b {
+        b'-' | b']' => return None,
+        b'\\' => rest.split_first().map(|(c, r)| (*c, r))?,
+        _ => (b, rest),
+    };
+    // Go also rejects a class char that ends the pattern (`[a`).
+    if rest.is_empty() {
+        return None;
+    }
+    *chunk = rest;
+    Some(c)
 }
 
 #[cfg(test)]
@@ -502,6 +536,27 @@ mod tests {
     }
 
     #[test]
+    fn globs_take_linear_time_and_no_stack() {
+        // Exponential for a backtracking recursion.
+        let p = format!("{}b", "a*".repeat(40));
+        assert_eq!(
+            glob_match(p.as_bytes(), "a".repeat(200).as_bytes()),
+            Some(false)
+        );
+        assert_eq!(
+            glob_match(p.as_bytes(), format!("{}b", "a".repeat(200)).as_bytes()),
+            Some(true)
+        );
+        // One stack frame per `*` overflowed the stack.
+        let stars = "*".repeat(1 << 20);
+        assert_eq!(glob_match(stars.as_bytes(), b"abc"), Some(true));
+        assert_eq!(
+            glob_match(format!("{stars}x").as_bytes(), b"abc"),
+            Some(false)
+        );
+    }
+
+    #[test]
     fn keys_are_normalised_like_the_kubelet() {
         let cases = [
             ("https://index.docker.io/v1/", Some("index.docker.io")),
@@ -516,6 +571,7 @@ mod tests {
             ("quay.io/org/", Some("quay.io/org/")),
             ("host:abc", None),
             ("", None),
+            (&*format!("{}.example.com", "*".repeat(300)), None),
         ];
         for (loc, want) in cases {
             assert_eq!(keyring_key(loc).as_deref(), want, "{loc}");

@@ -22,6 +22,17 @@ pub fn decode(cr: &ControllerRevision) -> Decoded {
         tracing::debug!(%object, "ControllerRevision without a controller, skipped");
         return out;
     };
+    // The API server rejects such owner references, but files and exports are not checked.
+    if owner.kind.is_empty() || owner.name.is_empty() {
+        out.problems.push(DecodeProblem {
+            object,
+            kind: ProblemKind::InvalidField,
+            message:
+                "the controller owner reference has no kind or no name; the revision is skipped"
+                    .into(),
+        });
+        return out;
+    }
     let known_owner = POD_TEMPLATE_OWNERS.contains(&owner.kind.as_str());
     let spec = cr
         .data

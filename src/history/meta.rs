@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::model::ObjectRef;
+use crate::model::{ObjectRef, WorkloadId};
 
 pub fn object_ref(kind: &str, meta: &ObjectMeta) -> ObjectRef {
     ObjectRef {
@@ -23,4 +23,34 @@ pub fn controller_owner(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true))
+}
+
+/// The workload an object is one revision or pod of: its controller, or the object itself when it
+/// has none. Err when that workload would have no kind or name: the API server rejects such
+/// objects and owner references, but files and exports are not checked.
+pub fn owning_workload(meta: &ObjectMeta, object: &ObjectRef) -> Result<WorkloadId, String> {
+    let workload = match controller_owner(meta) {
+        Some(owner) => WorkloadId {
+            kind: owner.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: owner.name.clone(),
+        },
+        None => WorkloadId {
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+        },
+    };
+    if workload.kind.is_empty() || workload.name.is_empty() {
+        let which = if controller_owner(meta).is_some() {
+            "the controller owner reference"
+        } else {
+            "the object"
+        };
+        return Err(format!(
+            "{which} has no kind or no name; the {} is skipped",
+            object.kind
+        ));
+    }
+    Ok(workload)
 }

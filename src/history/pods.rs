@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 use super::{DecodeProblem, Decoded, ProblemKind, meta, template};
-use crate::model::{RevisionFact, SourceKind, WorkloadId};
+use crate::model::{RevisionFact, SourceKind};
 
 pub fn decode(pod: &Pod) -> Decoded {
     let object = meta::object_ref("Pod", &pod.metadata);
@@ -18,17 +18,16 @@ pub fn decode(pod: &Pod) -> Decoded {
     };
     // The controlling owner as recorded (a ReplicaSet stays a ReplicaSet: mapping it to its
     // Deployment needs the ReplicaSet, which the inventory has).
-    let workload = match meta::controller_owner(&pod.metadata) {
-        Some(owner) => WorkloadId {
-            kind: owner.kind.clone(),
-            namespace: object.namespace.clone(),
-            name: owner.name.clone(),
-        },
-        None => WorkloadId {
-            kind: "Pod".into(),
-            namespace: object.namespace.clone(),
-            name: object.name.clone(),
-        },
+    let workload = match meta::owning_workload(&pod.metadata, &object) {
+        Ok(w) => w,
+        Err(message) => {
+            out.problems.push(DecodeProblem {
+                object,
+                kind: ProblemKind::InvalidField,
+                message,
+            });
+            return out;
+        }
     };
     let (mut template, problems) = template::from_pod_spec(spec, &object);
     out.problems.extend(problems);

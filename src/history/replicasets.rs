@@ -4,7 +4,7 @@
 use k8s_openapi::api::apps::v1::ReplicaSet;
 
 use super::{DecodeProblem, Decoded, ProblemKind, meta, template};
-use crate::model::{RevisionFact, SourceKind, WorkloadId};
+use crate::model::{RevisionFact, SourceKind};
 
 /// The annotation the Deployment controller numbers its ReplicaSets with.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
@@ -27,17 +27,16 @@ pub fn decode(rs: &ReplicaSet) -> Decoded {
     };
     // An owned ReplicaSet is one revision of its Deployment (or another controller); a bare one
     // is its own workload.
-    let workload = match meta::controller_owner(&rs.metadata) {
-        Some(owner) => WorkloadId {
-            kind: owner.kind.clone(),
-            namespace: object.namespace.clone(),
-            name: owner.name.clone(),
-        },
-        None => WorkloadId {
-            kind: "ReplicaSet".into(),
-            namespace: object.namespace.clone(),
-            name: object.name.clone(),
-        },
+    let workload = match meta::owning_workload(&rs.metadata, &object) {
+        Ok(w) => w,
+        Err(message) => {
+            out.problems.push(DecodeProblem {
+                object,
+                kind: ProblemKind::InvalidField,
+                message,
+            });
+            return out;
+        }
     };
     let revision = match rs
         .metadata

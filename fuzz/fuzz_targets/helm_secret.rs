@@ -1,0 +1,8 @@
+//! Fuzz target `helm_secret`: `history::helm::decode_secret` / `decode_configmap` on structured releases (`arbitrary`).
+//! How the raw input is read and what is checked: `tests/fuzz_checks/mod.rs`.
+#![no_main]
+
+#[path = "../../tests/fuzz_checks/mod.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::replay("helm_secret", data));

@@ -1,0 +1,8 @@
+//! Fuzz target `image_ref`: `ImageRef::parse`; `canonical()` must parse back to the same reference.
+//! How the raw input is read and what is checked: `tests/fuzz_checks/mod.rs`.
+#![no_main]
+
+#[path = "../../tests/fuzz_checks/mod.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::replay("image_ref", data));
