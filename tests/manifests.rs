@@ -869,7 +869,7 @@ fn check_daemonset(r: &Rendered) {
     let (req, lim) = (get(&res.requests, "memory"), get(&res.limits, "memory"));
     assert_eq!(req, lim, "memory request = limit");
     let mem = quantity_bytes(&req.expect("a memory request"));
-    assert!((64 << 20..=128 << 20).contains(&mem), "memory {mem}");
+    assert!((64 << 20..=256 << 20).contains(&mem), "memory {mem}");
     assert!(get(&res.requests, "cpu").is_some(), "a cpu request");
     assert!(
         get(&res.limits, "cpu").is_none(),
