@@ -10,45 +10,13 @@ use common::daemon::*;
 use common::kube::*;
 use common::proxy::Proxy;
 use common::*;
-use rollcache::node::{ImageInfo, ImageRuntime, Node, PinOwner};
-use rollcache::testbed::apiserver::ApiServer;
+use rollcache::node::{Node, PinOwner};
 use rollcache::testbed::containerd::Containerd;
 use rollcache::testbed::oci::{ImageSpec, LayerSpec, Platform};
 use serde_json::json;
 
 const NS: &str = "apps";
 const SOON: Duration = Duration::from_secs(15);
-
-async fn api() -> ApiServer {
-    ApiServer::start().await.expect("test API server starts")
-}
-
-/// The image CRI lists under `reference`, if any.
-async fn cri_image(node: &Node, reference: &str) -> Option<ImageInfo> {
-    node.list()
-        .await
-        .expect("CRI list")
-        .into_iter()
-        .find(|i| i.repo_tags.iter().any(|t| t == reference))
-}
-
-async fn wait_pinned_by_us(node: &Node, reference: &str) -> ImageInfo {
-    let start = Instant::now();
-    loop {
-        if let Some(i) = cri_image(node, reference).await
-            && i.pinned
-            && i.pin_owner == PinOwner::Rollcache
-        {
-            return i;
-        }
-        assert!(
-            start.elapsed() < SOON,
-            "{reference} not pulled and pinned by rollcache within {SOON:?}: {:?}",
-            cri_image(node, reference).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn sources_fresh(s: &serde_json::Value) -> bool {
     s["sources"].as_array().is_some_and(|a| {

@@ -9,19 +9,11 @@ use std::time::{Duration, Instant};
 use common::daemon::*;
 use common::kube::*;
 use common::*;
-use rollcache::node::{ImageInfo, ImageRuntime, Node, PinOwner};
+use rollcache::node::{Node, PinOwner};
 use rollcache::testbed::apiserver::ApiServer;
 
 const NS: &str = "apps";
 const SOON: Duration = Duration::from_secs(20);
-
-async fn cri_image(node: &Node, reference: &str) -> Option<ImageInfo> {
-    node.list()
-        .await
-        .expect("CRI list")
-        .into_iter()
-        .find(|i| i.repo_tags.iter().any(|t| t == reference))
-}
 
 async fn pinned_by_us(node: &Node, reference: &str) -> bool {
     cri_image(node, reference)

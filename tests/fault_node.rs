@@ -11,41 +11,11 @@ use common::daemon::*;
 use common::kube::*;
 use common::proxy::Proxy;
 use common::*;
-use rollcache::node::{ImageInfo, ImageRuntime, Node, PinOwner};
-use rollcache::testbed::apiserver::ApiServer;
+use rollcache::node::{ImageRuntime, PinOwner};
 use rollcache::testbed::oci::{ImageSpec, LayerSpec, Platform};
 
 const NS: &str = "apps";
 const SOON: Duration = Duration::from_secs(20);
-
-async fn api() -> ApiServer {
-    ApiServer::start().await.expect("test API server starts")
-}
-
-async fn cri_image(node: &Node, reference: &str) -> Option<ImageInfo> {
-    node.list()
-        .await
-        .expect("CRI list")
-        .into_iter()
-        .find(|i| i.repo_tags.iter().any(|t| t == reference))
-}
-
-async fn wait_pinned_by_us(node: &Node, reference: &str) -> ImageInfo {
-    let start = Instant::now();
-    loop {
-        if let Some(i) = cri_image(node, reference).await
-            && i.pinned
-            && i.pin_owner == PinOwner::Rollcache
-        {
-            return i;
-        }
-        assert!(
-            start.elapsed() < SOON,
-            "{reference} not pulled and pinned within {SOON:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn synced(s: &serde_json::Value) -> bool {
     s["sources"].as_array().is_some_and(|a| {

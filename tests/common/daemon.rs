@@ -283,3 +283,43 @@ where
     }
     start.elapsed()
 }
+
+/// How long a test waits for rollcache to pin an image.
+pub const PIN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+pub async fn api() -> rollcache::testbed::apiserver::ApiServer {
+    rollcache::testbed::apiserver::ApiServer::start()
+        .await
+        .expect("test API server starts")
+}
+
+pub async fn cri_image(
+    node: &rollcache::node::Node,
+    reference: &str,
+) -> Option<rollcache::node::ImageInfo> {
+    rollcache::node::ImageRuntime::list(node)
+        .await
+        .expect("CRI list")
+        .into_iter()
+        .find(|i| i.repo_tags.iter().any(|t| t == reference))
+}
+
+pub async fn wait_pinned_by_us(
+    node: &rollcache::node::Node,
+    reference: &str,
+) -> rollcache::node::ImageInfo {
+    let start = Instant::now();
+    loop {
+        if let Some(i) = cri_image(node, reference).await
+            && i.pinned
+            && i.pin_owner == rollcache::node::PinOwner::Rollcache
+        {
+            return i;
+        }
+        assert!(
+            start.elapsed() < PIN_WAIT,
+            "{reference} not pulled and pinned within {PIN_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
