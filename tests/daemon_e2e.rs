@@ -18,14 +18,6 @@ use serde_json::json;
 const NS: &str = "apps";
 const SOON: Duration = Duration::from_secs(15);
 
-fn sources_fresh(s: &serde_json::Value) -> bool {
-    s["sources"].as_array().is_some_and(|a| {
-        !a.is_empty()
-            && a.iter()
-                .all(|x| x["synced"] == true && x.get("error").is_none())
-    })
-}
-
 /// A new revision from each history source (ReplicaSet, ControllerRevision, Helm release Secret)
 /// is pulled and pinned by rollcache; the pull starts within about a second of the apply; CRI,
 /// `/status` and `/metrics` agree that each revision is offline-safe.

@@ -17,14 +17,6 @@ use rollcache::testbed::oci::{ImageSpec, LayerSpec, Platform};
 const NS: &str = "apps";
 const SOON: Duration = Duration::from_secs(20);
 
-fn synced(s: &serde_json::Value) -> bool {
-    s["sources"].as_array().is_some_and(|a| {
-        !a.is_empty()
-            && a.iter()
-                .all(|x| x["synced"] == true && x.get("error").is_none())
-    })
-}
-
 /// The registry dies in the middle of a layer transfer and comes back later: the failed pull
 /// leaves no image (half or otherwise) visible through CRI, the report says failed, and the
 /// backoff retry completes the pull with exactly the pushed content (same digest).
@@ -46,7 +38,7 @@ async fn registry_killed_mid_pull_then_restored() {
     let image = format!("{}/fault/midpull:1", proxy.addr());
     proxy.set_rate(256 * 1024);
     let d = TestDaemon::start(&api, base_settings(bed.containerd.socket().as_path(), None)).await;
-    d.wait_status(SOON, "sources synced", synced).await;
+    d.wait_status(SOON, "sources synced", sources_fresh).await;
     api.apply(replicaset(NS, "midpull", 1, &[&image], 1))
         .expect("apply");
     wait_until(SOON, "layer bytes flowing", || async {
@@ -307,7 +299,7 @@ async fn a_hundred_revisions_at_once_respect_the_concurrency_bound() {
     let mut settings = base_settings(bed.containerd.socket().as_path(), None);
     settings.insert("max_concurrent_pulls".into(), "3".into());
     let d = TestDaemon::start(&api, settings).await;
-    d.wait_status(SOON, "sources synced", synced).await;
+    d.wait_status(SOON, "sources synced", sources_fresh).await;
 
     for (w, r, image) in &images {
         api.apply(replicaset(

@@ -24,14 +24,11 @@ pub fn decode(cr: &ControllerRevision) -> Decoded {
     };
     // The API server rejects such owner references, but files and exports are not checked.
     if owner.kind.is_empty() || owner.name.is_empty() {
-        out.problems.push(DecodeProblem {
+        return Decoded::skipped(
             object,
-            kind: ProblemKind::InvalidField,
-            message:
-                "the controller owner reference has no kind or no name; the revision is skipped"
-                    .into(),
-        });
-        return out;
+            ProblemKind::InvalidField,
+            "the controller owner reference has no kind or no name; the revision is skipped",
+        );
     }
     let known_owner = POD_TEMPLATE_OWNERS.contains(&owner.kind.as_str());
     let spec = cr

@@ -15,6 +15,20 @@ pub struct Decoded {
     pub problems: Vec<DecodeProblem>,
 }
 
+impl Decoded {
+    /// Nothing decoded: the whole object is skipped for one reason.
+    pub fn skipped(object: ObjectRef, kind: ProblemKind, message: impl Into<String>) -> Decoded {
+        Decoded {
+            facts: Vec::new(),
+            problems: vec![DecodeProblem {
+                object,
+                kind,
+                message: message.into(),
+            }],
+        }
+    }
+}
+
 /// Something in an object from outside that rollcache could not use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{object}: {kind}: {message}")]

@@ -2,31 +2,25 @@
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use super::{DecodeProblem, Decoded, ProblemKind, meta, template};
+use super::{Decoded, ProblemKind, meta, template};
 use crate::model::{RevisionFact, SourceKind};
 
 pub fn decode(pod: &Pod) -> Decoded {
     let object = meta::object_ref("Pod", &pod.metadata);
     let mut out = Decoded::default();
     let Some(spec) = pod.spec.as_ref() else {
-        out.problems.push(DecodeProblem {
+        return Decoded::skipped(
             object,
-            kind: ProblemKind::MissingField,
-            message: "no spec; the pod is skipped".into(),
-        });
-        return out;
+            ProblemKind::MissingField,
+            "no spec; the pod is skipped",
+        );
     };
     // The controlling owner as recorded (a ReplicaSet stays a ReplicaSet: mapping it to its
     // Deployment needs the ReplicaSet, which the inventory has).
     let workload = match meta::owning_workload(&pod.metadata, &object) {
         Ok(w) => w,
         Err(message) => {
-            out.problems.push(DecodeProblem {
-                object,
-                kind: ProblemKind::InvalidField,
-                message,
-            });
-            return out;
+            return Decoded::skipped(object, ProblemKind::InvalidField, message);
         }
     };
     let (mut template, problems) = template::from_pod_spec(spec, &object);

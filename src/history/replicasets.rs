@@ -18,24 +18,18 @@ pub fn decode(rs: &ReplicaSet) -> Decoded {
         .and_then(|s| s.template.as_ref())
         .and_then(|t| t.spec.as_ref())
     else {
-        out.problems.push(DecodeProblem {
+        return Decoded::skipped(
             object,
-            kind: ProblemKind::MissingField,
-            message: "no spec.template.spec; the ReplicaSet is skipped".into(),
-        });
-        return out;
+            ProblemKind::MissingField,
+            "no spec.template.spec; the ReplicaSet is skipped",
+        );
     };
     // An owned ReplicaSet is one revision of its Deployment (or another controller); a bare one
     // is its own workload.
     let workload = match meta::owning_workload(&rs.metadata, &object) {
         Ok(w) => w,
         Err(message) => {
-            out.problems.push(DecodeProblem {
-                object,
-                kind: ProblemKind::InvalidField,
-                message,
-            });
-            return out;
+            return Decoded::skipped(object, ProblemKind::InvalidField, message);
         }
     };
     let revision = match rs

@@ -323,3 +323,12 @@ pub async fn wait_pinned_by_us(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `/status` lists at least one source, and every source has synced and is not in error.
+pub fn sources_fresh(s: &serde_json::Value) -> bool {
+    s["sources"].as_array().is_some_and(|a| {
+        !a.is_empty()
+            && a.iter()
+                .all(|x| x["synced"] == true && x.get("error").is_none())
+    })
+}
