@@ -443,6 +443,10 @@ impl Builder {
                         rb.rev.service_account = rb.service_accounts.into_iter().next();
                     }
                     rb.rev.helm_release = rb.releases.into_iter().next();
+                    // Kept until the next rebuild: no spare capacity.
+                    rb.rev.sources.shrink_to_fit();
+                    rb.rev.helm_versions.shrink_to_fit();
+                    rb.rev.pull_secrets.shrink_to_fit();
                     rb.rev
                 })
                 .collect();

@@ -1,16 +1,55 @@
 //! The domain model shared by history, inventory, plan and report: plain values, no I/O.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 /// A workload as Kubernetes names it: the controller that owns the pods (Deployment, StatefulSet,
 /// DaemonSet, Job, CronJob), or a bare Pod / ReplicaSet that has no owner.
+///
+/// Shared, not copied: facts, inventory, plan and report all name workloads, so a clone is a
+/// reference count. Fields read through `Deref` (`id.kind`, `id.namespace`, `id.name`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkloadId(Arc<WorkloadIdParts>);
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct WorkloadId {
+pub struct WorkloadIdParts {
     pub kind: String,
     pub namespace: String,
     pub name: String,
+}
+
+impl WorkloadId {
+    pub fn new(
+        kind: impl Into<String>,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        Self(Arc::new(WorkloadIdParts {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }))
+    }
+}
+
+impl std::ops::Deref for WorkloadId {
+    type Target = WorkloadIdParts;
+    fn deref(&self) -> &WorkloadIdParts {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WorkloadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadId")
+            .field("kind", &self.kind)
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl std::fmt::Display for WorkloadId {
@@ -49,13 +88,48 @@ impl SourceKind {
 
 /// The identity of one object a source watches (a ReplicaSet, a release Secret, a file, ...).
 /// Every fact is filed under the object it came from, so that deleting or re-listing that object
-/// replaces exactly its facts.
+/// replaces exactly its facts. Shared like `WorkloadId`: a clone is a reference count.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ObjectRef(Arc<ObjectRefParts>);
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ObjectRef {
+pub struct ObjectRefParts {
     /// Kubernetes kind of the object (`ReplicaSet`, `Secret`, `ConfigMap`, ...).
     pub kind: String,
     pub namespace: String,
     pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(
+        kind: impl Into<String>,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        Self(Arc::new(ObjectRefParts {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }))
+    }
+}
+
+impl std::ops::Deref for ObjectRef {
+    type Target = ObjectRefParts;
+    fn deref(&self) -> &ObjectRefParts {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectRef")
+            .field("kind", &self.kind)
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl std::fmt::Display for ObjectRef {
@@ -89,6 +163,18 @@ pub struct RevisionFact {
     /// ReplicaSet with replicas > 0.
     pub current: bool,
     pub template: PodTemplate,
+}
+
+impl RevisionFact {
+    /// Gives back the spare capacity decoding left in the fact's vectors: facts are held for as
+    /// long as their object exists, tens of thousands of them on a large cluster.
+    pub fn shrink_to_fit(&mut self) {
+        let t = &mut self.template;
+        t.containers.shrink_to_fit();
+        t.image_pull_secrets.shrink_to_fit();
+        t.scheduling.required_terms.shrink_to_fit();
+        t.scheduling.tolerations.shrink_to_fit();
+    }
 }
 
 /// What a pod template needs from a node, reduced to what rollcache acts on.

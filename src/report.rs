@@ -344,11 +344,7 @@ mod tests {
 
     fn rev(images: Vec<ImageInput>) -> RevisionInput {
         RevisionInput {
-            workload: WorkloadId {
-                kind: "StatefulSet".into(),
-                namespace: "bl01".into(),
-                name: "ioc".into(),
-            },
+            workload: WorkloadId::new("StatefulSet", "bl01", "ioc"),
             helm_release: Some("ioc".into()),
             revision: Some(2),
             helm_revision: Some(3),

@@ -293,11 +293,7 @@ fn nodes_labels_and_taints() {
 }
 
 fn object() -> ObjectRef {
-    ObjectRef {
-        kind: "Test".into(),
-        namespace: "ns".into(),
-        name: "t".into(),
-    }
+    ObjectRef::new("Test", "ns", "t")
 }
 
 /// The typed and the JSON path reduce the same pod spec to the same template.

@@ -38,11 +38,11 @@ fn cm(ns: &str, name: &str, labels: Value, image: &str) -> Value {
 
 /// One fact per ConfigMap, its image from `data.image`; `bad` as image is a decode problem.
 fn decode_cm(c: &ConfigMap) -> Decoded {
-    let object = ObjectRef {
-        kind: "ConfigMap".into(),
-        namespace: c.metadata.namespace.clone().unwrap_or_default(),
-        name: c.metadata.name.clone().unwrap_or_default(),
-    };
+    let object = ObjectRef::new(
+        "ConfigMap",
+        c.metadata.namespace.clone().unwrap_or_default(),
+        c.metadata.name.clone().unwrap_or_default(),
+    );
     let image = c
         .data
         .as_ref()
@@ -63,11 +63,7 @@ fn decode_cm(c: &ConfigMap) -> Decoded {
         facts: vec![RevisionFact {
             source: SourceKind::HelmRelease,
             object: object.clone(),
-            workload: WorkloadId {
-                kind: "Deployment".into(),
-                namespace: object.namespace.clone(),
-                name: object.name.clone(),
-            },
+            workload: WorkloadId::new("Deployment", object.namespace.clone(), object.name.clone()),
             revision: None,
             created: None,
             helm_release: None,
@@ -87,11 +83,7 @@ fn decode_cm(c: &ConfigMap) -> Decoded {
 }
 
 fn oref(ns: &str, name: &str) -> ObjectRef {
-    ObjectRef {
-        kind: "ConfigMap".into(),
-        namespace: ns.into(),
-        name: name.into(),
-    }
+    ObjectRef::new("ConfigMap", ns, name)
 }
 
 fn image_of(store: &HistoryStore, ns: &str, name: &str) -> Option<String> {

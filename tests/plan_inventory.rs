@@ -8,19 +8,11 @@ use rollcache::model::{
 };
 
 fn wid(kind: &str, name: &str) -> WorkloadId {
-    WorkloadId {
-        kind: kind.into(),
-        namespace: "shop".into(),
-        name: name.into(),
-    }
+    WorkloadId::new(kind, "shop", name)
 }
 
 fn obj(kind: &str, name: &str) -> ObjectRef {
-    ObjectRef {
-        kind: kind.into(),
-        namespace: "shop".into(),
-        name: name.into(),
-    }
+    ObjectRef::new(kind, "shop", name)
 }
 
 fn container(name: &str, image: &str, policy: Option<&str>) -> ContainerImage {
@@ -67,11 +59,11 @@ fn helm(
 ) -> RevisionFact {
     RevisionFact {
         source: SourceKind::HelmRelease,
-        object: ObjectRef {
-            kind: "Secret".into(),
-            namespace: "shop".into(),
-            name: format!("sh.helm.release.v1.{release}.v{version}"),
-        },
+        object: ObjectRef::new(
+            "Secret",
+            "shop",
+            format!("sh.helm.release.v1.{release}.v{version}"),
+        ),
         workload,
         revision: Some(version),
         created: Some(1000 + version),

@@ -26,16 +26,8 @@ fn fact(
     };
     RevisionFact {
         source,
-        object: ObjectRef {
-            kind: object_kind.into(),
-            namespace: "shop".into(),
-            name: format!("{name}-{rev}"),
-        },
-        workload: WorkloadId {
-            kind: kind.into(),
-            namespace: "shop".into(),
-            name: name.into(),
-        },
+        object: ObjectRef::new(object_kind, "shop", format!("{name}-{rev}")),
+        workload: WorkloadId::new(kind, "shop", name),
         revision: Some(rev),
         created: Some(rev * 100),
         helm_release: Some("shop".into()),

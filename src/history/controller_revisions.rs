@@ -58,11 +58,11 @@ pub fn decode(cr: &ControllerRevision) -> Decoded {
     out.facts.push(RevisionFact {
         source: SourceKind::ControllerRevision,
         created: meta::created(&cr.metadata),
-        workload: WorkloadId {
-            kind: owner.kind.clone(),
-            namespace: object.namespace.clone(),
-            name: owner.name.clone(),
-        },
+        workload: WorkloadId::new(
+            owner.kind.clone(),
+            object.namespace.clone(),
+            owner.name.clone(),
+        ),
         object,
         revision: Some(cr.revision),
         helm_release: None,

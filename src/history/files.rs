@@ -81,11 +81,7 @@ fn file_ref(path: &Path, doc: Option<String>) -> ObjectRef {
         Some(doc) => format!("{}: {doc}", path.display()),
         None => path.display().to_string(),
     };
-    ObjectRef {
-        kind: "File".into(),
-        namespace: String::new(),
-        name,
-    }
+    ObjectRef::new("File", String::new(), name)
 }
 
 fn file_problem(
@@ -263,10 +259,11 @@ pub fn decode_value(value: Value, origin: &ObjectRef, snap: &mut DirSnapshot) {
                     m.insert("apiVersion".into(), api_version.clone().into());
                 }
             }
-            let item_origin = ObjectRef {
-                name: format!("{} item {}", origin.name, i + 1),
-                ..origin.clone()
-            };
+            let item_origin = ObjectRef::new(
+                origin.kind.as_str(),
+                origin.namespace.as_str(),
+                format!("{} item {}", origin.name, i + 1),
+            );
             decode_value(item, &item_origin, snap);
         }
         return;
@@ -355,11 +352,11 @@ fn plain_workload(kind: &str, value: &Value, origin: &ObjectRef) -> (ObjectRef, 
             .unwrap_or("")
             .to_owned()
     };
-    let object = ObjectRef {
-        kind: kind.to_owned(),
-        namespace: text("/metadata/namespace"),
-        name: text("/metadata/name"),
-    };
+    let object = ObjectRef::new(
+        kind.to_owned(),
+        text("/metadata/namespace"),
+        text("/metadata/name"),
+    );
     let mut decoded = Decoded::default();
     if object.name.is_empty() {
         decoded.problems.push(DecodeProblem {
@@ -383,11 +380,11 @@ fn plain_workload(kind: &str, value: &Value, origin: &ObjectRef) -> (ObjectRef, 
     );
     decoded.facts.push(RevisionFact {
         source: SourceKind::File,
-        workload: WorkloadId {
-            kind: object.kind.clone(),
-            namespace: object.namespace.clone(),
-            name: object.name.clone(),
-        },
+        workload: WorkloadId::new(
+            object.kind.clone(),
+            object.namespace.clone(),
+            object.name.clone(),
+        ),
         revision: text(&annotation).parse().ok(),
         created: text("/metadata/creationTimestamp")
             .parse::<jiff::Timestamp>()

@@ -224,11 +224,11 @@ fn decode_release(object: &ObjectRef, meta: &ObjectMeta, payload: Option<&[u8]>)
             ));
         }
         for w in workloads {
-            let workload = WorkloadId {
-                kind: w.kind.clone(),
-                namespace: w.namespace.clone().unwrap_or_else(|| namespace.clone()),
-                name: w.name.clone(),
-            };
+            let workload = WorkloadId::new(
+                w.kind.clone(),
+                w.namespace.clone().unwrap_or_else(|| namespace.clone()),
+                w.name.clone(),
+            );
             let named = |mut p: DecodeProblem| {
                 p.message = format!("{what} {workload}: {}", p.message);
                 p

@@ -5,11 +5,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use crate::model::{ObjectRef, WorkloadId};
 
 pub fn object_ref(kind: &str, meta: &ObjectMeta) -> ObjectRef {
-    ObjectRef {
-        kind: kind.to_owned(),
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        name: meta.name.clone().unwrap_or_default(),
-    }
+    ObjectRef::new(
+        kind.to_owned(),
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 /// `creationTimestamp` in seconds since the epoch.
@@ -30,16 +30,16 @@ pub fn controller_owner(meta: &ObjectMeta) -> Option<&OwnerReference> {
 /// objects and owner references, but files and exports are not checked.
 pub fn owning_workload(meta: &ObjectMeta, object: &ObjectRef) -> Result<WorkloadId, String> {
     let workload = match controller_owner(meta) {
-        Some(owner) => WorkloadId {
-            kind: owner.kind.clone(),
-            namespace: object.namespace.clone(),
-            name: owner.name.clone(),
-        },
-        None => WorkloadId {
-            kind: object.kind.clone(),
-            namespace: object.namespace.clone(),
-            name: object.name.clone(),
-        },
+        Some(owner) => WorkloadId::new(
+            owner.kind.clone(),
+            object.namespace.clone(),
+            owner.name.clone(),
+        ),
+        None => WorkloadId::new(
+            object.kind.clone(),
+            object.namespace.clone(),
+            object.name.clone(),
+        ),
     };
     if workload.kind.is_empty() || workload.name.is_empty() {
         let which = if controller_owner(meta).is_some() {

@@ -92,8 +92,9 @@ impl SourceStatus {
 pub struct HistorySnapshot {
     /// The change generation this snapshot reflects.
     pub generation: u64,
-    /// Facts per source object (each object's facts shared with the store).
-    pub objects: BTreeMap<ObjectRef, Arc<[RevisionFact]>>,
+    /// Facts per source object, in object order (each object's facts shared with the store; the
+    /// object itself is named in its facts, so the view keeps no copy of the key).
+    pub objects: Vec<Arc<[RevisionFact]>>,
     pub sources: BTreeMap<SourceId, SourceStatus>,
     pub node: Option<NodeFacts>,
     pub node_status: SourceStatus,
@@ -101,7 +102,7 @@ pub struct HistorySnapshot {
 
 impl HistorySnapshot {
     pub fn facts(&self) -> impl Iterator<Item = &RevisionFact> {
-        self.objects.values().flat_map(|f| f.iter())
+        self.objects.iter().flat_map(|f| f.iter())
     }
 
     /// Every registered source is fresh (synced, not re-listing, not in error).
@@ -148,7 +149,9 @@ fn counted(decoded: Decoded, status: &mut SourceStatus) -> Arc<[RevisionFact]> {
     for p in &decoded.problems {
         *status.problems.entry(p.kind).or_default() += 1;
     }
-    decoded.facts.into()
+    let mut facts = decoded.facts;
+    facts.iter_mut().for_each(RevisionFact::shrink_to_fit);
+    facts.into()
 }
 
 impl HistoryStore {
@@ -327,12 +330,16 @@ impl HistoryStore {
         if let Some(s) = &inner.snapshot {
             return s.clone();
         }
-        let mut objects = BTreeMap::new();
-        for src in inner.sources.values() {
-            for (o, f) in &src.objects {
-                objects.insert(o.clone(), f.clone());
-            }
-        }
+        let mut keyed: Vec<(&ObjectRef, &Arc<[RevisionFact]>)> = inner
+            .sources
+            .values()
+            .flat_map(|src| src.objects.iter())
+            .filter(|(_, f)| !f.is_empty())
+            .collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        // The same object through two sources (overlapping watches) counts once.
+        keyed.dedup_by(|a, b| a.0 == b.0);
+        let objects = keyed.into_iter().map(|(_, f)| f.clone()).collect();
         let snap = Arc::new(HistorySnapshot {
             generation: inner.generation,
             objects,
@@ -388,11 +395,7 @@ mod tests {
     use crate::model::WorkloadId;
 
     fn obj(name: &str) -> ObjectRef {
-        ObjectRef {
-            kind: "ReplicaSet".into(),
-            namespace: "ns".into(),
-            name: name.into(),
-        }
+        ObjectRef::new("ReplicaSet", "ns", name)
     }
 
     fn decoded(name: &str, n: usize) -> Decoded {
@@ -400,11 +403,7 @@ mod tests {
             .map(|i| RevisionFact {
                 source: SourceKind::ReplicaSet,
                 object: obj(name),
-                workload: WorkloadId {
-                    kind: "Deployment".into(),
-                    namespace: "ns".into(),
-                    name: format!("{name}-{i}"),
-                },
+                workload: WorkloadId::new("Deployment", "ns", format!("{name}-{i}")),
                 revision: Some(i as i64),
                 created: None,
                 helm_release: None,

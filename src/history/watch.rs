@@ -281,11 +281,11 @@ struct FactSink<K> {
 }
 
 fn object_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef {
-    ObjectRef {
-        kind: K::kind(&()).into_owned(),
-        namespace: obj.meta().namespace.clone().unwrap_or_default(),
-        name: obj.meta().name.clone().unwrap_or_default(),
-    }
+    ObjectRef::new(
+        K::kind(&()).into_owned(),
+        obj.meta().namespace.clone().unwrap_or_default(),
+        obj.meta().name.clone().unwrap_or_default(),
+    )
 }
 
 impl<K: Resource<DynamicType = ()> + Send> FactSink<K> {

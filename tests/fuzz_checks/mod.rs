@@ -329,11 +329,7 @@ pub fn manifest(text: &str) {
         assert!(WORKLOAD_KINDS.contains(&w.kind.as_str()), "{}", w.kind);
         assert!(!w.name.is_empty());
         assert!(w.index < docs.len());
-        let object = ObjectRef {
-            kind: "Fuzz".into(),
-            namespace: "ns".into(),
-            name: "x".into(),
-        };
+        let object = ObjectRef::new("Fuzz", "ns", "x");
         template_value(&w.object, &object);
     }
     for e in &errors {
@@ -485,11 +481,7 @@ pub fn files_yaml(text: &str) -> DirSnapshot {
 
 /// `files::decode_value` on one JSON value.
 pub fn files_value(v: &Value) -> DirSnapshot {
-    let origin = ObjectRef {
-        kind: "File".into(),
-        namespace: String::new(),
-        name: FILE_PATH.into(),
-    };
+    let origin = ObjectRef::new("File", String::new(), FILE_PATH);
     let mut snap = DirSnapshot::default();
     rollcache::history::files::decode_value(v.clone(), &origin, &mut snap);
     let mut again = DirSnapshot::default();
