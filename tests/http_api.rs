@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use rollcache::http::{
-    Health, HttpState, PrefetchAccepted, PrefetchCommand, admin_router, metrics_router,
+    Health, HttpState, PrefetchAccepted, PrefetchCommand, StatusDoc, admin_router, metrics_router,
 };
 use rollcache::metrics::Metrics;
 use tokio::sync::{mpsc, watch};
@@ -16,7 +16,7 @@ use tower::ServiceExt;
 
 fn state() -> (HttpState, mpsc::Receiver<PrefetchCommand>) {
     let (tx, rx) = mpsc::channel(4);
-    let (_s, status) = watch::channel(axum::body::Bytes::from_static(br#"{"revisions":[]}"#));
+    let (_s, status) = watch::channel(StatusDoc::from_json(br#"{"revisions":[]}"#));
     std::mem::forget(_s);
     (
         HttpState {
@@ -69,6 +69,48 @@ async fn metrics_health_and_readiness() {
     let (code, text) = call(metrics_router(s), get("/status")).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(text, r#"{"revisions":[]}"#);
+}
+
+/// The status is kept compressed: clients that accept gzip get it as is, the others get JSON.
+#[tokio::test]
+async fn status_is_served_compressed_or_plain_as_the_client_asks() {
+    use std::io::Read as _;
+    let json = serde_json::to_vec(&serde_json::json!({
+        "report": (0..2000).map(|i| serde_json::json!({"workload": format!("ns/app-{i}"), "readiness": "offline-ready"})).collect::<Vec<_>>()
+    }))
+    .unwrap();
+    let (mut s, _rx) = state();
+    let (tx, rx) = watch::channel(StatusDoc::from_json(&json));
+    s.status = rx;
+    assert!(
+        tx.borrow().gzip().len() * 10 < json.len(),
+        "kept compressed: {} of {} bytes",
+        tx.borrow().gzip().len(),
+        json.len()
+    );
+    let (code, text) = call(metrics_router(s.clone()), get("/status")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(text.as_bytes(), &json[..]);
+    for accept in ["gzip", "br, gzip;q=0.8", "*"] {
+        let req = Request::get("/status")
+            .header("accept-encoding", accept)
+            .body(Body::empty())
+            .unwrap();
+        let resp = admin_router(s.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.headers()["content-encoding"], "gzip", "{accept}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain, json, "{accept}");
+    }
+    let req = Request::get("/status")
+        .header("accept-encoding", "gzip;q=0, identity")
+        .body(Body::empty())
+        .unwrap();
+    let resp = metrics_router(s).oneshot(req).await.unwrap();
+    assert!(resp.headers().get("content-encoding").is_none());
 }
 
 #[test]

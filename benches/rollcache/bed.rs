@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rollcache::config::Config;
 use rollcache::history::store::HistoryStore;
 use rollcache::history::watch::spawn_watchers;
-use rollcache::http::Health;
+use rollcache::http::{Health, StatusDoc};
 use rollcache::metrics::Metrics;
 use rollcache::node::{
     Deadlines, FsInfo, ImageInfo, ImageRuntime, Node, NodeError, PinOutcome, PullOutcome,
@@ -95,7 +95,7 @@ pub async fn wait_pinned(
 /// (without the HTTP listeners and config-file reload, which play no part in these figures).
 pub struct RunningDaemon {
     pub store: Arc<HistoryStore>,
-    pub status: watch::Receiver<axum::body::Bytes>,
+    pub status: watch::Receiver<StatusDoc>,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
     daemon: Option<tokio::task::JoinHandle<()>>,
@@ -116,8 +116,7 @@ impl RunningDaemon {
             &mut tasks,
         );
         let (config_tx, config_rx) = watch::channel(Arc::new(cfg));
-        let (status_tx, status_rx) =
-            watch::channel(axum::body::Bytes::from_static(br#"{"starting":true}"#));
+        let (status_tx, status_rx) = watch::channel(StatusDoc::from_json(br#"{"starting":true}"#));
         let (prefetch_tx, prefetch_rx) = mpsc::channel(1);
         let daemon = Daemon {
             runtime,

@@ -108,7 +108,7 @@ async fn wait_done(
     let begin = Instant::now();
     loop {
         let doc: serde_json::Value =
-            serde_json::from_slice(&status.borrow_and_update()).unwrap_or_default();
+            serde_json::from_slice(&status.borrow_and_update().json()).unwrap_or_default();
         let pinned = doc
             .get("images_pinned")
             .and_then(serde_json::Value::as_u64)

@@ -53,7 +53,8 @@ pub async fn plan_run(api: &ApiServer, node: &Node, socket: &Path) -> anyhow::Re
     let pass = loop {
         let done = {
             let s: serde_json::Value =
-                serde_json::from_slice(&daemon.status.borrow_and_update()).unwrap_or_default();
+                serde_json::from_slice(&daemon.status.borrow_and_update().json())
+                    .unwrap_or_default();
             complete_status(&s).is_some_and(|(desired, _)| desired == images)
         };
         if done {
@@ -106,7 +107,8 @@ pub async fn startup(api: &ApiServer, node: &Node, socket: &Path) -> anyhow::Res
     let (decided, images) = loop {
         let found = {
             let s: serde_json::Value =
-                serde_json::from_slice(&daemon.status.borrow_and_update()).unwrap_or_default();
+                serde_json::from_slice(&daemon.status.borrow_and_update().json())
+                    .unwrap_or_default();
             complete_status(&s).filter(|(d, p)| d == p && *d > 0)
         };
         if let Some((desired, _)) = found {

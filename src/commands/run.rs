@@ -17,7 +17,7 @@ use crate::config::ConfigArgs;
 use crate::config::reload::{self, ReloadOutcome};
 use crate::history::secrets::SecretReader;
 use crate::history::store::HistoryStore;
-use crate::http::{self, Health, HttpState};
+use crate::http::{self, Health, HttpState, StatusDoc};
 use crate::metrics::Metrics;
 use crate::node::{Deadlines, ImageRuntime, Node};
 use crate::reconcile::credentials::KubeCredentials;
@@ -31,6 +31,8 @@ pub struct RunArgs {
 
 /// How long cached pull secrets are reused before they are read again.
 const SECRET_TTL: Duration = Duration::from_secs(60);
+/// Freed memory goes back to the system this long after the last reconcile pass of a burst.
+const MEMORY_TRIM_QUIET: Duration = Duration::from_secs(3);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
@@ -90,8 +92,7 @@ pub async fn run_with(
         metrics: metrics_listener.local_addr()?,
         admin: admin_listener.local_addr()?,
     };
-    let (status_tx, status_rx) =
-        watch::channel(axum::body::Bytes::from_static(br#"{"starting":true}"#));
+    let (status_tx, status_rx) = watch::channel(StatusDoc::from_json(br#"{"starting":true}"#));
     let (prefetch_tx, prefetch_rx) = mpsc::channel(16);
     let state = HttpState {
         metrics: metrics.clone(),
@@ -167,6 +168,11 @@ pub async fn run_with(
             cancel.clone(),
         )),
     };
+    tasks.spawn(crate::memory::trim_after_bursts(
+        daemon.status.subscribe(),
+        MEMORY_TRIM_QUIET,
+        cancel.clone(),
+    ));
     let loop_cancel = cancel.clone();
     let mut daemon_task = tokio::spawn(daemon.run(loop_cancel));
 

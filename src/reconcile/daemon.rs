@@ -44,7 +44,7 @@ pub struct Daemon {
     pub config: watch::Receiver<Arc<Config>>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
-    pub status: watch::Sender<axum::body::Bytes>,
+    pub status: watch::Sender<crate::http::StatusDoc>,
     pub prefetch: mpsc::Receiver<PrefetchCommand>,
     pub credentials: Option<Arc<dyn Credentials>>,
     /// Whether the runtime honours the pin label (detected at start).
@@ -494,7 +494,9 @@ impl Daemon {
             .set(i64::from(status.disk.over_budget));
         m.runtime_can_pin.set(i64::from(self.can_pin));
         let body = serde_json::to_vec(&status).unwrap_or_default();
-        self.status.send_replace(body.into());
+        drop(status);
+        self.status
+            .send_replace(crate::http::StatusDoc::from_json(&body));
     }
 
     /// Source health for `/status`, and the source metrics (counters advance by what is new).
