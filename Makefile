@@ -28,7 +28,8 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # Benchmarks (release build, a fresh containerd per pull run; ~20 min, BENCH_QUICK=1 for a
-# smaller run). Not part of `make test`. Results and how to read them: BENCHMARKS.md.
+# smaller run). With KUBECONFIG set, the latency and scale sections also run against that API
+# server. Not part of `make test`. Results and how to read them: BENCHMARKS.md.
 bench: deps
 	$(CARGO) bench --bench rollcache
 

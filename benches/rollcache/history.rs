@@ -180,18 +180,19 @@ pub fn helm_secret(ns: &str, app: &str, version: u32, latest: bool, manifest: &s
 }
 
 /// The scale history: `workloads` workloads of `revisions` revisions each, spread over 20
-/// namespaces; even ones Deployments (ReplicaSets), odd ones StatefulSets (ControllerRevisions);
+/// namespaces (`{ns_prefix}team-00` …); even ones Deployments (ReplicaSets), odd ones StatefulSets (ControllerRevisions);
 /// every workload is also a Helm release with one Secret per revision carrying a manifest of
 /// `manifest_bytes`. `image(w, r)` names revision r of workload w's image.
 pub fn scale_objects(
+    ns_prefix: &str,
     workloads: usize,
     revisions: u32,
     manifest_bytes: usize,
     image: impl Fn(usize, u32) -> String,
-    mut sink: impl FnMut(Value),
+    sink: &mut dyn FnMut(Value),
 ) {
     for w in 0..workloads {
-        let ns = format!("team-{:02}", w % 20);
+        let ns = format!("{ns_prefix}team-{:02}", w % 20);
         let app = format!("app-{w:04}");
         let deployment = w % 2 == 0;
         for r in 1..=revisions {
@@ -211,4 +212,9 @@ pub fn scale_objects(
             sink(helm_secret(&ns, &app, r, latest, &m));
         }
     }
+}
+
+/// The 20 namespaces the scale and start-up histories spread over (before any prefix).
+pub fn team_namespaces() -> Vec<String> {
+    (0..20).map(|i| format!("team-{i:02}")).collect()
 }

@@ -1,8 +1,10 @@
 //! `make bench`: rollcache measured against the direct path, in one run, on this machine.
-//! Pull figures run each on a fresh containerd; Kubernetes figures use the in-test API server.
+//! Pull figures run each on a fresh containerd; Kubernetes figures use the in-test API server
+//! and, when `KUBECONFIG` points at one, a real API server too.
 //! `BENCH_QUICK=1` runs a smaller set; `BENCH_ONLY=pulls,large,latency,scale` picks sections.
 #![forbid(unsafe_code)]
 
+mod api;
 mod bed;
 mod history;
 mod latency;
@@ -10,13 +12,15 @@ mod pulls;
 mod scale;
 mod stats;
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use rollcache::testbed::apiserver::ApiServer;
+use rollcache::testbed::containerd::Containerd;
 use rollcache::testbed::deps::{self, ContainerdVersion};
 use rollcache::testbed::oci::{ImageSpec, LayerSpec, Platform, shared_base_set};
 use rollcache::testbed::registry::Registry;
 
+use api::{History, Target};
 use stats::{Report, Series, Unit, percentile};
 
 const MB: u64 = 1000 * 1000;
@@ -104,18 +108,36 @@ async fn run() -> anyhow::Result<()> {
     let version = ContainerdVersion::from_env()?;
     let began = Instant::now();
     let load_before = loadavg();
+    // Where KUBECONFIG points at a real API server, the Kubernetes figures are also taken there.
+    let kube_figures = selected("latency") || selected("scale");
+    let real = match std::env::var_os("KUBECONFIG") {
+        Some(path) if kube_figures && !path.is_empty() => {
+            progress(&format!(
+                "KUBECONFIG={}: the Kubernetes figures are also taken against that API server",
+                path.to_string_lossy()
+            ));
+            let r = Arc::new(api::RealApi::connect(path).await?);
+            for line in r.describe() {
+                progress(&format!("  {line}"));
+            }
+            Some(r)
+        }
+        _ => None,
+    };
     let mut report = Report::default();
-    report.section(
-        "Machine",
-        vec![],
-        machine(version, quick)
-            .into_iter()
-            .chain(std::iter::once(format!(
-                "command: {}",
-                std::env::args().collect::<Vec<_>>().join(" ")
-            )))
-            .collect(),
-    );
+    let mut machine_notes = machine(version, quick);
+    if kube_figures {
+        machine_notes
+            .push("Kubernetes figures: in-test API server (rollcache::testbed::apiserver)".into());
+    }
+    if let Some(r) = &real {
+        machine_notes.extend(r.describe());
+    }
+    machine_notes.push(format!(
+        "command: {}",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    ));
+    report.section("Machine", vec![], machine_notes);
 
     let registry = Registry::start(None).await?;
     let reg = registry.addr();
@@ -165,12 +187,43 @@ async fn run() -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    if selected("latency") {
-        latency_section(&mut report, &sz, version, &registry, &tiny).await?;
+    let mut targets = vec![Target::InTest];
+    targets.extend(real.iter().map(|r| Target::Real(r.clone())));
+    let mut kube_result = Ok(());
+    for target in &targets {
+        if let Target::Real(r) = target {
+            progress(&format!(
+                "Kubernetes figures against the real API server {} (version {})",
+                r.url, r.version
+            ));
+        }
+        if selected("latency")
+            && let Err(e) =
+                latency_section(&mut report, &sz, version, &registry, &tiny, target).await
+        {
+            kube_result = Err(e);
+            break;
+        }
+        if selected("scale")
+            && let Err(e) = scale_section(
+                &mut report,
+                &sz,
+                version,
+                &registry,
+                &tiny,
+                work.path(),
+                target,
+            )
+            .await
+        {
+            kube_result = Err(e);
+            break;
+        }
     }
-    if selected("scale") {
-        scale_section(&mut report, &sz, version, &registry, &tiny, work.path()).await?;
+    if let Some(r) = &real {
+        r.cleanup().await;
     }
+    kube_result?;
     report.section(
         "Run",
         vec![],
@@ -289,6 +342,7 @@ async fn latency_section(
     version: ContainerdVersion,
     registry: &Registry,
     tiny: &[String],
+    target: &Target,
 ) -> anyhow::Result<()> {
     let images = &tiny[..sz.latency_revisions];
     let mut p50 = Series::new("p50 per run", Unit::Millis);
@@ -296,7 +350,14 @@ async fn latency_section(
     let mut worst = Series::new("max per run", Unit::Millis);
     let mut all = Vec::new();
     for round in 0..sz.repeats {
-        let l = latency::reaction(version, registry, images).await?;
+        let l = latency::reaction(
+            version,
+            registry,
+            images,
+            target,
+            &format!("latency-{round}"),
+        )
+        .await?;
         progress(&format!(
             "round {round}: reaction p50 {:.1} ms, p99 {:.1} ms",
             percentile(&l, 50.0),
@@ -308,18 +369,44 @@ async fn latency_section(
         all.extend(l);
     }
     let pooled99 = percentile(&all, 99.0);
+    let mut notes = vec![format!(
+        "pooled over {} revisions: p50 {:.1} ms, p99 {:.1} ms",
+        all.len(),
+        percentile(&all, 50.0),
+        pooled99
+    )];
+    if target.is_real() {
+        notes.push("clock: just before the create request is sent → the daemon's pull call (in-process); the ReplicaSet's status is written through /status right after the create, as its controller would".into());
+    }
     report.section(
-        "Reaction latency (revision in the API → pull call), start jitter off",
+        &format!(
+            "Reaction latency (revision in the API → pull call), start jitter off{}",
+            target.title()
+        ),
         vec![p50, p99, worst],
-        vec![format!(
-            "pooled over {} revisions: p50 {:.1} ms, p99 {:.1} ms",
-            all.len(),
-            percentile(&all, 50.0),
-            pooled99
-        )],
+        notes,
     );
-    report.check("reaction latency p99", pooled99, 250.0, Unit::Millis);
+    report.check(
+        &format!("reaction latency p99{}", target.check_suffix()),
+        pooled99,
+        250.0,
+        Unit::Millis,
+    );
     Ok(())
+}
+
+/// How the objects of a history got into a real API server (None: in-test, not worth a line).
+fn filled_note(target: &Target, what: &str, f: &api::Filled) -> Option<String> {
+    target.is_real().then(|| {
+        format!(
+            "{what}: {} objects ({}) created through the API server in {:.0} s, {} in flight ({:.0} objects/s; not timed)",
+            f.objects,
+            Unit::Bytes.show(f.bytes as f64),
+            f.took.as_secs_f64(),
+            api::IN_FLIGHT,
+            f.objects as f64 / f.took.as_secs_f64().max(0.001)
+        )
+    })
 }
 
 async fn scale_section(
@@ -329,6 +416,7 @@ async fn scale_section(
     registry: &Registry,
     tiny: &[String],
     work: &std::path::Path,
+    target: &Target,
 ) -> anyhow::Result<()> {
     let present = &tiny[..sz.startup_images];
     progress(&format!(
@@ -339,58 +427,110 @@ async fn scale_section(
     let t = Instant::now();
     bed::pull_all(&node, present, 8).await?;
     progress(&format!("  took {:.1?}", t.elapsed()));
+    let teams = history::team_namespaces();
+
+    // One history at a time: on a real server the daemon may watch cluster-wide.
+    progress("rollcache run as a child: empty history (baseline)");
+    let empty = History::new(target, "empty", &teams).await?;
+    let base = scale::child(&empty, &ctd.socket(), work, 0, &[]).await;
+    empty.clear().await?;
+    let base = base?;
 
     progress(&format!(
         "serving {} workloads × {} revisions (not timed)",
         sz.workloads, sz.revisions
     ));
-    let api = ApiServer::start().await?;
-    let (mut objects, mut bytes) = (0usize, 0usize);
+    let h = History::new(target, "scale", &teams).await?;
     let per_workload = sz.revisions as usize;
-    history::scale_objects(
-        sz.workloads,
-        sz.revisions,
-        sz.manifest_bytes,
-        |w, r| present[(w * per_workload + r as usize - 1) % present.len()].clone(),
-        |obj| {
-            objects += 1;
-            bytes += obj.to_string().len();
-            api.apply(obj).expect("the API server takes the object");
-        },
-    );
-    let startup_api = ApiServer::start().await?;
-    for (i, image) in present.iter().enumerate() {
-        startup_api.apply(history::replicaset(
-            &format!("team-{:02}", i % 20),
-            &format!("svc-{i:04}"),
-            1,
-            image,
-            true,
-        ))?;
-    }
-    let empty_api = ApiServer::start().await?;
+    let (workloads, revisions, manifest_bytes) = (sz.workloads, sz.revisions, sz.manifest_bytes);
+    let (images, prefix) = (present.to_vec(), h.prefix().to_string());
+    let filled = h
+        .fill("scale history", workloads * per_workload * 2, move |sink| {
+            history::scale_objects(
+                &prefix,
+                workloads,
+                revisions,
+                manifest_bytes,
+                |w, r| images[(w * per_workload + r as usize - 1) % images.len()].clone(),
+                sink,
+            )
+        })
+        .await;
+    let measured = match filled {
+        Ok(filled) => scale_runs(report, sz, target, &h, &node, &ctd, work, &base, &filled).await,
+        Err(e) => Err(e),
+    };
+    progress("removing the scale history");
+    h.clear().await?;
+    measured?;
 
-    progress("rollcache run as a child: empty history (baseline)");
-    let base = scale::child(&empty_api, &ctd.socket(), work, 0, &[]).await?;
+    let s = History::new(target, "startup", &teams).await?;
+    let images = present.to_vec();
+    let prefix = s.prefix().to_string();
+    let filled = s
+        .fill("start-up history", images.len(), move |sink| {
+            for (i, image) in images.iter().enumerate() {
+                sink(history::replicaset(
+                    &format!("{prefix}team-{:02}", i % 20),
+                    &format!("svc-{i:04}"),
+                    1,
+                    image,
+                    true,
+                ));
+            }
+        })
+        .await;
+    let measured = match filled {
+        Ok(filled) => {
+            startup_runs(report, sz, target, &s, &node, &ctd, present.len(), &filled).await
+        }
+        Err(e) => Err(e),
+    };
+    progress("removing the start-up history");
+    s.clear().await?;
+    measured?;
+    drop(ctd);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn scale_runs(
+    report: &mut Report,
+    sz: &Sizes,
+    target: &Target,
+    h: &History,
+    node: &rollcache::node::Node,
+    ctd: &Containerd,
+    work: &std::path::Path,
+    base: &scale::ChildRun,
+    filled: &api::Filled,
+) -> anyhow::Result<()> {
     let mut rss = Series::new("RSS at steady state", Unit::Bytes);
     let mut peak = Series::new("peak RSS (VmHWM)", Unit::Bytes);
     let mut cpu = Series::new("CPU while idle (10 s)", Unit::Percent);
     let mut settle = Series::new("child: process start → all pinned", Unit::Seconds);
-    let mut api_bytes = Series::new("bytes sent to the node's watches", Unit::Bytes);
+    let mut api_bytes = Series::new(
+        if target.is_real() {
+            "bytes from the API server to the node (wire)"
+        } else {
+            "bytes sent to the node's watches"
+        },
+        Unit::Bytes,
+    );
     let mut per_rev = Series::new("bytes kept per revision", Unit::Bytes);
     let mut plan_t = Series::new("lists complete → plan (in-process)", Unit::Millis);
     let mut pass_t = Series::new("lists complete → daemon status", Unit::Millis);
     let mut lists_t = Series::new("lists (watchers start → synced)", Unit::Seconds);
     progress("first start on the full history: the daemon pins every image (in-process)");
-    let first = scale::plan_run(&api, &node, &ctd.socket()).await?;
+    let first = scale::plan_run(h, node, &ctd.socket()).await?;
     let mut first_pin = Series::new("first start: lists complete → all pinned", Unit::Seconds);
     first_pin.push_duration(first.daemon_pass);
     let mut revisions = 0;
-    let mut api_requests = 0;
+    let mut traffic = None;
     let mut desired = 0;
     for round in 0..sz.repeats.max(2) {
         progress(&format!("round {round}: plan after lists, in-process"));
-        let p = scale::plan_run(&api, &node, &ctd.socket()).await?;
+        let p = scale::plan_run(h, node, &ctd.socket()).await?;
         plan_t.push_duration(p.plan);
         pass_t.push_duration(p.daemon_pass);
         lists_t.push_duration(p.lists);
@@ -401,13 +541,15 @@ async fn scale_section(
         progress(&format!(
             "round {round}: rollcache run as a child, full history"
         ));
-        let c = scale::child(&api, &ctd.socket(), work, desired, &[]).await?;
+        let c = scale::child(h, &ctd.socket(), work, desired, &[]).await?;
         rss.push(c.rss as f64);
         peak.push(c.peak_rss as f64);
         cpu.push(c.idle_cpu_percent);
         settle.push_duration(c.settled);
-        api_bytes.push(c.api_bytes as f64);
-        api_requests = c.api_requests;
+        if let Some(t) = &c.traffic {
+            api_bytes.push(t.bytes as f64);
+        }
+        traffic = c.traffic;
         anyhow::ensure!(
             c.desired as usize == desired,
             "the child planned {} images",
@@ -417,7 +559,7 @@ async fn scale_section(
     }
     progress("rollcache run as a child, full history, MALLOC_ARENA_MAX=2");
     let arena = scale::child(
-        &api,
+        h,
         &ctd.socket(),
         work,
         desired,
@@ -427,54 +569,111 @@ async fn scale_section(
     let rss_median = rss.median();
     let cpu_max = cpu.max();
     let pass_median = pass_t.median() / 1000.0;
+    let mut series = vec![
+        lists_t, plan_t, pass_t, first_pin, settle, rss, peak, cpu, per_rev,
+    ];
+    let mut notes = vec![
+        format!(
+            "{} objects ({}) served: ReplicaSets, ControllerRevisions, Helm release Secrets with ~{} KB manifests",
+            filled.objects,
+            Unit::Bytes.show(filled.bytes as f64),
+            sz.manifest_bytes / 1000
+        ),
+        format!(
+            "inventory: {revisions} revisions; plan: {desired} images (all present; the first start pins them, the later runs find them pinned)"
+        ),
+    ];
+    notes.extend(filled_note(target, "history", filled));
+    match (&traffic, target) {
+        (Some(t), _) => {
+            series.push(api_bytes);
+            if let Some(n) = t.requests {
+                notes.push(format!("the child's lists and watches: {n} requests"));
+            }
+            if let Some(n) = t.connections {
+                notes.push(format!(
+                    "the child's connections to the API server: {n} (through a counting TCP proxy: bytes on the wire, TLS and HTTP framing included; requests inside TLS not counted)"
+                ));
+            }
+        }
+        (None, Target::Real(r)) => notes.push(format!(
+            "bytes sent to the node's watches: not measured against a real API server ({})",
+            r.proxy_error().unwrap_or("no counter")
+        )),
+        (None, Target::InTest) => {}
+    }
+    if let Target::Real(r) = target {
+        notes.push(if r.cluster_wide {
+            "the daemon and the child watch cluster-wide: 5 watches".into()
+        } else {
+            format!(
+                "the daemon and the child watch the history's {} namespaces: {} watches",
+                history::team_namespaces().len(),
+                5 * history::team_namespaces().len()
+            )
+        });
+    }
+    notes.push(format!(
+        "one more child with MALLOC_ARENA_MAX=2 (glibc arenas capped): RSS {}, peak {}",
+        Unit::Bytes.show(arena.rss as f64),
+        Unit::Bytes.show(arena.peak_rss as f64)
+    ));
+    notes.push(format!(
+        "baseline child (same containerd, empty history): RSS {}, idle CPU {:.2} %",
+        Unit::Bytes.show(base.rss as f64),
+        base.idle_cpu_percent
+    ));
+    let title = match target {
+        Target::InTest => " (in-test API server)".to_string(),
+        Target::Real(_) => target.title(),
+    };
     report.section(
         &format!(
-            "Scale: {} workloads × {} revisions (in-test API server)",
+            "Scale: {} workloads × {} revisions{title}",
             sz.workloads, sz.revisions
         ),
-        vec![
-            lists_t, plan_t, pass_t, first_pin, settle, rss, peak, cpu, per_rev, api_bytes,
-        ],
-        vec![
-            format!(
-                "{objects} objects ({}) served: ReplicaSets, ControllerRevisions, Helm release Secrets with ~{} KB manifests",
-                Unit::Bytes.show(bytes as f64),
-                sz.manifest_bytes / 1000
-            ),
-            format!("inventory: {revisions} revisions; plan: {desired} images (all present; the first start pins them, the later runs find them pinned)"),
-            format!("the child's lists and watches: {api_requests} requests"),
-            format!(
-                "one more child with MALLOC_ARENA_MAX=2 (glibc arenas capped): RSS {}, peak {}",
-                Unit::Bytes.show(arena.rss as f64),
-                Unit::Bytes.show(arena.peak_rss as f64)
-            ),
-            format!(
-                "baseline child (same containerd, empty history): RSS {}, idle CPU {:.2} %",
-                Unit::Bytes.show(base.rss as f64),
-                base.idle_cpu_percent
-            ),
-        ],
+        series,
+        notes,
     );
+    let sfx = target.check_suffix();
     report.check(
-        "plan after lists (daemon pass)",
+        &format!("plan after lists (daemon pass){sfx}"),
         pass_median,
         2.0,
         Unit::Seconds,
     );
     report.check(
-        &format!("RSS at {revisions} revisions"),
+        &format!("RSS at {revisions} revisions{sfx}"),
         rss_median,
         64.0 * 1024.0 * 1024.0,
         Unit::Bytes,
     );
-    report.check("CPU while idle (worst run)", cpu_max, 1.0, Unit::Percent);
+    report.check(
+        &format!("CPU while idle (worst run){sfx}"),
+        cpu_max,
+        1.0,
+        Unit::Percent,
+    );
+    Ok(())
+}
 
+#[allow(clippy::too_many_arguments)]
+async fn startup_runs(
+    report: &mut Report,
+    sz: &Sizes,
+    target: &Target,
+    h: &History,
+    node: &rollcache::node::Node,
+    ctd: &Containerd,
+    present: usize,
+    filled: &api::Filled,
+) -> anyhow::Result<()> {
     let mut decided = Series::new("start → nothing to pull decided", Unit::Millis);
     let mut lists = Series::new("of which sources listing", Unit::Millis);
     let mut calls = Series::new("runtime list calls until then", Unit::Count);
     let mut pulls_started = 0;
     for round in 0..sz.repeats {
-        let s = scale::startup(&startup_api, &node, &ctd.socket()).await?;
+        let s = scale::startup(h, node, &ctd.socket()).await?;
         progress(&format!(
             "round {round}: start-up decided in {:.1?} ({} list calls, {} pulls)",
             s.decided, s.list_calls, s.pulls
@@ -483,28 +682,24 @@ async fn scale_section(
         lists.push_duration(s.lists);
         calls.push(s.list_calls as f64);
         pulls_started += s.pulls + s.pins;
-        anyhow::ensure!(
-            s.images == present.len(),
-            "start-up planned {} images",
-            s.images
-        );
+        anyhow::ensure!(s.images == present, "start-up planned {} images", s.images);
     }
     let decided_median = decided.median() / 1000.0;
+    let mut notes = vec![format!(
+        "{present} Deployments, one ReplicaSet each, every image present and pinned; pulls + pins started: {pulls_started}"
+    )];
+    notes.extend(filled_note(target, "history", filled));
     report.section(
-        &format!("Start-up with {} images present", present.len()),
+        &format!("Start-up with {present} images present{}", target.title()),
         vec![decided, lists, calls],
-        vec![format!(
-            "{} Deployments, one ReplicaSet each, every image present and pinned; pulls + pins started: {pulls_started}",
-            present.len()
-        )],
+        notes,
     );
     report.check(
-        "start-up: nothing to pull",
+        &format!("start-up: nothing to pull{}", target.check_suffix()),
         decided_median,
         1.0,
         Unit::Seconds,
     );
-    drop(ctd);
     Ok(())
 }
 

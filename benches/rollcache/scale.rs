@@ -1,4 +1,4 @@
-//! Scale: a large history served by the in-test API server. Time from lists complete to the first
+//! Scale: a large history served by the in-test or a real API server. Time from lists complete to the first
 //! full plan (in-process), the real `rollcache run` binary's resident memory and idle CPU (as a
 //! child process, so the benchmark's own memory does not count), and start-up with every image
 //! already present.
@@ -14,9 +14,9 @@ use rollcache::inventory::Inventory;
 use rollcache::model::NodeFacts;
 use rollcache::node::Node;
 use rollcache::plan::PlanConfig;
-use rollcache::testbed::apiserver::ApiServer;
 use serde_json::Value;
 
+use crate::api::{History, Traffic};
 use crate::bed::{self, RunningDaemon, Timed};
 
 /// What one in-process plan run saw.
@@ -32,11 +32,11 @@ pub struct PlanRun {
     pub images: usize,
 }
 
-/// Starts the daemon (on the real runtime at `node`) against `api`, waits for the lists, then
+/// Starts the daemon (on the real runtime at `node`) on history `h`, waits for the lists, then
 /// times the plan directly and the daemon's first pass on the complete view.
-pub async fn plan_run(api: &ApiServer, node: &Node, socket: &Path) -> anyhow::Result<PlanRun> {
+pub async fn plan_run(h: &History, node: &Node, socket: &Path) -> anyhow::Result<PlanRun> {
     let timed = Arc::new(Timed::new(node.clone()));
-    let mut daemon = RunningDaemon::start(&api.client()?, timed.clone(), bed::bench_config(socket));
+    let mut daemon = RunningDaemon::start(&h.client()?, timed.clone(), h.config(socket));
     let lists = daemon.wait_synced(Duration::from_secs(600)).await?;
     let synced_at = Instant::now();
     let snap = daemon.store.snapshot();
@@ -99,10 +99,10 @@ pub struct Startup {
     pub images: usize,
 }
 
-pub async fn startup(api: &ApiServer, node: &Node, socket: &Path) -> anyhow::Result<Startup> {
+pub async fn startup(h: &History, node: &Node, socket: &Path) -> anyhow::Result<Startup> {
     let timed = Arc::new(Timed::new(node.clone()));
     let start = Instant::now();
-    let mut daemon = RunningDaemon::start(&api.client()?, timed.clone(), bed::bench_config(socket));
+    let mut daemon = RunningDaemon::start(&h.client()?, timed.clone(), h.config(socket));
     let mut lists = None;
     let (decided, images) = loop {
         let found = {
@@ -147,33 +147,27 @@ pub struct ChildRun {
     /// CPU time over the idle window, as a share of one core.
     pub idle_cpu_percent: f64,
     pub desired: u64,
-    pub api_bytes: u64,
-    pub api_requests: u64,
+    /// What the child received from the API server (None: not measurable there).
+    pub traffic: Option<Traffic>,
 }
 
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
 
-/// Runs `rollcache run` against `api` and containerd at `socket` until settled, then measures
+/// Runs `rollcache run` on history `h` and containerd at `socket` until settled, then measures
 /// memory and CPU over an idle window. `expect_desired` images must end up pinned.
 pub async fn child(
-    api: &ApiServer,
+    h: &History,
     socket: &Path,
     work: &Path,
     expect_desired: usize,
     env: &[(&str, &str)],
 ) -> anyhow::Result<ChildRun> {
-    let kubeconfig = work.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    server: {}\nusers:\n- name: bench\n  user: {{}}\ncontexts:\n- name: bench\n  context:\n    cluster: bench\n    user: bench\ncurrent-context: bench\n",
-            api.url()
-        ),
-    )?;
+    let kubeconfig = h.child_kubeconfig(work)?;
+    let namespaces = h.watch_namespaces();
     let metrics_port = free_port()?;
     let admin_port = free_port()?;
     let log = std::fs::File::create(work.join("rollcache-run.log"))?;
-    api.reset_stats();
+    h.reset_traffic();
     let start = Instant::now();
     // BENCH_CHILD_WRAPPER (e.g. `valgrind --tool=massif`) runs the child under a profiler.
     let wrapper = std::env::var("BENCH_CHILD_WRAPPER").unwrap_or_default();
@@ -195,6 +189,11 @@ pub async fn child(
         .arg(format!("127.0.0.1:{metrics_port}"))
         .arg("--admin-addr")
         .arg(format!("127.0.0.1:{admin_port}"))
+        .args(if namespaces.is_empty() {
+            vec![]
+        } else {
+            vec!["--namespaces".to_string(), namespaces.join(",")]
+        })
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied())
@@ -235,7 +234,7 @@ pub async fn child(
     tokio::time::sleep(IDLE_WINDOW).await;
     let ticks_after = cpu_ticks(pid)?;
     let (rss, peak_rss) = rss(pid)?;
-    let stats = api.stats();
+    let traffic = h.traffic();
     let text = bed::http_get(metrics_port, "/metrics")
         .await
         .unwrap_or_default();
@@ -248,8 +247,7 @@ pub async fn child(
         peak_rss,
         idle_cpu_percent,
         desired: metric(&text, "rollcache_images_desired").unwrap_or(0.0) as u64,
-        api_bytes: stats.bytes,
-        api_requests: stats.requests,
+        traffic,
     })
 }
 
