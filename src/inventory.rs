@@ -6,7 +6,7 @@
 //! images, effective pull policies, pull secrets, scheduling); a pod joins the revision of the
 //! ReplicaSet that owns it, or else the revision with the same images.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -249,9 +249,18 @@ struct RevBuilder {
     /// controller objects first, then Helm, then others, then pods; ties by object. Keeps the
     /// result independent of the order facts arrive in.
     template_from: (u8, ObjectRef),
-    secrets: BTreeSet<String>,
-    service_accounts: BTreeSet<String>,
-    releases: BTreeSet<String>,
+    /// Small sets (one or two entries each), as vectors: a tree node per revision would be the
+    /// largest part of the builder. Sorted in `finish`.
+    secrets: Vec<String>,
+    service_accounts: Vec<String>,
+    releases: Vec<String>,
+}
+
+/// Adds `value` to a small set kept as a vector.
+fn insert_new(set: &mut Vec<String>, value: &str) {
+    if !set.iter().any(|s| s == value) {
+        set.push(value.to_string());
+    }
 }
 
 impl Class {
@@ -421,6 +430,9 @@ impl Builder {
             let mut revisions: Vec<Revision> = revs
                 .drain(..)
                 .map(|mut rb| {
+                    rb.secrets.sort_unstable();
+                    rb.service_accounts.sort_unstable();
+                    rb.releases.sort_unstable();
                     if rb.has_cr && top_cr.is_some() && rb.rev.number == top_cr {
                         rb.rev.current = true;
                     }
@@ -497,9 +509,9 @@ fn upsert(
             created_pods: None,
             helm_status: None,
             template_from: from,
-            secrets: BTreeSet::new(),
-            service_accounts: BTreeSet::new(),
-            releases: BTreeSet::new(),
+            secrets: Vec::new(),
+            service_accounts: Vec::new(),
+            releases: Vec::new(),
         }),
         Entry::Occupied(o) => {
             let rb = o.into_mut();
@@ -543,7 +555,7 @@ impl RevBuilder {
             Class::Pod | Class::Other => {}
         }
         if let Some(rel) = &fact.helm_release {
-            self.releases.insert(rel.clone());
+            insert_new(&mut self.releases, rel);
         }
         if let Some(sa) = fact
             .template
@@ -551,15 +563,13 @@ impl RevBuilder {
             .as_ref()
             .filter(|s| !s.is_empty())
         {
-            self.service_accounts.insert(sa.clone());
+            insert_new(&mut self.service_accounts, sa);
         }
-        self.secrets.extend(
-            fact.template
-                .image_pull_secrets
-                .iter()
-                .filter(|s| !s.is_empty())
-                .cloned(),
-        );
+        for secret in &fact.template.image_pull_secrets {
+            if !secret.is_empty() {
+                insert_new(&mut self.secrets, secret);
+            }
+        }
         r.current |= fact.current;
         let slot = if class == Class::Pod {
             &mut self.created_pods

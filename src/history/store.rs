@@ -439,6 +439,25 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_is_in_object_order_and_counts_an_object_once() {
+        let store = HistoryStore::new();
+        let all = rs();
+        let one_ns = SourceId::new(SourceKind::ReplicaSet, "replicasets", Some("ns"));
+        for name in ["c", "a", "b"] {
+            store.apply(&all, obj(name), decoded(name, 1));
+        }
+        // The same object through an overlapping watch, and an object without facts.
+        store.apply(&one_ns, obj("a"), decoded("a", 1));
+        store.apply(&one_ns, obj("d"), decoded("d", 0));
+        let snap = store.snapshot();
+        let names: Vec<&str> = snap.facts().map(|f| f.object.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        // Facts are shared with the store, not copied.
+        let held = store.facts_of(&obj("b")).expect("indexed");
+        assert!(snap.objects.iter().any(|f| Arc::ptr_eq(f, &held)));
+    }
+
+    #[test]
     fn relist_forgets_what_disappeared_only_when_done() {
         let store = HistoryStore::new();
         let id = rs();
