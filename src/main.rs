@@ -6,8 +6,23 @@ mod cli;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Before any thread starts allocating.
+    rollcache::memory::use_one_arena();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(async_main());
+}
+
+async fn async_main() {
     let cli = cli::Cli::parse();
     // Noisy transport crates stay at warn unless RUST_LOG says otherwise.
     let filter = EnvFilter::try_from_default_env()
