@@ -323,6 +323,10 @@ impl Daemon {
         if st.planned_generation == Some(generation) && st.plan.is_some() {
             return;
         }
+        // The old inventory and plan go first: the new ones are built in the memory they free,
+        // instead of beside them (on a large history, each is megabytes).
+        st.inventory = None;
+        st.plan = None;
         let (inventory, problems) = Inventory::build(snap.facts());
         for p in problems {
             let text = p.to_string();
