@@ -12,7 +12,7 @@ build: deps
 	$(CARGO) build
 
 test: deps
-	ROLLCACHE_TEST_CONTAINERD=1.7 $(CARGO) test
+	ROLLCACHE_TEST_CONTAINERD=1.7 $(CARGO) test --workspace
 	$(MAKE) --no-print-directory test-containerd-2
 
 test-containerd-2: deps
@@ -25,7 +25,7 @@ fmt:
 	$(CARGO) fmt
 
 lint:
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Benchmarks (release build, a fresh containerd per pull run; ~20 min, BENCH_QUICK=1 for a
 # smaller run). With KUBECONFIG set, the latency and scale sections also run against that API

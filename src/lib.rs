@@ -1,7 +1,6 @@
 //! rollcache: keeps every image of every retained Kubernetes revision cached and pinned on each
 //! node, so that rollbacks work while the registry is unreachable.
-// One call into the C allocator (`memory::release_free_memory`) is the only unsafe code.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod client;

@@ -15,17 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Asks the C allocator to return the free memory it holds. Returns whether glibc released
 /// anything; elsewhere (musl, other systems) it does nothing and returns false.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
 pub fn release_free_memory() -> bool {
-    // SAFETY: malloc_trim takes a plain integer, touches only the allocator's own state (under
-    // its locks) and has no precondition on the caller.
-    unsafe { libc::malloc_trim(0) != 0 }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn release_free_memory() -> bool {
-    false
+    rollcache_malloc_tune::release_free_memory()
 }
 
 /// Makes every thread allocate from one glibc arena, unless `MALLOC_ARENA_MAX` says otherwise.
@@ -35,22 +26,9 @@ pub fn release_free_memory() -> bool {
 /// shared arena's lock is not contended. Call it first thing in `main`, before threads start.
 pub fn use_one_arena() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        set_arena_max(1);
+        rollcache_malloc_tune::set_arena_max(1);
     }
 }
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn set_arena_max(n: i32) {
-    // SAFETY: mallopt takes two plain integers and only changes the allocator's own settings
-    // (under its lock); M_ARENA_MAX is a valid parameter on every glibc since 2.10.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, n);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn set_arena_max(_n: i32) {}
 
 /// Returns freed memory `quiet` after the last change of `changes` (each reconcile pass publishes
 /// a status: a burst of passes is followed by one trim), until `cancel`.
@@ -128,19 +106,5 @@ mod tests {
             .await
             .expect("stops when cancelled")
             .expect("did not panic");
-    }
-
-    #[test]
-    fn releasing_free_memory_is_harmless() {
-        // Freed blocks between live ones: holes that only a trim returns (the top of the heap
-        // glibc returns by itself).
-        let mut burst: Vec<Vec<u8>> = (0..200).map(|i| vec![i as u8; 64 * 1024]).collect();
-        let kept: Vec<Vec<u8>> = burst.iter_mut().step_by(2).map(std::mem::take).collect();
-        drop(burst);
-        let released = release_free_memory();
-        assert_eq!(kept.len(), 100);
-        if cfg!(all(target_os = "linux", target_env = "gnu")) {
-            assert!(released, "glibc had freed pages to return");
-        }
     }
 }
