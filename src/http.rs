@@ -199,22 +199,6 @@ impl StatusDoc {
         Self { gzip: gzip.into() }
     }
 
-    /// Serializes `value` straight into the compressed form, without the JSON text in between.
-    pub fn from_value<T: serde::Serialize>(value: &T) -> Self {
-        use std::io::Write as _;
-        let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, enc);
-        // Serializing plain data into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, value);
-        let _ = out.flush();
-        let gzip = out
-            .into_inner()
-            .ok()
-            .and_then(|enc| enc.finish().ok())
-            .unwrap_or_default();
-        Self { gzip: gzip.into() }
-    }
-
     /// The document as JSON.
     pub fn json(&self) -> Vec<u8> {
         use std::io::Read as _;
