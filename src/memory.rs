@@ -13,12 +13,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Asks the C allocator to return the free memory it holds. Returns whether glibc released
-/// anything; elsewhere (musl, other systems) it does nothing and returns false.
-pub fn release_free_memory() -> bool {
-    rollcache_malloc_tune::release_free_memory()
-}
-
 /// Makes every thread allocate from one glibc arena, unless `MALLOC_ARENA_MAX` says otherwise.
 /// By default glibc gives each thread that allocates its own arena (up to 8 per core), and each
 /// arena keeps its own partly used pages: with one, the resident size at 10,000 revisions is
@@ -37,7 +31,13 @@ pub async fn trim_after_bursts<T: Send + Sync>(
     quiet: Duration,
     cancel: CancellationToken,
 ) {
-    after_bursts(changes, quiet, cancel, release_free_memory).await
+    after_bursts(
+        changes,
+        quiet,
+        cancel,
+        rollcache_malloc_tune::release_free_memory,
+    )
+    .await
 }
 
 async fn after_bursts<T: Send + Sync>(

@@ -1,7 +1,6 @@
 //! A private containerd (1.7 or 2.x) in a temp dir: its own config, root, state and grpc socket,
 //! the `native` snapshotter, registry hosts from `hosts_dir()`; killed on drop.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -159,14 +158,7 @@ state = "{d}/state"
 
     async fn spawn(&mut self) -> Result<()> {
         let log_path = self.log_path();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io_err(format!("opening {}", log_path.display())))?;
-        let log2 = log
-            .try_clone()
-            .map_err(io_err(format!("duplicating {}", log_path.display())))?;
+        let (log, log2) = super::append_log(&log_path)?;
         let _ = std::fs::remove_file(self.socket());
         let child = Command::new(&self.binary)
             .arg("--config")

@@ -46,6 +46,19 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     move |source| TestbedError::Io { what, source }
 }
 
+/// A log file opened for appending, twice: a child process's stdout and stderr.
+pub(crate) fn append_log(path: &std::path::Path) -> Result<(std::fs::File, std::fs::File)> {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(format!("opening {}", path.display())))?;
+    let log2 = log
+        .try_clone()
+        .map_err(io_err(format!("duplicating {}", path.display())))?;
+    Ok((log, log2))
+}
+
 /// The last `lines` lines of a log file, for start-up failure messages.
 pub(crate) fn log_tail(path: &std::path::Path, lines: usize) -> String {
     match std::fs::read_to_string(path) {

@@ -2,7 +2,6 @@
 //! optionally behind htpasswd basic auth; it can be stopped and started again on the same port and
 //! storage to simulate outages.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -134,14 +133,7 @@ impl Registry {
         std::fs::write(&config, self.config_yaml())
             .map_err(io_err(format!("writing {}", config.display())))?;
         let log_path = self.log_path();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io_err(format!("opening {}", log_path.display())))?;
-        let log2 = log
-            .try_clone()
-            .map_err(io_err(format!("duplicating {}", log_path.display())))?;
+        let (log, log2) = super::append_log(&log_path)?;
         let child = Command::new(&self.binary)
             .arg("serve")
             .arg(&config)
