@@ -86,6 +86,14 @@ impl Node {
         let undo = self.unpin(&reference).await;
         let seen = seen?;
         undo?;
+        // CRI applies the removal asynchronously too: until it shows, the image would look pinned
+        // by someone else to the next list or status call.
+        if !self.wait_pinned(&reference, false).await? {
+            tracing::warn!(
+                image = %reference,
+                "pinning probe: CRI still reports the image as pinned after the label was removed"
+            );
+        }
         Ok(self.verdict(version, seen, &reference))
     }
 
