@@ -497,10 +497,15 @@ impl Daemon {
         m.disk_budget_reached
             .set(i64::from(status.disk.over_budget));
         m.runtime_can_pin.set(i64::from(self.can_pin));
-        let body = serde_json::to_vec(&status).unwrap_or_default();
-        drop(status);
-        self.status
-            .send_replace(crate::http::StatusDoc::from_json(&body));
+        match crate::http::StatusDoc::from_value(&status) {
+            Ok(doc) => {
+                drop(status);
+                self.status.send_replace(doc);
+            }
+            // Serializing plain data into memory does not fail; if it ever did, the last
+            // document stays served rather than an empty one.
+            Err(e) => tracing::error!(error = %e, "status document not updated"),
+        }
     }
 
     /// Source health for `/status`, and the source metrics (counters advance by what is new).
