@@ -162,14 +162,19 @@ pub struct RevisionFact {
     /// The source says this revision is what runs now: a deployed Helm release, a running pod, a
     /// ReplicaSet with replicas > 0.
     pub current: bool,
-    pub template: PodTemplate,
+    /// Shared: the store keeps one copy of each distinct template (a Helm release and the
+    /// ReplicaSet of the same revision, or releases that left a workload alone, describe the same).
+    pub template: Arc<PodTemplate>,
 }
 
 impl RevisionFact {
     /// Gives back the spare capacity decoding left in the fact's vectors: facts are held for as
     /// long as their object exists, tens of thousands of them on a large cluster.
+    /// A template shared already is left as it is.
     pub fn shrink_to_fit(&mut self) {
-        let t = &mut self.template;
+        let Some(t) = Arc::get_mut(&mut self.template) else {
+            return;
+        };
         t.containers.shrink_to_fit();
         t.image_pull_secrets.shrink_to_fit();
         t.scheduling.required_terms.shrink_to_fit();

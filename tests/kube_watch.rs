@@ -76,7 +76,8 @@ fn decode_cm(c: &ConfigMap) -> Decoded {
                     ..Default::default()
                 }],
                 ..Default::default()
-            },
+            }
+            .into(),
         }],
         problems: vec![],
     }

@@ -46,7 +46,7 @@ fn rs(name: &str, deploy: &str, rev: i64, created: i64, t: PodTemplate) -> Revis
         helm_release: None,
         status: None,
         current: false,
-        template: t,
+        template: t.into(),
     }
 }
 
@@ -70,7 +70,7 @@ fn helm(
         helm_release: Some(release.into()),
         status: Some(status.into()),
         current: status == "deployed",
-        template: t,
+        template: t.into(),
     }
 }
 
@@ -84,7 +84,7 @@ fn cr(name: &str, sts: &str, rev: i64, t: PodTemplate) -> RevisionFact {
         helm_release: None,
         status: None,
         current: false,
-        template: t,
+        template: t.into(),
     }
 }
 
@@ -98,7 +98,7 @@ fn pod(name: &str, owner: WorkloadId, t: PodTemplate) -> RevisionFact {
         helm_release: None,
         status: Some("Running".into()),
         current: true,
-        template: t,
+        template: t.into(),
     }
 }
 

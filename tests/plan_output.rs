@@ -47,7 +47,8 @@ fn fact(
             image_pull_secrets: vec!["regcred".into()],
             service_account: Some("web".into()),
             scheduling: s,
-        },
+        }
+        .into(),
     }
 }
 
@@ -161,7 +162,9 @@ fn service_account_secrets_count_when_the_template_names_none() {
         &["web:1"],
         Scheduling::default(),
     );
-    f.template.image_pull_secrets.clear();
+    std::sync::Arc::make_mut(&mut f.template)
+        .image_pull_secrets
+        .clear();
     let mut g = fact(
         "Deployment",
         "api",
@@ -170,8 +173,9 @@ fn service_account_secrets_count_when_the_template_names_none() {
         &["web:1"],
         Scheduling::default(),
     );
-    g.template.image_pull_secrets.clear();
-    g.template.service_account = None;
+    let t = std::sync::Arc::make_mut(&mut g.template);
+    t.image_pull_secrets.clear();
+    t.service_account = None;
     let (inv, _) = Inventory::build(&[f, g]);
     let p = plan(&inv, &node(), &PlanConfig::default(), &HashMap::new());
     assert!(p.images[0].pull_secrets.is_empty());
@@ -337,7 +341,7 @@ fn never_pulled_images_are_held_and_noted() {
         &["airgapped:1"],
         Scheduling::default(),
     );
-    f.template.containers[0].pull_policy = Some("Never".into());
+    std::sync::Arc::make_mut(&mut f.template).containers[0].pull_policy = Some("Never".into());
     let (inv, _) = Inventory::build(&[f]);
     let p = plan(&inv, &node(), &PlanConfig::default(), &HashMap::new());
     assert_eq!(p.images.len(), 1);

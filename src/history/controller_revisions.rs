@@ -69,7 +69,7 @@ pub fn decode(cr: &ControllerRevision) -> Decoded {
         status: None,
         // Which revision runs is in the owner's status, not here: the inventory decides.
         current: false,
-        template,
+        template: template.into(),
     });
     out
 }

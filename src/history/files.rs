@@ -394,7 +394,7 @@ fn plain_workload(kind: &str, value: &Value, origin: &ObjectRef) -> (ObjectRef, 
         helm_release: None,
         status: None,
         current: true,
-        template,
+        template: template.into(),
     });
     (object, decoded)
 }

@@ -250,7 +250,7 @@ fn decode_release(object: &ObjectRef, meta: &ObjectMeta, payload: Option<&[u8]>)
                 helm_release: name.clone(),
                 status: status.clone(),
                 current,
-                template,
+                template: template.into(),
             });
         }
     }

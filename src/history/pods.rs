@@ -54,7 +54,7 @@ pub fn decode(pod: &Pod) -> Decoded {
         helm_release: None,
         status: None,
         current: matches!(phase, "Running" | "Pending"),
-        template,
+        template: template.into(),
     });
     out
 }

@@ -68,7 +68,7 @@ pub fn decode(rs: &ReplicaSet) -> Decoded {
         helm_release: None,
         status: None,
         current: desired > 0 || running > 0,
-        template,
+        template: template.into(),
     });
     out
 }

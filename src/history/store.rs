@@ -7,13 +7,13 @@
 //! forgotten and nothing is forgotten before the new list is complete.
 //! The lock is a plain `std::sync::RwLock`, never held across an await.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use tokio::sync::watch;
 
-use crate::model::{NodeFacts, ObjectRef, RevisionFact, SourceKind};
+use crate::model::{NodeFacts, ObjectRef, PodTemplate, RevisionFact, SourceKind};
 
 use super::{Decoded, ProblemKind};
 
@@ -127,6 +127,35 @@ struct Inner {
     /// Last snapshot; None when something changed since.
     snapshot: Option<Arc<HistorySnapshot>>,
     generation: u64,
+    templates: Templates,
+}
+
+/// One shared copy of each distinct pod template among the facts held. Templates no fact uses
+/// any more are dropped once the set has grown to twice what was in use at the last sweep.
+#[derive(Debug, Default)]
+struct Templates {
+    set: HashSet<Arc<PodTemplate>>,
+    in_use_at_sweep: usize,
+}
+
+impl Templates {
+    /// The shared copy equal to `t` (`t` itself when it is the first of its kind).
+    fn intern(&mut self, t: &Arc<PodTemplate>) -> Arc<PodTemplate> {
+        if let Some(shared) = self.set.get(&**t) {
+            return shared.clone();
+        }
+        self.set.insert(t.clone());
+        self.sweep_if_grown();
+        t.clone()
+    }
+
+    fn sweep_if_grown(&mut self) {
+        if self.set.len() > 2 * self.in_use_at_sweep.max(512) {
+            // Held by the set alone: no fact (in the store or in a snapshot) uses it.
+            self.set.retain(|t| Arc::strong_count(t) > 1);
+            self.in_use_at_sweep = self.set.len();
+        }
+    }
 }
 
 /// The store; share it as `Arc<HistoryStore>`.
@@ -145,12 +174,19 @@ impl Default for HistoryStore {
     }
 }
 
-fn counted(decoded: Decoded, status: &mut SourceStatus) -> Arc<[RevisionFact]> {
+fn counted(
+    decoded: Decoded,
+    status: &mut SourceStatus,
+    templates: &mut Templates,
+) -> Arc<[RevisionFact]> {
     for p in &decoded.problems {
         *status.problems.entry(p.kind).or_default() += 1;
     }
     let mut facts = decoded.facts;
-    facts.iter_mut().for_each(RevisionFact::shrink_to_fit);
+    for f in &mut facts {
+        f.shrink_to_fit();
+        f.template = templates.intern(&f.template);
+    }
     facts.into()
 }
 
@@ -205,7 +241,7 @@ impl HistoryStore {
     pub fn apply(&self, id: &SourceId, object: ObjectRef, decoded: Decoded) {
         self.update(|inner| {
             let src = inner.sources.entry(id.clone()).or_default();
-            let facts = counted(decoded, &mut src.status);
+            let facts = counted(decoded, &mut src.status, &mut inner.templates);
             let changed = src.objects.get(&object) != Some(&facts);
             src.objects.insert(object, facts);
             let was_error = mark_flowing(&mut src.status);
@@ -241,7 +277,7 @@ impl HistoryStore {
     pub fn reset_apply(&self, id: &SourceId, object: ObjectRef, decoded: Decoded) {
         self.update(|inner| {
             let src = inner.sources.entry(id.clone()).or_default();
-            let facts = counted(decoded, &mut src.status);
+            let facts = counted(decoded, &mut src.status, &mut inner.templates);
             src.status.last_event = Some(SystemTime::now());
             // Without `reset_begin` (should not happen) the object is applied directly.
             match &mut src.pending {
@@ -455,6 +491,81 @@ mod tests {
         // Facts are shared with the store, not copied.
         let held = store.facts_of(&obj("b")).expect("indexed");
         assert!(snap.objects.iter().any(|f| Arc::ptr_eq(f, &held)));
+    }
+
+    fn with_image(mut d: Decoded, image: &str) -> Decoded {
+        for f in &mut d.facts {
+            f.template = Arc::new(crate::model::PodTemplate {
+                containers: vec![crate::model::ContainerImage {
+                    name: "app".into(),
+                    image: image.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        d
+    }
+
+    #[test]
+    fn equal_templates_are_held_once() {
+        let store = HistoryStore::new();
+        let id = rs();
+        let helm = SourceId::new(SourceKind::HelmRelease, "secrets", None);
+        store.apply(&id, obj("a"), with_image(decoded("a", 2), "reg/app:1"));
+        store.reset_begin(&helm);
+        store.reset_apply(&helm, obj("h"), with_image(decoded("h", 1), "reg/app:1"));
+        store.reset_done(&helm);
+        store.apply(&id, obj("b"), with_image(decoded("b", 1), "reg/app:2"));
+        let snap = store.snapshot();
+        let one = |o: &str| store.facts_of(&obj(o)).expect("indexed");
+        let (a, h, b) = (one("a"), one("h"), one("b"));
+        assert!(Arc::ptr_eq(&a[0].template, &a[1].template));
+        assert!(
+            Arc::ptr_eq(&a[0].template, &h[0].template),
+            "across sources"
+        );
+        assert!(!Arc::ptr_eq(&a[0].template, &b[0].template));
+        assert_eq!(b[0].template.containers[0].image, "reg/app:2");
+        assert_eq!(snap.facts().count(), 4);
+        assert_eq!(store.read().templates.set.len(), 2);
+    }
+
+    #[test]
+    fn templates_no_fact_uses_are_dropped() {
+        let store = HistoryStore::new();
+        let id = rs();
+        let kept = with_image(decoded("kept", 1), "reg/kept:1");
+        store.apply(&id, obj("kept"), kept);
+        for i in 0..5000 {
+            let name = format!("o{i}");
+            store.apply(
+                &id,
+                obj(&name),
+                with_image(decoded(&name, 1), &format!("reg/app:{i}")),
+            );
+            store.delete(&id, &obj(&name));
+        }
+        let held = store.read().templates.set.len();
+        assert!(held <= 2 * 512 + 1, "the set stays bounded: {held}");
+        let kept = store.facts_of(&obj("kept")).expect("indexed");
+        assert!(
+            store
+                .read()
+                .templates
+                .set
+                .iter()
+                .any(|t| Arc::ptr_eq(t, &kept[0].template)),
+            "a template in use is never dropped"
+        );
+        // A template equal to the kept one is still shared after the sweeps.
+        store.apply(
+            &id,
+            obj("again"),
+            with_image(decoded("again", 1), "reg/kept:1"),
+        );
+        let again = store.facts_of(&obj("again")).expect("indexed");
+        assert!(Arc::ptr_eq(&again[0].template, &kept[0].template));
     }
 
     #[test]
