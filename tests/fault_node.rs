@@ -238,8 +238,8 @@ async fn disk_budget_holds_pulls_and_priority_order_once_lifted() {
         "{m}"
     );
     assert_eq!(metric(&m, "rollcache_images_pinned"), Some(1.0), "{m}");
-    let p = cri_image(&bed.node, &present).await.unwrap();
-    assert!(p.pinned && p.pin_owner == PinOwner::Rollcache);
+    // CRI shows a label change a moment after containerd made it.
+    wait_pinned_by_us(&bed.node, &present).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         manifest_order(&bed.registry.log_path(), log_start, &names).is_empty(),
@@ -352,15 +352,23 @@ async fn a_hundred_revisions_at_once_respect_the_concurrency_bound() {
         "each image pulled once: {m}"
     );
     assert_eq!(metric(&m, "rollcache_images_pinned"), Some(100.0), "{m}");
-    let listed = bed.node.list().await.expect("list");
-    let pinned = images
-        .iter()
-        .filter(|(_, _, i)| {
-            listed
+    // CRI agrees (it shows a label change a moment after containerd made it).
+    wait_until(
+        SOON,
+        "CRI lists all 100 images pinned by rollcache",
+        || async {
+            let listed = bed.node.list().await.expect("list");
+            let pinned = images
                 .iter()
-                .any(|x| x.repo_tags.contains(i) && x.pinned && x.pin_owner == PinOwner::Rollcache)
-        })
-        .count();
-    assert_eq!(pinned, 100, "CRI agrees");
+                .filter(|(_, _, i)| {
+                    listed.iter().any(|x| {
+                        x.repo_tags.contains(i) && x.pinned && x.pin_owner == PinOwner::Rollcache
+                    })
+                })
+                .count();
+            pinned == 100
+        },
+    )
+    .await;
     d.stop().await;
 }
