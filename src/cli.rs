@@ -215,19 +215,39 @@ pub async fn node(args: &NodeArgs, out: &mut dyn Write) -> Result<(), CliError> 
         NodeAction::Pin { images } => {
             let mut results = Vec::new();
             for image in images {
-                let r = node.pin(image).await.map(|o| (pin_word(o), None));
-                results.push((image.clone(), r));
+                let r = node.pin(image).await;
+                if matches!(r, Ok(rollcache::node::PinOutcome::Pinned)) {
+                    settle(&node, image, true).await;
+                }
+                results.push((image.clone(), r.map(|o| (pin_word(o), None))));
             }
             print_results(results, args.output, out)
         }
         NodeAction::Unpin { images } => {
             let mut results = Vec::new();
             for image in images {
-                let r = node.unpin(image).await.map(|o| (unpin_word(o), None));
-                results.push((image.clone(), r));
+                let r = node.unpin(image).await;
+                if matches!(r, Ok(rollcache::node::UnpinOutcome::Unpinned)) {
+                    settle(&node, image, false).await;
+                }
+                results.push((image.clone(), r.map(|o| (unpin_word(o), None))));
             }
             print_results(results, args.output, out)
         }
+    }
+}
+
+/// Waits until CRI (what the kubelet asks) shows a pin change containerd has made: CRI applies
+/// label changes a moment later, and the command should not return before it does.
+async fn settle(node: &Node, image: &str, pinned: bool) {
+    match node.wait_pinned(image, pinned).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            image,
+            pinned,
+            "the labels are set, but CRI does not report the change yet; the kubelet sees it once CRI does"
+        ),
+        Err(e) => tracing::warn!(image, error = %e, "could not read the image back through CRI"),
     }
 }
 
