@@ -5,8 +5,9 @@
 
 mod fuzz_checks;
 
+use fuzz_checks::{b64, gzip};
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -34,16 +35,6 @@ fn bounded<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let took = started.elapsed();
     assert!(took < DECODE_BOUND, "{what} took {took:?}");
     out
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(bytes).expect("gzip to memory");
-    gz.finish().expect("gzip to memory")
 }
 
 fn gunzip(bytes: &[u8]) -> Vec<u8> {

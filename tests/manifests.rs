@@ -427,6 +427,15 @@ fn pod_spec(ds: &DaemonSet) -> &k8s_openapi::api::core::v1::PodSpec {
         .expect("a pod spec")
 }
 
+/// The labels of the DaemonSet's pods (what Services and monitors select).
+fn pod_labels(ds: &DaemonSet) -> BTreeMap<String, String> {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
+}
+
 fn container(ds: &DaemonSet) -> &Container {
     let cs = &pod_spec(ds).containers;
     assert_eq!(cs.len(), 1, "one container");
@@ -895,12 +904,7 @@ fn check_daemonset(r: &Rendered) {
     // The metrics Service selects these pods on the metrics port.
     let svc: Service = r.one("Service");
     let spec = svc.spec.as_ref().expect("service spec");
-    let pod_labels = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
+    let pod_labels = pod_labels(&ds);
     for (k, v) in spec.selector.iter().flatten() {
         assert_eq!(pod_labels.get(k), Some(v), "Service selector {k}={v}");
     }
@@ -1171,12 +1175,7 @@ fn podmonitor_scrapes_the_daemonset_metrics_port() {
             .iter()
             .any(|n| n == ns.as_str())
     );
-    let pod_labels = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
+    let pod_labels = pod_labels(&ds);
     let selector = pm
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
