@@ -240,14 +240,8 @@ pub async fn node(args: &NodeArgs, out: &mut dyn Write) -> Result<(), CliError> 
 /// Waits until CRI (what the kubelet asks) shows a pin change containerd has made: CRI applies
 /// label changes a moment later, and the command should not return before it does.
 async fn settle(node: &Node, image: &str, pinned: bool) {
-    match node.wait_pinned(image, pinned).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            image,
-            pinned,
-            "the labels are set, but CRI does not report the change yet; the kubelet sees it once CRI does"
-        ),
-        Err(e) => tracing::warn!(image, error = %e, "could not read the image back through CRI"),
+    if let Err(e) = node.settle(image, pinned).await {
+        tracing::warn!(image, error = %e, "could not read the image back through CRI");
     }
 }
 

@@ -88,12 +88,7 @@ impl Node {
         undo?;
         // CRI applies the removal asynchronously too: until it shows, the image would look pinned
         // by someone else to the next list or status call.
-        if !self.wait_pinned(&reference, false).await? {
-            tracing::warn!(
-                image = %reference,
-                "pinning probe: CRI still reports the image as pinned after the label was removed"
-            );
-        }
+        self.settle(&reference, false).await?;
         Ok(self.verdict(version, seen, &reference))
     }
 
@@ -126,6 +121,19 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits until CRI shows a pin change containerd has made (`pinned` is the state it should
+    /// show); warns when it does not within the probe's wait.
+    pub async fn settle(&self, image: &str, pinned: bool) -> Result<(), NodeError> {
+        if !self.wait_pinned(image, pinned).await? {
+            tracing::warn!(
+                image,
+                pinned,
+                "the labels are set, but CRI does not report the change yet; the kubelet sees it once CRI does"
+            );
+        }
+        Ok(())
     }
 
     /// The containerd records of one CRI image: those named by its id, tags and repo digests.
