@@ -83,3 +83,67 @@ fn every_subcommand_is_documented() {
         );
     }
 }
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_sources(dir: &std::path::Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+/// The README's safety section names, for each of DESIGN's ten rules, the tests that hold it (and
+/// the control tests in which the unpin is right); every test it names exists.
+#[test]
+fn safety_rules_name_tests_that_exist() {
+    let text = readme();
+    let section: String = text
+        .split("\n## Safety rules")
+        .nth(1)
+        .expect("README has a `## Safety rules` section")
+        .split("\n## ")
+        .next()
+        .unwrap()
+        .to_string();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = Vec::new();
+    for dir in ["src", "tests"] {
+        rust_sources(&root.join(dir), &mut sources);
+    }
+    let mut rules_seen = Vec::new();
+    let mut missing = Vec::new();
+    let mut named = 0;
+    for row in section.lines().filter(|l| l.starts_with("| ")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let Some(rule) = cells.get(1).and_then(|c| c.parse::<u32>().ok()) else {
+            continue;
+        };
+        rules_seen.push(rule);
+        // Columns: rule number, the rule, the tests that hold it, the controls.
+        let test_cells = cells[3..].join(" ");
+        let tests: Vec<&str> = test_cells
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|t| !t.is_empty())
+            .collect();
+        assert!(!tests.is_empty(), "rule {rule} names no test: {row}");
+        for t in tests {
+            named += 1;
+            let def = format!("fn {t}(");
+            if !sources.iter().any(|s| s.contains(&def)) {
+                missing.push(format!("rule {rule}: {t}"));
+            }
+        }
+    }
+    assert_eq!(rules_seen, (1..=10).collect::<Vec<_>>(), "one row per rule");
+    assert!(named >= 20, "only {named} tests named");
+    assert!(
+        missing.is_empty(),
+        "tests named in the README that do not exist: {missing:?}"
+    );
+}
