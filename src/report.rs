@@ -287,7 +287,7 @@ fn readiness(
     }
     if !v.view_fresh {
         reasons.push(
-            "images cached and pinned, but a history source is not synced: this view may be outdated"
+            "images cached and pinned, but a history source is not synced (or this node's Node object is unknown): this view may be outdated"
                 .into(),
         );
         return (Readiness::Stale, reasons);

@@ -763,6 +763,43 @@ mod tests {
     }
 
     #[test]
+    fn unknown_node_says_why() {
+        use crate::history::store::SourceStatus;
+        let listing = SourceStatus::default();
+        assert_eq!(
+            unknown_node_reason("n1", &listing),
+            "Node object n1 not listed yet"
+        );
+        let gone = SourceStatus {
+            synced: true,
+            ..SourceStatus::default()
+        };
+        assert_eq!(unknown_node_reason("n1", &gone), "Node object n1 not found");
+        // RBAC denying nodes: the watch never lists, and says why.
+        let denied = SourceStatus {
+            in_error: true,
+            last_error: Some("nodes \"n1\" is forbidden".into()),
+            ..SourceStatus::default()
+        };
+        assert_eq!(
+            unknown_node_reason("n1", &denied),
+            "Node object n1 cannot be read: nodes \"n1\" is forbidden"
+        );
+    }
+
+    #[test]
+    fn a_missing_node_makes_the_view_unfit_for_unpinning() {
+        let mut snap = HistorySnapshot::default();
+        snap.node_status.synced = true;
+        assert!(view_fresh(&snap, false), "no Node expected");
+        assert!(!view_fresh(&snap, true), "Node expected and missing");
+        snap.node = Some(NodeFacts::default());
+        assert!(view_fresh(&snap, true));
+        snap.node_status.in_error = true;
+        assert!(!view_fresh(&snap, true), "node watch in error");
+    }
+
+    #[test]
     fn held_back_by_disk_wakes_soon_not_at_resync() {
         let now = Instant::now();
         let d = Decision {
