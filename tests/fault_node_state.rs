@@ -359,3 +359,86 @@ async fn missing_node_is_unknown_and_unpins_nothing_until_it_returns() {
     assert_eq!(node_state(&m, "unknown"), Some(0.0), "{m}");
     d.stop().await;
 }
+
+/// The first revision of workload `name` in a `/status` report.
+fn first_revision<'a>(s: &'a Value, name: &str) -> Option<&'a Value> {
+    s["workloads"]
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == name)?["revisions"]
+        .get(0)
+}
+
+fn deployment_yaml(name: &str, image: &str, zone: Option<&str>) -> String {
+    let selector = zone
+        .map(|z| format!("      nodeSelector:\n        zone: {z}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  \
+         template:\n    spec:\n{selector}      containers:\n      - name: main\n        image: {image}\n"
+    )
+}
+
+/// The same rule with a directory as the only source and the node named in the config: no
+/// Node object in the directory means an unknown node (constrained revisions wait, nothing is
+/// unpinned, even a workload removed from the directory); the Node written into the directory
+/// makes it known and normal operation resumes (control: the removed workload is unpinned after
+/// the grace period).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_without_the_node_object_is_an_unknown_node() {
+    let mut bed = Bed::start().await;
+    let api = api().await;
+    let (web, _, _) = bed.push_small(331, "ns7/dir-web:1");
+    let (ioc, _, _) = bed.push_small(332, "ns7/dir-ioc:1");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |file: &str, text: String| std::fs::write(dir.path().join(file), text).unwrap();
+    write("web.yaml", deployment_yaml("web", &web, None));
+    write("ioc.yaml", deployment_yaml("ioc", &ioc, Some("a")));
+    let mut s = settings(&bed);
+    s.insert("kubernetes".into(), "false".into());
+    s.insert("from_dir".into(), format!("\"{}\"", dir.path().display()));
+    let d = TestDaemon::start(&api, s).await;
+
+    wait_pinned_by_us(&bed.node, &web).await;
+    let s = d
+        .wait_status(SOON, "the node is unknown, the IOC waits", |s| {
+            s["node_state"]["known"] == false
+                && first_revision(s, "ioc").is_some_and(|r| r["node_unknown"] == true)
+        })
+        .await;
+    assert_eq!(
+        s["node_state"]["unknown_reason"],
+        format!("Node object {NODE} not found"),
+        "{s:#}"
+    );
+    assert!(
+        cri_image(&bed.node, &ioc).await.is_none(),
+        "waits for the node"
+    );
+
+    let node_yaml =
+        format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\n  labels:\n    zone: a\n");
+    write("node.yaml", node_yaml.clone());
+    wait_pinned_by_us(&bed.node, &ioc).await;
+    d.wait_status(SOON, "known", |s| s["node_state"]["known"] == true)
+        .await;
+
+    std::fs::remove_file(dir.path().join("node.yaml")).unwrap();
+    d.wait_status(SOON, "unknown again", |s| s["node_state"]["known"] == false)
+        .await;
+    std::fs::remove_file(dir.path().join("web.yaml")).unwrap();
+    d.wait_status(SOON, "web gone from the report", |s| {
+        first_revision(s, "web").is_none()
+    })
+    .await;
+    tokio::time::sleep(3 * GRACE).await;
+    assert_all_pinned(&bed, &[&web, &ioc], "while the node is unknown").await;
+    assert_eq!(unpins(&d.metrics().await), None);
+
+    // Control: with the Node back, the removed workload is unpinned after the grace period.
+    write("node.yaml", node_yaml);
+    let back = Instant::now();
+    expect_unpin_after_grace(&bed, &web, back).await;
+    assert_all_pinned(&bed, &[&ioc], "the IOC on its node").await;
+    d.stop().await;
+}
