@@ -178,7 +178,7 @@ pub fn is_weather_taint(key: &str) -> bool {
 }
 
 /// This node as the plan found it, for people and scripts: what it ignored and why.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeState {
     /// False when the Node object is missing or cannot be read.
     pub known: bool,
@@ -193,12 +193,22 @@ pub struct NodeState {
     pub ignored_taints: Vec<String>,
 }
 
+/// A known node with nothing to report: what a `/status` or plan from before node states meant.
+impl Default for NodeState {
+    fn default() -> Self {
+        NodeState {
+            known: true,
+            unknown_reason: None,
+            cordoned: false,
+            ignored_taints: Vec::new(),
+        }
+    }
+}
+
 impl NodeState {
     pub fn of(node: &ThisNode<'_>) -> NodeState {
         match node {
             ThisNode::Known(n) => NodeState {
-                known: true,
-                unknown_reason: None,
                 cordoned: n.unschedulable
                     || n.taints
                         .iter()
@@ -209,6 +219,7 @@ impl NodeState {
                     .filter(|t| is_weather_taint(&t.key))
                     .map(|t| format!("{}:{}", t.key, t.effect))
                     .collect(),
+                ..NodeState::default()
             },
             ThisNode::Unknown { reason, .. } => NodeState {
                 known: false,

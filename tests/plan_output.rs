@@ -663,6 +663,11 @@ fn cordon_and_node_conditions_change_nothing_the_node_holds() {
         !render_table(&normal).contains("Node state:"),
         "nothing to say"
     );
+    // A plan written before node states reads as a known node.
+    let mut json: serde_json::Value = serde_json::from_str(&render_json(&normal)).unwrap();
+    json.as_object_mut().unwrap().remove("node_state");
+    let old: Plan = serde_json::from_value(json).unwrap();
+    assert!(old.node_state.known && old.node_state.summary().is_none());
 
     // Control: a taint that is not weather still excludes what does not tolerate it.
     let mut gpu = weather(true, "NoSchedule");
