@@ -27,6 +27,11 @@ pub struct SourceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeStateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProblemLabel {
     pub source: String,
     pub kind: String,
@@ -54,6 +59,7 @@ pub struct Metrics {
     pub last_reconcile_timestamp: Gauge<f64, AtomicU64>,
     pub reconciles: Family<ResultLabel, Counter>,
     pub runtime_can_pin: Gauge,
+    pub node_state: Family<NodeStateLabel, Gauge>,
     pub config_reloads: Family<ResultLabel, Counter>,
     pub prefetch_requests: Family<ResultLabel, Counter>,
 }
@@ -88,6 +94,7 @@ impl Metrics {
             last_reconcile_timestamp: Gauge::default(),
             reconciles: Family::default(),
             runtime_can_pin: Gauge::default(),
+            node_state: Family::default(),
             config_reloads: Family::default(),
             prefetch_requests: Family::default(),
             registry: Registry::default(),
@@ -186,6 +193,11 @@ impl Metrics {
             m.runtime_can_pin.clone(),
         );
         r.register(
+            "node_state",
+            "1 when this node is in the state: unknown (no Node object), cordoned, or under a node-condition taint; planning ignores all but unknown",
+            m.node_state.clone(),
+        );
+        r.register(
             "config_reloads",
             "Config file reloads by result",
             m.config_reloads.clone(),
@@ -204,6 +216,38 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Every state is always exported (0 or 1), so that alerts see it clear.
+    pub fn set_node_state(&self, n: &crate::plan::NodeState) {
+        let taint = |key: &str| {
+            n.ignored_taints
+                .iter()
+                .any(|t| t.split(':').next() == Some(key))
+        };
+        let states = [
+            ("unknown", !n.known),
+            ("cordoned", n.cordoned),
+            ("not_ready", taint("node.kubernetes.io/not-ready")),
+            ("unreachable", taint("node.kubernetes.io/unreachable")),
+            (
+                "memory_pressure",
+                taint("node.kubernetes.io/memory-pressure"),
+            ),
+            ("disk_pressure", taint("node.kubernetes.io/disk-pressure")),
+            ("pid_pressure", taint("node.kubernetes.io/pid-pressure")),
+            (
+                "network_unavailable",
+                taint("node.kubernetes.io/network-unavailable"),
+            ),
+        ];
+        for (state, on) in states {
+            self.node_state
+                .get_or_create(&NodeStateLabel {
+                    state: state.to_owned(),
+                })
+                .set(i64::from(on));
+        }
     }
 
     pub fn result(family: &Family<ResultLabel, Counter>, result: &str) {

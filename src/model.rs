@@ -256,4 +256,7 @@ pub struct NodeFacts {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
+    /// `spec.unschedulable` (cordoned): reported, never planned on.
+    #[serde(default)]
+    pub unschedulable: bool,
 }

@@ -4,6 +4,10 @@
 //! A revision is wanted on a node when a pod of it could run there, decided as the scheduler
 //! and the kubelet decide (`nodeName`, `nodeSelector`, required node affinity, NoSchedule and
 //! NoExecute taints against tolerations), unless `hold_everything` is set.
+//!
+//! Maintenance and weather are not history: cordon and the taints the node lifecycle controller
+//! sets by itself are ignored (and reported). A node whose Node object is missing is unknown:
+//! revisions with scheduling constraints wait for it instead of being decided "not here".
 
 use std::collections::HashMap;
 use std::fmt;
@@ -88,6 +92,9 @@ pub enum NotHeld {
         value: Option<String>,
         effect: String,
     },
+    /// The revision has scheduling constraints and this node's Node object is missing or
+    /// unreadable: it waits for the node rather than being decided "not here".
+    NodeUnknown { detail: String },
 }
 
 impl fmt::Display for NotHeld {
@@ -103,6 +110,10 @@ impl fmt::Display for NotHeld {
                 Some(v) if !v.is_empty() => write!(f, "untolerated taint {key}={v}:{effect}"),
                 _ => write!(f, "untolerated taint {key}:{effect}"),
             },
+            NotHeld::NodeUnknown { detail } => write!(
+                f,
+                "node unknown: {detail}; its scheduling constraints wait for the Node (nothing is unpinned meanwhile)"
+            ),
         }
     }
 }
@@ -149,9 +160,116 @@ pub struct PlanProblem {
     pub message: String,
 }
 
+/// Taints that say what the node is going through, not what it may run: cordon
+/// (`kubectl cordon`/`drain`) and those the node lifecycle controller sets and clears by itself.
+/// The plan ignores them, whatever their effect.
+pub const WEATHER_TAINTS: [&str; 7] = [
+    "node.kubernetes.io/unschedulable",
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+    "node.kubernetes.io/memory-pressure",
+    "node.kubernetes.io/disk-pressure",
+    "node.kubernetes.io/pid-pressure",
+    "node.kubernetes.io/network-unavailable",
+];
+
+pub fn is_weather_taint(key: &str) -> bool {
+    WEATHER_TAINTS.contains(&key)
+}
+
+/// This node as the plan found it, for people and scripts: what it ignored and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// False when the Node object is missing or cannot be read.
+    pub known: bool,
+    /// Why the node is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_reason: Option<String>,
+    /// `spec.unschedulable` or the unschedulable taint: ignored by the plan.
+    #[serde(default)]
+    pub cordoned: bool,
+    /// Weather taints present (`key:effect`), ignored by the plan.
+    #[serde(default)]
+    pub ignored_taints: Vec<String>,
+}
+
+/// A known node with nothing to report: what a `/status` or plan from before node states meant.
+impl Default for NodeState {
+    fn default() -> Self {
+        NodeState {
+            known: true,
+            unknown_reason: None,
+            cordoned: false,
+            ignored_taints: Vec::new(),
+        }
+    }
+}
+
+impl NodeState {
+    pub fn of(node: &ThisNode<'_>) -> NodeState {
+        match node {
+            ThisNode::Known(n) => NodeState {
+                cordoned: n.unschedulable
+                    || n.taints
+                        .iter()
+                        .any(|t| t.key == "node.kubernetes.io/unschedulable"),
+                ignored_taints: n
+                    .taints
+                    .iter()
+                    .filter(|t| is_weather_taint(&t.key))
+                    .map(|t| format!("{}:{}", t.key, t.effect))
+                    .collect(),
+                ..NodeState::default()
+            },
+            ThisNode::Unknown { reason, .. } => NodeState {
+                known: false,
+                unknown_reason: Some(reason.clone()),
+                ..NodeState::default()
+            },
+        }
+    }
+
+    /// One line for people; None for a known node with nothing to say.
+    pub fn summary(&self) -> Option<String> {
+        if !self.known {
+            return Some(format!(
+                "UNKNOWN ({}): revisions with scheduling constraints wait for the Node; nothing is unpinned",
+                self.unknown_reason.as_deref().unwrap_or("no Node object")
+            ));
+        }
+        let mut parts = Vec::new();
+        if self.cordoned {
+            parts.push("cordoned".to_owned());
+        }
+        if !self.ignored_taints.is_empty() {
+            parts.push(format!("taints {}", self.ignored_taints.join(", ")));
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "{} (maintenance and node conditions do not change what it holds: ignored)",
+                parts.join("; ")
+            )
+        })
+    }
+}
+
+/// What the plan knows about this node.
+#[derive(Clone, Debug)]
+pub enum ThisNode<'a> {
+    Known(&'a NodeFacts),
+    /// A node name is given but its Node object is missing or unreadable (`reason` says which).
+    Unknown {
+        name: &'a str,
+        reason: String,
+    },
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub node: String,
+    /// Known or not, cordoned, weather taints ignored.
+    #[serde(default)]
+    pub node_state: NodeState,
     pub hold_everything: bool,
     /// In pull order: priority, then smaller images first, unknown sizes last.
     pub images: Vec<DesiredImage>,
@@ -186,8 +304,22 @@ pub fn plan(
     cfg: &PlanConfig,
     size_hints: &HashMap<String, u64>,
 ) -> Plan {
+    plan_for(inv, &ThisNode::Known(node), cfg, size_hints)
+}
+
+/// `plan` for a node that may be unknown.
+pub fn plan_for(
+    inv: &Inventory,
+    node: &ThisNode<'_>,
+    cfg: &PlanConfig,
+    size_hints: &HashMap<String, u64>,
+) -> Plan {
     let mut out = Plan {
-        node: node.name.clone(),
+        node: match node {
+            ThisNode::Known(n) => n.name.clone(),
+            ThisNode::Unknown { name, .. } => (*name).to_owned(),
+        },
+        node_state: NodeState::of(node),
         hold_everything: cfg.hold_everything,
         ..Plan::default()
     };
@@ -206,10 +338,16 @@ pub fn plan(
                     Some(rank - 1),
                 )
             };
-            let verdict = if cfg.hold_everything {
-                Ok(())
-            } else {
-                check_scheduling(&rev.scheduling, &w.id.kind, node)
+            let verdict = match node {
+                _ if cfg.hold_everything => Ok(()),
+                ThisNode::Known(n) => check_scheduling(&rev.scheduling, &w.id.kind, n),
+                // Unconstrained templates could run on any node, this one included.
+                ThisNode::Unknown { reason, .. } if is_constrained(&rev.scheduling) => {
+                    Err(SchedulingError::NotHeld(NotHeld::NodeUnknown {
+                        detail: reason.clone(),
+                    }))
+                }
+                ThisNode::Unknown { .. } => Ok(()),
             };
             let (wanted, not_held) = match verdict {
                 Ok(()) => (true, None),
@@ -369,6 +507,13 @@ fn add_revision_images(
     }
 }
 
+/// Whether the template can only run on some nodes by what their Node object says (name, labels).
+pub fn is_constrained(s: &Scheduling) -> bool {
+    s.node_name.as_deref().is_some_and(|n| !n.is_empty())
+        || !s.node_selector.is_empty()
+        || !s.required_terms.is_empty()
+}
+
 /// Why a pod template cannot run on a node; `Invalid` also carries a problem to report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SchedulingError {
@@ -416,8 +561,13 @@ pub fn check_scheduling(
         }
     }
     // A pod bound by nodeName skips the scheduler; the kubelet only refuses NoExecute taints.
+    // Weather taints come and go with maintenance and node conditions: a revision that could
+    // run here once they clear must stay held through them.
     let implicit = implicit_tolerations(workload_kind);
     let untolerated = node.taints.iter().find(|t| {
+        if is_weather_taint(&t.key) {
+            return false;
+        }
         let relevant = match t.effect.as_str() {
             "NoExecute" => true,
             "NoSchedule" => bound.is_none(),

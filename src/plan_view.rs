@@ -25,6 +25,9 @@ pub fn render_table(plan: &Plan) -> String {
         plan.images.len(),
         plan.revisions.len()
     );
+    if let Some(n) = plan.node_state.summary() {
+        let _ = writeln!(out, "Node state: {n}");
+    }
 
     let width = plan.images.len().to_string().len();
     for (i, img) in plan.images.iter().enumerate() {

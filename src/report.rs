@@ -84,6 +84,8 @@ pub struct RevisionInput {
     pub has_pull_secrets: bool,
     /// None: wanted on this node; Some(reason): not held here and why.
     pub not_here: Option<String>,
+    /// Not held only because this node's Node object is unknown: it waits for the node.
+    pub node_unknown: bool,
 }
 
 /// The runtime and loop facts the report reads.
@@ -129,6 +131,9 @@ pub struct RevisionReport {
     pub readiness: Option<Readiness>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_here: Option<String>,
+    /// `not_here` only because this node's Node object is unknown: waiting, not excluded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node_unknown: bool,
     pub reasons: Vec<String>,
     pub images: Vec<ImageReport>,
 }
@@ -282,7 +287,7 @@ fn readiness(
     }
     if !v.view_fresh {
         reasons.push(
-            "images cached and pinned, but a history source is not synced: this view may be outdated"
+            "images cached and pinned, but a history source is not synced (or this node's Node object is unknown): this view may be outdated"
                 .into(),
         );
         return (Readiness::Stale, reasons);
@@ -322,6 +327,7 @@ pub fn build(revisions: &[RevisionInput], v: &NodeView<'_>) -> Report {
             sources: rev.sources.clone(),
             readiness,
             not_here: rev.not_here.clone(),
+            node_unknown: rev.node_unknown,
             reasons,
             images,
         });
@@ -354,6 +360,7 @@ mod tests {
             images,
             has_pull_secrets: false,
             not_here: None,
+            node_unknown: false,
         }
     }
 
@@ -513,6 +520,9 @@ pub struct DiskHealth {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub node: String,
+    /// Known or not (and why), cordoned, weather taints: what the plan ignored or waits for.
+    #[serde(default)]
+    pub node_state: crate::plan::NodeState,
     /// Unix seconds.
     pub generated_at: i64,
     pub runtime_reachable: bool,
@@ -582,6 +592,9 @@ pub fn render_table(s: &Status) -> String {
                 .unwrap_or_default()
         );
     }
+    if let Some(n) = s.node_state.summary() {
+        let _ = writeln!(out, "node: {n}");
+    }
     if s.disk.over_budget {
         let _ = writeln!(
             out,
@@ -614,6 +627,7 @@ pub fn render_table(s: &Status) -> String {
                     rd.as_str().to_string(),
                     r.reasons.first().cloned().unwrap_or_default(),
                 ),
+                (None, Some(n)) if r.node_unknown => ("node_unknown".into(), n.clone()),
                 (None, Some(n)) => ("not_on_this_node".into(), n.clone()),
                 (None, None) => ("-".into(), String::new()),
             };

@@ -124,3 +124,189 @@ fn missing_directory_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a directory"), "{err}");
 }
+
+fn plan_in(
+    dir: &std::path::Path,
+    node: &str,
+    env: &[(&str, &std::path::Path)],
+) -> serde_json::Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollcache"));
+    cmd.args(["plan", "--node", node, "--output", "json"])
+        .env_remove("KUBECONFIG");
+    if !dir.as_os_str().is_empty() {
+        cmd.arg("--from").arg(dir);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_cordoned_node_under_pressure_holds_what_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let copied = Command::new("cp")
+        .args(["-r", "tests/fixtures/history/."])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let nodes = dir.path().join("core/nodes.yaml");
+    let text = std::fs::read_to_string(&nodes).unwrap();
+    let taint = "    - effect: NoSchedule\n      key: beamline\n      value: bl45p\n";
+    assert!(text.contains(taint));
+    let drained = text.replace(
+        taint,
+        &format!(
+            "{taint}    - effect: NoSchedule\n      key: node.kubernetes.io/unschedulable\n    \
+             - effect: NoExecute\n      key: node.kubernetes.io/not-ready\n    \
+             - effect: NoSchedule\n      key: node.kubernetes.io/disk-pressure\n    \
+             unschedulable: true\n"
+        ),
+    );
+    std::fs::write(&nodes, drained).unwrap();
+
+    let normal = plan("bl45p-ws001");
+    let cordoned = plan_in(dir.path(), "bl45p-ws001", &[]);
+    assert_eq!(images(&cordoned), images(&normal));
+    assert_eq!(cordoned["revisions"], normal["revisions"]);
+    let state = &cordoned["node_state"];
+    assert_eq!(state["known"], true, "{state}");
+    assert_eq!(state["cordoned"], true, "{state}");
+    assert_eq!(
+        state["ignored_taints"],
+        serde_json::json!([
+            "node.kubernetes.io/unschedulable:NoSchedule",
+            "node.kubernetes.io/not-ready:NoExecute",
+            "node.kubernetes.io/disk-pressure:NoSchedule"
+        ])
+    );
+    assert_eq!(normal["node_state"]["cordoned"], false);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcache"))
+        .args(["plan", "--node", "bl45p-ws001", "--from"])
+        .arg(dir.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Node state: cordoned; taints"), "{text}");
+}
+
+#[test]
+fn a_named_node_missing_from_the_history_is_unknown() {
+    let p = plan("bl45p-ws999");
+    assert_eq!(p["node"], "bl45p-ws999");
+    assert_eq!(p["node_state"]["known"], false, "{}", p["node_state"]);
+    assert_eq!(
+        p["node_state"]["unknown_reason"],
+        "Node object bl45p-ws999 not found"
+    );
+    let ioc = revisions(&p, "bl45p-mo-ioc-01");
+    assert_eq!(ioc.len(), 3);
+    for r in ioc {
+        assert_eq!(r["wanted"], false);
+        assert_eq!(r["not_held"]["reason"], "node-unknown", "{r}");
+    }
+    // Unconstrained revisions do not depend on the node.
+    assert!(
+        revisions(&p, "bl45p-archiver")
+            .iter()
+            .all(|r| r["wanted"] == true || r["not_held"]["reason"] == "node-unknown")
+    );
+    assert!(!images(&p).is_empty());
+}
+
+/// `rollcache plan` against a cluster (the in-test API server through `KUBECONFIG`): a cordoned
+/// Node under pressure plans as if neither, and once the Node is deleted the node is unknown
+/// and the nodeSelector revision waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_plan_reports_cordon_and_a_missing_node() {
+    use serde_json::json;
+    let api = rollcache::testbed::apiserver::ApiServer::start()
+        .await
+        .unwrap();
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "worker-1", "labels": {"zone": "a"}},
+        "spec": {"unschedulable": true, "taints": [
+            {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
+            {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"},
+        ]},
+    });
+    api.apply(node).unwrap();
+    let template = |image: &str, selector: Option<serde_json::Value>| {
+        let mut spec = json!({"containers": [{"name": "c", "image": image}]});
+        if let Some(s) = selector {
+            spec["nodeSelector"] = s;
+        }
+        json!({"metadata": {"labels": {"app": "x"}}, "spec": spec})
+    };
+    api.apply(json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web-1", "namespace": "apps",
+            "annotations": {"deployment.kubernetes.io/revision": "1"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
+                "uid": "u1", "controller": true}]},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}},
+            "template": template("registry.example/web:1", None)},
+    }))
+    .unwrap();
+    api.apply(json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "ioc-1", "namespace": "apps",
+            "annotations": {"deployment.kubernetes.io/revision": "1"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "ioc",
+                "uid": "u2", "controller": true}]},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}},
+            "template": template("registry.example/ioc:1", Some(json!({"zone": "a"})))},
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n\
+             users:\n- name: t\n  user: {{}}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    \
+             user: t\ncurrent-context: t\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let run = |kubeconfig: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            plan_in(
+                std::path::Path::new(""),
+                "worker-1",
+                &[("KUBECONFIG", kubeconfig.as_path())],
+            )
+        })
+    };
+
+    let p = run(kubeconfig.clone()).await.unwrap();
+    assert_eq!(p["node_state"]["known"], true, "{}", p["node_state"]);
+    assert_eq!(p["node_state"]["cordoned"], true, "{}", p["node_state"]);
+    assert_eq!(
+        images(&p),
+        ["registry.example/ioc:1", "registry.example/web:1"],
+        "cordon and not-ready change nothing"
+    );
+
+    assert!(api.delete("Node", "", "worker-1"));
+    let p = run(kubeconfig).await.unwrap();
+    assert_eq!(p["node_state"]["known"], false, "{}", p["node_state"]);
+    assert_eq!(
+        p["node_state"]["unknown_reason"],
+        "Node object worker-1 not found"
+    );
+    assert_eq!(images(&p), ["registry.example/web:1"]);
+    let ioc = revisions(&p, "ioc");
+    assert_eq!(ioc[0]["not_held"]["reason"], "node-unknown", "{}", ioc[0]);
+}

@@ -57,6 +57,7 @@ fn node() -> NodeFacts {
         name: "worker-1".into(),
         labels: BTreeMap::from([("zone".into(), "a".into())]),
         taints: vec![],
+        unschedulable: false,
     }
 }
 
@@ -563,5 +564,211 @@ proptest! {
         prop_assert!(aware.images.iter().all(|i| p.images.iter().any(|j| j.reference == i.reference)));
         // Priorities never decrease along the pull order.
         prop_assert!(p.images.windows(2).all(|w| w[0].priority <= w[1].priority));
+    }
+}
+
+fn weather(unschedulable: bool, effect: &str) -> NodeFacts {
+    NodeFacts {
+        taints: rollcache::plan::WEATHER_TAINTS
+            .iter()
+            .map(|k| Taint {
+                key: (*k).into(),
+                value: None,
+                effect: effect.into(),
+            })
+            .collect(),
+        unschedulable,
+        ..node()
+    }
+}
+
+/// Facts of four workloads: one unconstrained, three constrained to zone a in each way a
+/// template can be (nodeSelector, required affinity, nodeName).
+fn constrained_facts() -> Vec<RevisionFact> {
+    let selector = Scheduling {
+        node_selector: BTreeMap::from([("zone".into(), "a".into())]),
+        ..Default::default()
+    };
+    let affinity = Scheduling {
+        required_terms: vec![rollcache::model::NodeSelectorTerm {
+            match_expressions: vec![rollcache::model::NodeSelectorRequirement {
+                key: "zone".into(),
+                operator: "In".into(),
+                values: vec!["a".into()],
+            }],
+            match_fields: vec![],
+        }],
+        ..Default::default()
+    };
+    let bound = Scheduling {
+        node_name: Some("worker-1".into()),
+        ..Default::default()
+    };
+    vec![
+        fact(
+            "Deployment",
+            "web",
+            1,
+            true,
+            &["web:1"],
+            Scheduling::default(),
+        ),
+        fact(
+            "Deployment",
+            "web",
+            2,
+            false,
+            &["web:2"],
+            Scheduling::default(),
+        ),
+        fact("StatefulSet", "ioc", 1, true, &["ioc:1"], selector.clone()),
+        fact("StatefulSet", "ioc", 2, false, &["ioc:2"], selector),
+        fact("Deployment", "aff", 1, true, &["aff:1"], affinity),
+        fact("Deployment", "bound", 1, true, &["bound:1"], bound),
+    ]
+}
+
+#[test]
+fn cordon_and_node_conditions_change_nothing_the_node_holds() {
+    let (inv, _) = Inventory::build(&constrained_facts());
+    let cfg = PlanConfig::default();
+    let normal = plan(&inv, &node(), &cfg, &HashMap::new());
+    assert_eq!(normal.images.len(), 6, "{:?}", refs(&normal));
+    for effect in ["NoSchedule", "NoExecute"] {
+        let p = plan(&inv, &weather(true, effect), &cfg, &HashMap::new());
+        assert_eq!(refs(&p), refs(&normal), "weather taints {effect}");
+        assert!(p.revisions.iter().all(|r| r.wanted && r.not_held.is_none()));
+        assert!(p.node_state.known && p.node_state.cordoned);
+        assert_eq!(p.node_state.ignored_taints.len(), 7);
+        assert!(
+            p.node_state
+                .ignored_taints
+                .contains(&format!("node.kubernetes.io/disk-pressure:{effect}"))
+        );
+        let text = render_table(&p);
+        assert!(text.contains("Node state: cordoned; taints"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&p)).unwrap();
+        assert_eq!(json["node_state"]["cordoned"], true, "{json}");
+        assert_eq!(json["node_state"]["known"], true, "{json}");
+    }
+    // Cordoned by `spec.unschedulable` alone (before the controller adds the taint).
+    let cordoned = NodeFacts {
+        unschedulable: true,
+        ..node()
+    };
+    let p = plan(&inv, &cordoned, &cfg, &HashMap::new());
+    assert!(p.node_state.cordoned && p.node_state.ignored_taints.is_empty());
+    assert_eq!(refs(&p), refs(&normal));
+    assert!(
+        !render_table(&normal).contains("Node state:"),
+        "nothing to say"
+    );
+    // A plan written before node states reads as a known node.
+    let mut json: serde_json::Value = serde_json::from_str(&render_json(&normal)).unwrap();
+    json.as_object_mut().unwrap().remove("node_state");
+    let old: Plan = serde_json::from_value(json).unwrap();
+    assert!(old.node_state.known && old.node_state.summary().is_none());
+
+    // Control: a taint that is not weather still excludes what does not tolerate it.
+    let mut gpu = weather(true, "NoSchedule");
+    gpu.taints.push(Taint {
+        key: "dedicated".into(),
+        value: Some("gpu".into()),
+        effect: "NoSchedule".into(),
+    });
+    let p = plan(&inv, &gpu, &cfg, &HashMap::new());
+    let bound_only: Vec<&str> = refs(&p);
+    assert_eq!(
+        bound_only,
+        ["docker.io/library/bound:1"],
+        "nodeName skips NoSchedule taints; the rest are excluded"
+    );
+    assert!(p.revisions.iter().filter(|r| !r.wanted).all(|r| matches!(
+        &r.not_held,
+        Some(NotHeld::Taint { key, .. }) if key == "dedicated"
+    )));
+}
+
+#[test]
+fn unknown_node_waits_for_constrained_revisions_and_holds_the_rest() {
+    use rollcache::plan::{ThisNode, plan_for};
+    let (inv, _) = Inventory::build(&constrained_facts());
+    let cfg = PlanConfig::default();
+    let unknown = ThisNode::Unknown {
+        name: "worker-1",
+        reason: "Node object worker-1 not found".into(),
+    };
+    let p = plan_for(&inv, &unknown, &cfg, &HashMap::new());
+    assert_eq!(p.node, "worker-1");
+    assert_eq!(
+        refs(&p),
+        ["docker.io/library/web:1", "docker.io/library/web:2"],
+        "only unconstrained revisions are pulled"
+    );
+    for r in &p.revisions {
+        if r.key.workload.name == "web" {
+            assert!(r.wanted, "{r:?}");
+        } else {
+            assert!(!r.wanted, "{r:?}");
+            let Some(NotHeld::NodeUnknown { detail }) = &r.not_held else {
+                panic!("waiting for the node, not excluded: {r:?}");
+            };
+            assert_eq!(detail, "Node object worker-1 not found");
+        }
+    }
+    assert!(!p.node_state.known);
+    assert_eq!(
+        p.node_state.unknown_reason.as_deref(),
+        Some("Node object worker-1 not found")
+    );
+    let text = render_table(&p);
+    assert!(
+        text.contains("Node state: UNKNOWN (Node object worker-1 not found)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("node unknown: Node object worker-1 not found"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&render_json(&p)).unwrap();
+    assert_eq!(json["node_state"]["known"], false, "{json}");
+    let ioc = json["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"]["workload"]["name"] == "ioc")
+        .unwrap();
+    assert_eq!(ioc["not_held"]["reason"], "node-unknown", "{ioc}");
+
+    // hold_everything needs no node.
+    let all = PlanConfig {
+        hold_everything: true,
+        ..PlanConfig::default()
+    };
+    assert_eq!(
+        plan_for(&inv, &unknown, &all, &HashMap::new()).images.len(),
+        6
+    );
+
+    // Control: a known node whose labels exclude them says why, as before.
+    let zone_b = NodeFacts {
+        name: "worker-2".into(),
+        labels: BTreeMap::from([("zone".into(), "b".into())]),
+        ..node()
+    };
+    let p = plan(&inv, &zone_b, &cfg, &HashMap::new());
+    assert_eq!(refs(&p).len(), 2);
+    for r in p.revisions.iter().filter(|r| !r.wanted) {
+        assert!(
+            matches!(
+                r.not_held,
+                Some(
+                    NotHeld::NodeSelector { .. }
+                        | NotHeld::NodeAffinity { .. }
+                        | NotHeld::NodeName { .. }
+                )
+            ),
+            "{r:?}"
+        );
     }
 }

@@ -25,6 +25,7 @@ fn node(name: &str, labels: &[(&str, &str)], taints: &[(&str, Option<&str>, &str
                 effect: e.to_string(),
             })
             .collect(),
+        unschedulable: false,
     }
 }
 
@@ -390,22 +391,66 @@ fn prefer_no_schedule_is_ignored() {
 }
 
 #[test]
-fn implicit_tolerations() {
-    // Every pod gets not-ready/unreachable NoExecute tolerations (DefaultTolerationSeconds).
-    let n = node(
-        "n",
-        &[],
-        &[("node.kubernetes.io/not-ready", None, "NoExecute")],
-    );
-    assert!(ok(&Scheduling::default(), &n));
-    // DaemonSet pods tolerate a cordoned node; Deployment pods do not.
-    let cordoned = node(
-        "n",
-        &[],
-        &[("node.kubernetes.io/unschedulable", None, "NoSchedule")],
-    );
-    assert!(check_scheduling(&Scheduling::default(), "DaemonSet", &cordoned).is_ok());
-    assert!(check_scheduling(&Scheduling::default(), "Deployment", &cordoned).is_err());
+fn weather_taints_never_exclude_whatever_their_effect() {
+    // Cordon and the node lifecycle controller's taints say what the node goes through, not what
+    // it may run: every kind of template stays held, bound by nodeName or scheduled.
+    let bound = Scheduling {
+        node_name: Some("n".into()),
+        ..Default::default()
+    };
+    let selected = Scheduling {
+        node_selector: BTreeMap::from([("zone".into(), "a".into())]),
+        ..Default::default()
+    };
+    for key in rollcache::plan::WEATHER_TAINTS {
+        for effect in ["NoSchedule", "NoExecute", "PreferNoSchedule"] {
+            let mut n = node("n", &[("zone", "a")], &[(key, None, effect)]);
+            n.unschedulable = key == "node.kubernetes.io/unschedulable";
+            for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
+                for s in [&Scheduling::default(), &bound, &selected] {
+                    assert_eq!(
+                        check_scheduling(s, kind, &n),
+                        Ok(()),
+                        "{kind} {s:?} on a node tainted {key}:{effect}"
+                    );
+                }
+            }
+        }
+    }
+    // All of them at once, with a value, as a drained node under pressure looks.
+    let all: Vec<(&str, Option<&str>, &str)> = rollcache::plan::WEATHER_TAINTS
+        .iter()
+        .map(|k| (*k, Some("true"), "NoExecute"))
+        .collect();
+    let mut n = node("n", &[("zone", "a")], &all);
+    n.unschedulable = true;
+    assert!(ok(&selected, &n));
+}
+
+#[test]
+fn a_real_taint_still_excludes_beside_weather_taints() {
+    // Control: only the weather keys are ignored, by exact key; any other taint the pod does
+    // not tolerate excludes it as before.
+    for key in [
+        "dedicated",
+        "node.kubernetes.io/unschedulable-not",
+        "example.com/not-ready",
+        "node.kubernetes.io/out-of-service",
+    ] {
+        let n = node(
+            "n",
+            &[],
+            &[
+                ("node.kubernetes.io/unschedulable", None, "NoSchedule"),
+                ("node.kubernetes.io/not-ready", None, "NoExecute"),
+                (key, Some("gpu"), "NoSchedule"),
+            ],
+        );
+        match check_scheduling(&Scheduling::default(), "Deployment", &n) {
+            Err(SchedulingError::NotHeld(NotHeld::Taint { key: k, .. })) => assert_eq!(k, key),
+            other => panic!("{key}: {other:?}"),
+        }
+    }
 }
 
 fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
@@ -465,7 +510,7 @@ proptest! {
         name in "[a-z]{1,8}", labels in labels(),
         taints in proptest::collection::vec(taint_strategy(), 0..4), use_name: bool,
     ) {
-        let n = NodeFacts { name, labels, taints };
+        let n = NodeFacts { name, labels, taints, unschedulable: false };
         let s = template_from(&n, use_name);
         prop_assert!(check_scheduling(&s, "Deployment", &n).is_ok());
     }
@@ -476,7 +521,7 @@ proptest! {
         taints in proptest::collection::vec(taint_strategy(), 0..4),
         effect in prop_oneof![Just("NoSchedule"), Just("NoExecute")],
     ) {
-        let mut n = NodeFacts { name, labels, taints };
+        let mut n = NodeFacts { name, labels, taints, unschedulable: false };
         let s = template_from(&n, false);
         n.taints.push(Taint { key: "rollcache-untolerated".into(), value: None, effect: effect.into() });
         let excluded = matches!(
@@ -494,7 +539,7 @@ proptest! {
 
     #[test]
     fn a_missing_selector_label_always_excludes(name in "[a-z]{1,8}", labels in labels()) {
-        let n = NodeFacts { name, labels, taints: vec![] };
+        let n = NodeFacts { name, labels, taints: vec![], unschedulable: false };
         let mut s = template_from(&n, false);
         s.node_selector.insert("rollcache-missing".into(), "x".into());
         prop_assert!(check_scheduling(&s, "Deployment", &n).is_err());

@@ -135,8 +135,9 @@ pub async fn load_history(cfg: &Config) -> anyhow::Result<History> {
     let expect_node = cfg.kubernetes && cfg.node_name.is_some();
     loop {
         let snap = store.snapshot();
-        let synced =
-            snap.sources.values().all(|s| s.synced) && (!expect_node || snap.node_status.synced);
+        // A Node that cannot be read (RBAC, errors) makes the node unknown, not the plan late.
+        let synced = snap.sources.values().all(|s| s.synced)
+            && (!expect_node || snap.node_status.synced || snap.node_status.in_error);
         if synced {
             break;
         }
@@ -161,5 +162,9 @@ pub async fn load_history(cfg: &Config) -> anyhow::Result<History> {
     Ok(History {
         facts: snap.facts().cloned().collect(),
         nodes: snap.node.clone().into_iter().collect(),
+        node_error: snap
+            .node_status
+            .in_error
+            .then(|| snap.node_status.last_error.clone().unwrap_or_default()),
     })
 }

@@ -9,7 +9,7 @@ use crate::config::{Config, ConfigArgs};
 use crate::history::files;
 use crate::inventory::Inventory;
 use crate::model::{NodeFacts, RevisionFact};
-use crate::plan::{Plan, PlanConfig};
+use crate::plan::{Plan, PlanConfig, ThisNode};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -31,6 +31,8 @@ pub struct PlanArgs {
 pub struct History {
     pub facts: Vec<RevisionFact>,
     pub nodes: Vec<NodeFacts>,
+    /// Why this node's Node object could not be read (the node watch's error), if so.
+    pub node_error: Option<String>,
 }
 
 /// Load a directory source, logging every problem with the object it came from.
@@ -47,25 +49,30 @@ pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
     Ok(History {
         facts: snap.facts().cloned().collect(),
         nodes: snap.nodes,
+        node_error: None,
     })
 }
 
-/// This node's facts: the named Node object from the history when there is one, else a node with
-/// only a name (no labels, no taints).
-pub fn node_facts(cfg: &Config, nodes: &[NodeFacts]) -> NodeFacts {
-    let name = cfg.node_name.clone().unwrap_or_default();
-    match nodes.iter().find(|n| n.name == name) {
-        Some(n) => n.clone(),
-        None => {
-            if !name.is_empty() {
-                tracing::warn!(node = %name, "no Node object with this name in the history: planning for a node without labels or taints");
-            }
-            NodeFacts {
-                name,
-                ..Default::default()
-            }
-        }
+/// This node's facts: the named Node object from the history when there is one; Err(why) when a
+/// node is named but its Node object is missing or unreadable (the node is unknown); a node with
+/// no name, labels or taints when none is named.
+pub fn node_facts(
+    cfg: &Config,
+    nodes: &[NodeFacts],
+    node_error: Option<&str>,
+) -> Result<NodeFacts, String> {
+    let Some(name) = cfg.node_name.clone().filter(|n| !n.is_empty()) else {
+        return Ok(NodeFacts::default());
+    };
+    if let Some(n) = nodes.iter().find(|n| n.name == name) {
+        return Ok(n.clone());
     }
+    let reason = match node_error {
+        Some(e) => format!("Node object {name} cannot be read: {e}"),
+        None => format!("Node object {name} not found"),
+    };
+    tracing::warn!(node = %name, "{reason}: revisions with scheduling constraints are shown waiting for it");
+    Err(reason)
 }
 
 pub fn compute(cfg: &Config, history: &History) -> Plan {
@@ -73,12 +80,20 @@ pub fn compute(cfg: &Config, history: &History) -> Plan {
     for p in problems {
         tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
     }
-    let node = node_facts(cfg, &history.nodes);
     let pcfg = PlanConfig {
         hold_everything: cfg.hold_everything,
         extra_images: cfg.extra_images.clone(),
     };
-    crate::plan::plan(&inventory, &node, &pcfg, &HashMap::new())
+    let name = cfg.node_name.as_deref().unwrap_or_default();
+    let found = node_facts(cfg, &history.nodes, history.node_error.as_deref());
+    let node = match &found {
+        Ok(n) => ThisNode::Known(n),
+        Err(reason) => ThisNode::Unknown {
+            name,
+            reason: reason.clone(),
+        },
+    };
+    crate::plan::plan_for(&inventory, &node, &pcfg, &HashMap::new())
 }
 
 pub async fn run(args: PlanArgs) -> anyhow::Result<()> {

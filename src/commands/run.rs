@@ -162,7 +162,8 @@ pub async fn run_with(
         prefetch: prefetch_rx,
         credentials,
         can_pin,
-        expect_node: cfg.kubernetes && cfg.node_name.is_some(),
+        // A named node whose Node object the sources should provide (API or directory).
+        expect_node: cfg.node_name.is_some() && (cfg.kubernetes || cfg.from_dir.is_some()),
         runtime_events: Some(crate::node::events::watch_image_events(
             cfg.containerd_socket.clone(),
             cancel.clone(),

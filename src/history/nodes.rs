@@ -1,4 +1,4 @@
-//! This node's Node object: labels and taints.
+//! This node's Node object: labels, taints and whether it is cordoned.
 
 use k8s_openapi::api::core::v1::Node;
 
@@ -20,5 +20,10 @@ pub fn decode(node: &Node) -> NodeFacts {
                 effect: t.effect.clone(),
             })
             .collect(),
+        unschedulable: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
     }
 }

@@ -265,6 +265,7 @@ pub async fn run_node(
     let sink = NodeSink {
         decode,
         listed: None,
+        name: node_name,
     };
     drive(api, wc, sink, store, token, probe_interval).await;
 }
@@ -343,6 +344,7 @@ struct NodeSink {
     decode: fn(&Node) -> NodeFacts,
     /// The Node seen during a list in progress.
     listed: Option<NodeFacts>,
+    name: String,
 }
 
 impl Sink<Node> for NodeSink {
@@ -357,14 +359,15 @@ impl Sink<Node> for NodeSink {
             watcher::Event::InitDone => {
                 if self.listed.is_none() {
                     warn!(
-                        "this node's Node object was not found; scheduling constraints cannot be checked"
+                        node = %self.name,
+                        "this node's Node object was not found: the node is unknown; nothing is unpinned and revisions with scheduling constraints wait until it appears"
                     );
                 }
                 store.set_node(self.listed.take());
             }
             watcher::Event::Apply(n) => store.set_node(Some((self.decode)(&n))),
             watcher::Event::Delete(n) => {
-                warn!(node = %n.name_any(), "this node's Node object was deleted");
+                warn!(node = %n.name_any(), "this node's Node object was deleted: the node is unknown; nothing is unpinned and revisions with scheduling constraints wait until it is back");
                 store.set_node(None);
             }
         }

@@ -21,7 +21,7 @@ use crate::metrics::{Metrics, ProblemLabel, ReadinessLabel, SourceLabel};
 use crate::model::NodeFacts;
 use crate::node::RegistryAuth;
 use crate::node::{ImageInfo, ImageRuntime, NodeError, PinOwner, PullOutcome};
-use crate::plan::{DesiredImage, Plan, PlanConfig};
+use crate::plan::{DesiredImage, NotHeld, Plan, PlanConfig, ThisNode};
 use crate::reconcile::decide::{self, Decision, Held, Params, Waiting, Want};
 use crate::report::{self, DiskHealth, Readiness, SourceHealth, Status};
 
@@ -341,17 +341,23 @@ impl Daemon {
                     .inc();
             }
         }
-        let node = snap.node.clone().unwrap_or_else(|| NodeFacts {
-            name: cfg.node_name.clone().unwrap_or_default(),
-            ..Default::default()
-        });
+        let nameless = NodeFacts::default();
+        let name = cfg.node_name.as_deref().unwrap_or_default();
+        let node = match &snap.node {
+            Some(n) => ThisNode::Known(n),
+            None if self.expect_node => ThisNode::Unknown {
+                name,
+                reason: unknown_node_reason(name, &snap.node_status),
+            },
+            None => ThisNode::Known(&nameless),
+        };
         let mut extra = cfg.extra_images.clone();
         extra.extend(st.manual.iter().cloned());
         let pcfg = PlanConfig {
             hold_everything: cfg.hold_everything,
             extra_images: extra,
         };
-        let plan = crate::plan::plan(&inventory, &node, &pcfg, &st.size_hints);
+        let plan = crate::plan::plan_for(&inventory, &node, &pcfg, &st.size_hints);
         st.plan = Some(Arc::new(plan));
         st.inventory = Some(Arc::new(inventory));
         st.planned_generation = Some(generation);
@@ -457,6 +463,7 @@ impl Daemon {
         let sources = self.source_health(st, snap);
         let status = Status {
             node: cfg.node_name.clone().unwrap_or_default(),
+            node_state: plan.node_state.clone(),
             generated_at: unix_now(),
             runtime_reachable: runtime_error.is_none(),
             runtime_error,
@@ -497,6 +504,7 @@ impl Daemon {
         m.disk_budget_reached
             .set(i64::from(status.disk.over_budget));
         m.runtime_can_pin.set(i64::from(self.can_pin));
+        m.set_node_state(&status.node_state);
         match crate::http::StatusDoc::from_value(&status) {
             Ok(doc) => {
                 drop(status);
@@ -625,8 +633,21 @@ fn image_name(held: &[Held], id: &str) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
+/// Fresh enough to unpin: every source fresh and, when a Node is expected, that Node known. A
+/// node without its Node object cannot tell which constrained revisions it holds, so their pins
+/// stay until it is back.
 fn view_fresh(snap: &HistorySnapshot, expect_node: bool) -> bool {
-    snap.all_sources_fresh() && (!expect_node || snap.node_status.is_fresh())
+    snap.all_sources_fresh()
+        && (!expect_node || (snap.node_status.is_fresh() && snap.node.is_some()))
+}
+
+/// Why the expected Node object is not known, for the plan and the report.
+fn unknown_node_reason(name: &str, status: &crate::history::store::SourceStatus) -> String {
+    match (&status.last_error, status.in_error, status.synced) {
+        (Some(e), true, _) => format!("Node object {name} cannot be read: {e}"),
+        (_, _, false) => format!("Node object {name} not listed yet"),
+        _ => format!("Node object {name} not found"),
+    }
 }
 
 fn params(cfg: &Config, over_disk_budget: bool, view_fresh: bool) -> Params {
@@ -679,6 +700,7 @@ fn report_inputs(inv: &Inventory, plan: &Plan) -> Vec<report::RevisionInput> {
     for w in &inv.workloads {
         for r in &w.revisions {
             let (wanted, reason) = not_here.get(&r.key).cloned().unwrap_or((false, None));
+            let node_unknown = matches!(reason, Some(NotHeld::NodeUnknown { .. }));
             let reason = reason.map(|n| n.to_string());
             out.push(report::RevisionInput {
                 workload: w.id.clone(),
@@ -711,6 +733,7 @@ fn report_inputs(inv: &Inventory, plan: &Plan) -> Vec<report::RevisionInput> {
                 } else {
                     Some(reason.unwrap_or_else(|| "not scheduled on this node".into()))
                 },
+                node_unknown,
             });
         }
     }
@@ -737,6 +760,43 @@ mod tests {
             over_disk_budget: true,
             view_fresh: true,
         }
+    }
+
+    #[test]
+    fn unknown_node_says_why() {
+        use crate::history::store::SourceStatus;
+        let listing = SourceStatus::default();
+        assert_eq!(
+            unknown_node_reason("n1", &listing),
+            "Node object n1 not listed yet"
+        );
+        let gone = SourceStatus {
+            synced: true,
+            ..SourceStatus::default()
+        };
+        assert_eq!(unknown_node_reason("n1", &gone), "Node object n1 not found");
+        // RBAC denying nodes: the watch never lists, and says why.
+        let denied = SourceStatus {
+            in_error: true,
+            last_error: Some("nodes \"n1\" is forbidden".into()),
+            ..SourceStatus::default()
+        };
+        assert_eq!(
+            unknown_node_reason("n1", &denied),
+            "Node object n1 cannot be read: nodes \"n1\" is forbidden"
+        );
+    }
+
+    #[test]
+    fn a_missing_node_makes_the_view_unfit_for_unpinning() {
+        let mut snap = HistorySnapshot::default();
+        snap.node_status.synced = true;
+        assert!(view_fresh(&snap, false), "no Node expected");
+        assert!(!view_fresh(&snap, true), "Node expected and missing");
+        snap.node = Some(NodeFacts::default());
+        assert!(view_fresh(&snap, true));
+        snap.node_status.in_error = true;
+        assert!(!view_fresh(&snap, true), "node watch in error");
     }
 
     #[test]
