@@ -493,6 +493,34 @@ pub struct SourceHealth {
     pub error: Option<String>,
     pub objects: usize,
     pub problems: u64,
+    /// Objects whose latest version could not be decoded (completely): their last good facts
+    /// are kept, and nothing they may need is unpinned, until they decode again or go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<UnresolvedReport>,
+}
+
+pub fn unresolved(u: &crate::history::store::UnresolvedObject) -> UnresolvedReport {
+    UnresolvedReport {
+        object: u.object.to_string(),
+        problems: u
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.kind, p.message))
+            .collect(),
+        kept_facts: u.kept_facts,
+        ever_good: u.ever_good,
+    }
+}
+
+/// One object with an unresolved decode problem, as `/status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnresolvedReport {
+    pub object: String,
+    pub problems: Vec<String>,
+    /// Facts kept from the object's last version that decoded cleanly.
+    pub kept_facts: usize,
+    /// False: no version decoded cleanly since start, so nothing at all is unpinned meanwhile.
+    pub ever_good: bool,
 }
 
 /// Disk usage of the image filesystem against the budget.
@@ -580,6 +608,19 @@ pub fn render_table(s: &Status) -> String {
                 .as_deref()
                 .map(|e| format!(", error: {e}"))
                 .unwrap_or_default()
+        );
+    }
+    for u in s.sources.iter().flat_map(|src| &src.unresolved) {
+        let _ = writeln!(
+            out,
+            "history: {} cannot be decoded ({}): {}",
+            u.object,
+            u.problems.join("; "),
+            if u.ever_good {
+                format!("its last good facts are kept ({} kept)", u.kept_facts)
+            } else {
+                "nothing is unpinned until it decodes or is deleted".to_string()
+            }
         );
     }
     if s.disk.over_budget {

@@ -203,7 +203,8 @@ impl Daemon {
                 cfg.disk_budget_percent,
             )
         });
-        let view_fresh = view_fresh(&snap, self.expect_node);
+        // An object that never decoded may need any image: unpin nothing while one exists.
+        let view_fresh = view_fresh(&snap, self.expect_node) && snap.complete();
         let p = params(&cfg, over_budget, view_fresh);
         let wants: Vec<Want> = plan
             .images
@@ -512,6 +513,7 @@ impl Daemon {
     fn source_health(&self, st: &mut LoopState, snap: &HistorySnapshot) -> Vec<SourceHealth> {
         let mut out = Vec::new();
         let mut synced_by_kind: HashMap<String, bool> = HashMap::new();
+        let mut unresolved_by_kind: HashMap<String, usize> = HashMap::new();
         let node_entry = self
             .expect_node
             .then_some(("node".to_string(), &snap.node_status));
@@ -561,13 +563,21 @@ impl Daemon {
                 },
                 objects: s.objects,
                 problems: s.problems_total(),
+                unresolved: s.unresolved.iter().map(report::unresolved).collect(),
             });
+            *unresolved_by_kind.entry(kind).or_default() += s.unresolved.len();
         }
         for (kind, synced) in synced_by_kind {
             self.metrics
                 .source_synced
                 .get_or_create(&SourceLabel { source: kind })
                 .set(i64::from(synced));
+        }
+        for (kind, n) in unresolved_by_kind {
+            self.metrics
+                .unresolved_objects
+                .get_or_create(&SourceLabel { source: kind })
+                .set(n as i64);
         }
         out
     }
