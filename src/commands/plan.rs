@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 
 use crate::config::{Config, ConfigArgs};
-use crate::history::files;
+use crate::history::{DecodeProblem, files};
 use crate::inventory::Inventory;
 use crate::model::{NodeFacts, RevisionFact};
 use crate::plan::{Plan, PlanConfig};
@@ -31,6 +31,8 @@ pub struct PlanArgs {
 pub struct History {
     pub facts: Vec<RevisionFact>,
     pub nodes: Vec<NodeFacts>,
+    /// What could not be decoded: shown with the plan, which may lack what those objects need.
+    pub problems: Vec<DecodeProblem>,
 }
 
 /// Load a directory source, logging every problem with the object it came from.
@@ -46,6 +48,7 @@ pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
     }
     Ok(History {
         facts: snap.facts().cloned().collect(),
+        problems: snap.all_problems().cloned().collect(),
         nodes: snap.nodes,
     })
 }
@@ -78,7 +81,13 @@ pub fn compute(cfg: &Config, history: &History) -> Plan {
         hold_everything: cfg.hold_everything,
         extra_images: cfg.extra_images.clone(),
     };
-    crate::plan::plan(&inventory, &node, &pcfg, &HashMap::new())
+    let mut plan = crate::plan::plan(&inventory, &node, &pcfg, &HashMap::new());
+    plan.problems
+        .extend(history.problems.iter().map(|p| crate::plan::PlanProblem {
+            revision: None,
+            message: format!("cannot be decoded, {p}"),
+        }));
+    plan
 }
 
 pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
