@@ -364,3 +364,50 @@ async fn orphaned_controller_revisions_keep_their_pins_and_deleted_ones_are_unpi
 fn revision_of(s: &Value, n: i64) -> Option<&Value> {
     revision(s, "StatefulSet", NS, "db", n)
 }
+
+/// An object that never decoded since start (here: a release Secret already broken when the
+/// daemon starts, as after a restart) may need any image: while it exists nothing is unpinned,
+/// not even a revision really pruned; the control: once it is deleted, the pruned revision is
+/// unpinned after the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_never_decoded_holds_every_unpin_until_it_goes() {
+    let mut bed = Bed::start().await;
+    let api = api().await;
+    let (old, _, _) = bed.push_small(841, "lastgood/never:1");
+    let (new, _, _) = bed.push_small(842, "lastgood/never:2");
+    api.apply(replicaset(NS, "web", 1, &[&old], 0))
+        .expect("apply");
+    api.apply(replicaset(NS, "web", 2, &[&new], 1))
+        .expect("apply");
+    let mut broken = helm_release(NS, "legacy", 3, "reg.example/unknown:1");
+    let name = broken["metadata"]["name"].as_str().unwrap().to_string();
+    broken["data"]["release"] = json!(base64_of(b"H4sI truncated"));
+    api.apply(broken).expect("apply");
+    let d = TestDaemon::start(&api, fast_settings(&bed)).await;
+    wait_pinned_by_us(&bed.node, &old).await;
+    wait_pinned_by_us(&bed.node, &new).await;
+    let s = d
+        .wait_status(SOON, "the broken release is reported", |s| {
+            !unresolved(s).is_empty()
+        })
+        .await;
+    assert_eq!(unresolved(&s)[0]["ever_good"], false, "{s:#}");
+
+    assert!(api.delete("ReplicaSet", NS, "web-1"));
+    d.wait_status(SOON, "revision 1 gone from the report", |s| {
+        revision(s, "Deployment", NS, "web", 1).is_none()
+    })
+    .await;
+    stays_pinned(
+        &bed,
+        &[&old, &new],
+        "what the broken release needs is unknown",
+    )
+    .await;
+
+    assert!(api.delete("Secret", NS, &name));
+    let deleted = Instant::now();
+    unpinned_after_grace(&bed, &old, deleted).await;
+    assert!(pinned(&bed, &new).await);
+    d.stop().await;
+}
