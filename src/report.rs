@@ -482,6 +482,38 @@ mod tests {
         assert!(report.summary.is_empty());
         assert_eq!(report.workloads[0].revisions[0].readiness, None);
     }
+
+    #[test]
+    fn the_table_names_objects_that_cannot_be_decoded() {
+        let unresolved = |ever_good| UnresolvedReport {
+            object: "Secret apps/sh.helm.release.v1.shop.v2".into(),
+            problems: vec!["gzip: release is not valid gzip".into()],
+            kept_facts: 1,
+            ever_good,
+        };
+        let mut s = Status {
+            runtime_reachable: true,
+            can_pin: true,
+            sources: vec![SourceHealth {
+                source: "helm (secrets)".into(),
+                synced: true,
+                unresolved: vec![unresolved(true)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let table = render_table(&s);
+        assert!(
+            table.contains("Secret apps/sh.helm.release.v1.shop.v2 cannot be decoded (gzip: release is not valid gzip): its last good facts are kept (1 kept)"),
+            "{table}"
+        );
+        s.sources[0].unresolved = vec![unresolved(false)];
+        assert!(
+            render_table(&s).contains("nothing is unpinned until it decodes or is deleted"),
+            "{}",
+            render_table(&s)
+        );
+    }
 }
 
 /// A history source's health as `/status` shows it.

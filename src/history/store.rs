@@ -358,10 +358,16 @@ impl HistoryStore {
             );
             let changed = src.objects.get(&object) != Some(&facts)
                 || src.unresolved.contains_key(&object) != unresolved.is_some();
-            match unresolved {
-                Some(u) => src.unresolved.insert(object.clone(), u),
-                None => src.unresolved.remove(&object),
+            let touched = match unresolved {
+                Some(u) => {
+                    src.unresolved.insert(object.clone(), u);
+                    true
+                }
+                None => src.unresolved.remove(&object).is_some(),
             };
+            if touched {
+                refresh_unresolved(src);
+            }
             src.objects.insert(object, facts);
             let was_error = mark_flowing(&mut src.status);
             refresh_counts(src);
@@ -374,7 +380,9 @@ impl HistoryStore {
         self.update(|inner| {
             let src = inner.sources.entry(id.clone()).or_default();
             let changed = src.objects.remove(object).is_some();
-            src.unresolved.remove(object);
+            if src.unresolved.remove(object).is_some() {
+                refresh_unresolved(src);
+            }
             let was_error = mark_flowing(&mut src.status);
             refresh_counts(src);
             ((), changed || was_error)
@@ -429,6 +437,7 @@ impl HistoryStore {
             if let Some((objects, unresolved)) = src.pending.take() {
                 src.objects = objects;
                 src.unresolved = unresolved;
+                refresh_unresolved(src);
             }
             src.status.synced = true;
             src.status.relisting = false;
@@ -552,6 +561,10 @@ fn mark_flowing(status: &mut SourceStatus) -> bool {
 fn refresh_counts(src: &mut SourceState) {
     src.status.objects = src.objects.len();
     src.status.facts = src.objects.values().map(|f| f.len()).sum();
+}
+
+/// Rebuilds the status' list of unresolved objects (after a change to it, not on every event).
+fn refresh_unresolved(src: &mut SourceState) {
     if src.unresolved.is_empty() && src.status.unresolved.is_empty() {
         return;
     }
