@@ -119,7 +119,10 @@ impl DirState {
     /// be read keep what they held), logging every problem; returns the Node objects read.
     pub fn load_into(&mut self, dir: &Path, id: &SourceId, store: &HistoryStore) -> Vec<NodeFacts> {
         let mut snap = load_dir(dir);
-        self.carry_over(&mut snap);
+        // Problems of files that keep objects are counted with those objects by the store.
+        for p in self.carry_over(&mut snap) {
+            tracing::warn!(object = %p.object, kind = %p.kind, "cannot be read: {}", p.message);
+        }
         for p in &snap.problems {
             tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
             store.count_problem(&StatusKey::Source(id.clone()), p.kind);
@@ -142,7 +145,8 @@ impl DirState {
     /// keeps its last good facts), and a failing file that yielded nothing before is added as an
     /// object of its own that never decoded (what it holds is unknown). Files under a directory
     /// that cannot be listed keep their objects the same way; deleted files lose theirs.
-    pub fn carry_over(&mut self, snap: &mut DirSnapshot) {
+    /// Returns the file problems taken out of `snap.problems`: the added objects carry them.
+    pub fn carry_over(&mut self, snap: &mut DirSnapshot) -> Vec<DecodeProblem> {
         let produced: HashSet<ObjectRef> = snap.objects.iter().map(|(o, _)| o.clone()).collect();
         let mut by_file: HashMap<PathBuf, Vec<ObjectRef>> = HashMap::new();
         let mut added: Vec<(ObjectRef, Decoded)> = Vec::new();
@@ -212,16 +216,16 @@ impl DirState {
             }
             by_file.insert(path.clone(), kept);
         }
-        // Problems now carried by the objects they keep are not reported twice.
-        let mut i = 0;
-        snap.problems.retain(|_| {
-            i += 1;
-            !moved[i - 1]
-        });
+        let (carried, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut snap.problems)
+            .into_iter()
+            .zip(moved)
+            .partition(|(_, moved)| *moved);
+        snap.problems = rest.into_iter().map(|(p, _)| p).collect();
         snap.objects.extend(added);
         // The problem ranges no longer hold.
         snap.files.clear();
         self.by_file = by_file;
+        carried.into_iter().map(|(p, _)| p).collect()
     }
 }
 
