@@ -52,6 +52,7 @@ pub struct Metrics {
     pub source_synced: Family<SourceLabel, Gauge>,
     pub source_errors: Family<SourceLabel, Counter>,
     pub decode_problems: Family<ProblemLabel, Counter>,
+    pub unresolved_objects: Family<SourceLabel, Gauge>,
     pub image_fs_used_bytes: Gauge,
     pub image_fs_capacity_bytes: Gauge,
     pub disk_budget_ratio: Gauge<f64, AtomicU64>,
@@ -87,6 +88,7 @@ impl Metrics {
             source_synced: Family::default(),
             source_errors: Family::default(),
             decode_problems: Family::default(),
+            unresolved_objects: Family::default(),
             image_fs_used_bytes: Gauge::default(),
             image_fs_capacity_bytes: Gauge::default(),
             disk_budget_ratio: Gauge::default(),
@@ -153,6 +155,11 @@ impl Metrics {
             "decode_problems",
             "Objects (or parts) skipped because they could not be decoded",
             m.decode_problems.clone(),
+        );
+        r.register(
+            "history_unresolved_objects",
+            "Objects whose latest version cannot be decoded: their last good facts are kept",
+            m.unresolved_objects.clone(),
         );
         r.register_with_unit(
             "image_fs_used",

@@ -489,6 +489,38 @@ mod tests {
         assert!(report.summary.is_empty());
         assert_eq!(report.workloads[0].revisions[0].readiness, None);
     }
+
+    #[test]
+    fn the_table_names_objects_that_cannot_be_decoded() {
+        let unresolved = |ever_good| UnresolvedReport {
+            object: "Secret apps/sh.helm.release.v1.shop.v2".into(),
+            problems: vec!["gzip: release is not valid gzip".into()],
+            kept_facts: 1,
+            ever_good,
+        };
+        let mut s = Status {
+            runtime_reachable: true,
+            can_pin: true,
+            sources: vec![SourceHealth {
+                source: "helm (secrets)".into(),
+                synced: true,
+                unresolved: vec![unresolved(true)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let table = render_table(&s);
+        assert!(
+            table.contains("Secret apps/sh.helm.release.v1.shop.v2 cannot be decoded (gzip: release is not valid gzip): its last good facts are kept (1 kept)"),
+            "{table}"
+        );
+        s.sources[0].unresolved = vec![unresolved(false)];
+        assert!(
+            render_table(&s).contains("nothing is unpinned until it decodes or is deleted"),
+            "{}",
+            render_table(&s)
+        );
+    }
 }
 
 /// A history source's health as `/status` shows it.
@@ -500,6 +532,34 @@ pub struct SourceHealth {
     pub error: Option<String>,
     pub objects: usize,
     pub problems: u64,
+    /// Objects whose latest version could not be decoded (completely): their last good facts
+    /// are kept, and nothing they may need is unpinned, until they decode again or go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<UnresolvedReport>,
+}
+
+pub fn unresolved(u: &crate::history::store::UnresolvedObject) -> UnresolvedReport {
+    UnresolvedReport {
+        object: u.object.to_string(),
+        problems: u
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.kind, p.message))
+            .collect(),
+        kept_facts: u.kept_facts,
+        ever_good: u.ever_good,
+    }
+}
+
+/// One object with an unresolved decode problem, as `/status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnresolvedReport {
+    pub object: String,
+    pub problems: Vec<String>,
+    /// Facts kept from the object's last version that decoded cleanly.
+    pub kept_facts: usize,
+    /// False: no version decoded cleanly since start, so nothing at all is unpinned meanwhile.
+    pub ever_good: bool,
 }
 
 /// Disk usage of the image filesystem against the budget.
@@ -594,6 +654,19 @@ pub fn render_table(s: &Status) -> String {
     }
     if let Some(n) = s.node_state.summary() {
         let _ = writeln!(out, "node: {n}");
+    }
+    for u in s.sources.iter().flat_map(|src| &src.unresolved) {
+        let _ = writeln!(
+            out,
+            "history: {} cannot be decoded ({}): {}",
+            u.object,
+            u.problems.join("; "),
+            if u.ever_good {
+                format!("its last good facts are kept ({} kept)", u.kept_facts)
+            } else {
+                "nothing is unpinned until it decodes or is deleted".to_string()
+            }
+        );
     }
     if s.disk.over_budget {
         let _ = writeln!(

@@ -310,3 +310,45 @@ async fn cluster_plan_reports_cordon_and_a_missing_node() {
     let ioc = revisions(&p, "ioc");
     assert_eq!(ioc[0]["not_held"]["reason"], "node-unknown", "{}", ioc[0]);
 }
+
+/// What cannot be decoded is listed with the plan (which may lack what it needed), naming the
+/// file or object, in the table and in JSON.
+#[test]
+fn undecodable_files_are_listed_with_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("web.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: ns}\nspec:\n  template:\n    spec:\n      containers: [{name: web, image: reg.example/web:1}]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("half.json"), "{\"kind\": \"Deployment\", ").unwrap();
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rollcache"))
+            .args(["plan", "--from"])
+            .arg(dir.path())
+            .args(["--node", "n1", "--output", format])
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let p: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(images(&p), ["reg.example/web:1"]);
+    let problems = p["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let message = problems[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("half.json") && message.contains("json"),
+        "{message}"
+    );
+    let table = run("table");
+    assert!(
+        table.contains("Problems (1)") && table.contains("half.json"),
+        "{table}"
+    );
+}

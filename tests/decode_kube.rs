@@ -166,6 +166,41 @@ fn controller_revisions_of_statefulsets_and_daemonsets() {
     );
 }
 
+/// `kubectl delete sts --cascade=orphan` (and `ds`): the garbage collector removes the owner
+/// references; the revisions stay under the workload their hash label and name say.
+#[test]
+fn orphaned_controller_revisions_stay_under_their_workload() {
+    let crs: Vec<ControllerRevision> = items("apps/controllerrevisions.yaml");
+    let mut workloads = Vec::new();
+    for mut cr in crs {
+        let owned = controller_revisions::decode(&cr);
+        cr.metadata.owner_references = None;
+        let orphan = controller_revisions::decode(&cr);
+        assert!(orphan.problems.is_empty(), "{:?}", orphan.problems);
+        let ([o], [f]) = (owned.facts.as_slice(), orphan.facts.as_slice()) else {
+            panic!("one fact each: {:?} {:?}", owned.facts, orphan.facts)
+        };
+        assert_eq!(f, o, "the same fact with or without the owner");
+        workloads.push(f.workload.to_string());
+    }
+    workloads.dedup();
+    assert_eq!(
+        workloads,
+        [
+            "StatefulSet/bl45p/bl45p-mo-ioc-01",
+            "DaemonSet/bl45p/node-exporter"
+        ]
+    );
+    // A hash label that does not end the name is not trusted for the workload's name.
+    let mut odd = cr(
+        None,
+        json!({"spec": {"template": {"spec": {"containers": []}}}}),
+    );
+    odd.metadata.labels = Some([("controller.kubernetes.io/hash".into(), "zzz".into())].into());
+    let d = controller_revisions::decode(&odd);
+    assert_eq!(d.facts[0].workload.kind, "ControllerRevision");
+}
+
 fn cr(owner_kind: Option<&str>, data: Value) -> ControllerRevision {
     let owners = owner_kind.map(|k| {
         json!([{"apiVersion": "apps/v1", "kind": k, "name": "owner", "uid": "u", "controller": true}])
@@ -185,9 +220,11 @@ fn controller_revision_edge_cases() {
         json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i:1"}]}}}});
     let d = controller_revisions::decode(&cr(Some("StatefulSet"), ok.clone()));
     assert_eq!(d.facts[0].template.containers[0].image, "i:1");
-    // Orphaned: nothing, and no noise.
+    // Orphaned without the controllers' hash labels: kept, as its own workload.
     let d = controller_revisions::decode(&cr(None, ok));
-    assert!(d.facts.is_empty() && d.problems.is_empty());
+    assert!(d.problems.is_empty());
+    assert_eq!(d.facts[0].workload.kind, "ControllerRevision");
+    assert_eq!(d.facts[0].workload.name, "owner-abc");
     // A StatefulSet revision without a template is a problem...
     let d = controller_revisions::decode(&cr(Some("StatefulSet"), json!({"spec": {}})));
     assert!(d.facts.is_empty());

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rollcache::history::ProblemKind;
 use rollcache::history::files::{self, DirSnapshot, MAX_FILE_BYTES};
+use rollcache::history::store::{HistoryStore, SourceId};
 use rollcache::model::SourceKind;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/history");
@@ -276,4 +277,141 @@ async fn watch_reports_bursts_once_symlink_swaps_and_not_its_own_reads() {
             .unwrap()
             .is_none()
     );
+}
+
+/// Facts of the directory source by workload name, and the objects with unresolved problems.
+fn held(store: &HistoryStore) -> (Vec<String>, Vec<(String, bool)>) {
+    let snap = store.snapshot();
+    let mut names: Vec<String> = snap.facts().map(|f| f.workload.name.clone()).collect();
+    names.sort();
+    let unresolved = snap
+        .unresolved()
+        .map(|u| (u.object.name.clone(), u.ever_good))
+        .collect();
+    (names, unresolved)
+}
+
+const REPLICASET: &str = "apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: api-7d9
+  namespace: ns
+  ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: api, uid: u, controller: true}]
+  annotations: {deployment.kubernetes.io/revision: \"3\"}
+spec:
+  replicas: 0
+  template:
+    spec:
+      containers: [{name: api, image: reg.example/api:3}]
+";
+
+/// A file that cannot be read or parsed now (half-written, truncated, not UTF-8) counts as
+/// unchanged: its objects keep their last good facts, with the problem, until the file is good
+/// again; a deleted file's objects go (the control).
+#[test]
+fn an_unreadable_file_keeps_its_objects_until_it_is_good_again_or_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "deploy.yaml", DEPLOYMENT);
+    write(d, "rs.yaml", REPLICASET);
+    let store = HistoryStore::new();
+    let id = SourceId::new(SourceKind::File, "files", None);
+    let mut state = files::DirState::default();
+    state.load_into(d, &id, &store);
+    assert_eq!(held(&store), (vec!["api".into(), "web".into()], vec![]));
+
+    let cut = &REPLICASET[..REPLICASET.find("  template").unwrap() - 3];
+    let broken: [(&str, &[u8]); 3] = [
+        ("truncated mid-document", cut.as_bytes()),
+        ("invalid YAML", b"kind: [unclosed\n"),
+        ("not UTF-8", b"\xff\xfe\x00kind"),
+    ];
+    for (what, bytes) in broken {
+        std::fs::write(d.join("rs.yaml"), bytes).unwrap();
+        state.load_into(d, &id, &store);
+        let (names, unresolved) = held(&store);
+        assert_eq!(names, ["api", "web"], "{what}: last good facts kept");
+        assert_eq!(unresolved, [("api-7d9".to_string(), true)], "{what}");
+        assert!(store.snapshot().complete(), "{what}");
+        // A cut that still parses is the object's own problem (no pod template); the others
+        // are the file's, named in the object's problem.
+        let st = store.status(&id).unwrap();
+        let message = &st.unresolved[0].problems[0].message;
+        assert!(
+            message.contains("rs.yaml") || message.contains("no spec.template.spec"),
+            "{what}: {message}"
+        );
+    }
+    // Good again, with a new revision: the new facts alone.
+    write(d, "rs.yaml", &REPLICASET.replace("api:3", "api:4"));
+    state.load_into(d, &id, &store);
+    assert_eq!(held(&store), (vec!["api".into(), "web".into()], vec![]));
+    let api = store
+        .snapshot()
+        .facts()
+        .find(|f| f.workload.name == "api")
+        .map(|f| f.template.containers[0].image.clone());
+    assert_eq!(api.as_deref(), Some("reg.example/api:4"));
+    // Broken, then deleted: the deletion is history, its objects go.
+    write(d, "rs.yaml", "kind: [unclosed\n");
+    state.load_into(d, &id, &store);
+    assert_eq!(held(&store).0, ["api", "web"]);
+    std::fs::remove_file(d.join("rs.yaml")).unwrap();
+    state.load_into(d, &id, &store);
+    assert_eq!(held(&store), (vec!["web".into()], vec![]));
+}
+
+/// A document of a multi-document file that breaks keeps its object; the file's other documents
+/// are read as they are now.
+#[test]
+fn a_broken_document_keeps_its_object_and_the_others_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let two = |web: &str, rs: &str| format!("---\n{web}---\n{rs}");
+    write(d, "all.yaml", &two(DEPLOYMENT, REPLICASET));
+    let store = HistoryStore::new();
+    let id = SourceId::new(SourceKind::File, "files", None);
+    let mut state = files::DirState::default();
+    state.load_into(d, &id, &store);
+    write(
+        d,
+        "all.yaml",
+        &two(
+            &DEPLOYMENT.replace("web:5", "web:6"),
+            "kind: ReplicaSet\nmetadata: {name: [\n",
+        ),
+    );
+    state.load_into(d, &id, &store);
+    let snap = store.snapshot();
+    let mut images: Vec<&str> = snap
+        .facts()
+        .map(|f| f.template.containers[0].image.as_str())
+        .collect();
+    images.sort();
+    assert_eq!(images, ["reg.example/api:3", "reg.example/web:6"]);
+    assert_eq!(held(&store).1, [("api-7d9".to_string(), true)]);
+}
+
+/// A file that was never good holds something unknown: the view is incomplete (nothing may be
+/// unpinned) until it is good or gone.
+#[test]
+fn a_file_that_never_decoded_makes_the_view_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "deploy.yaml", DEPLOYMENT);
+    write(d, "new.json", "{\"kind\": ");
+    let store = HistoryStore::new();
+    let id = SourceId::new(SourceKind::File, "files", None);
+    let mut state = files::DirState::default();
+    state.load_into(d, &id, &store);
+    let (names, unresolved) = held(&store);
+    assert_eq!(names, ["web"]);
+    assert_eq!(unresolved.len(), 1);
+    assert!(unresolved[0].0.ends_with("new.json") && !unresolved[0].1);
+    assert!(!store.snapshot().complete());
+    assert!(store.snapshot().all_sources_fresh());
+    std::fs::remove_file(d.join("new.json")).unwrap();
+    state.load_into(d, &id, &store);
+    assert!(store.snapshot().complete());
+    assert_eq!(held(&store), (vec!["web".into()], vec![]));
 }

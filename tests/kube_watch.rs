@@ -542,3 +542,65 @@ async fn spawn_watchers_runs_the_configured_sources_and_this_node() {
     token.cancel();
     while tasks.join_next().await.is_some() {}
 }
+
+/// Safety rule 8 through a 410 re-list: an object that changed into something undecodable while
+/// nobody watched keeps its last good facts (and says why), while one deleted meanwhile goes (the
+/// control); a good version afterwards resolves it.
+#[tokio::test]
+async fn a_relist_keeps_the_last_good_facts_of_what_broke_meanwhile() {
+    let api = server().await;
+    for n in ["broken", "doomed"] {
+        api.apply(cm("a", n, json!({}), &format!("reg/{n}:1")))
+            .expect("apply");
+    }
+    let store = HistoryStore::new();
+    let token = CancellationToken::new();
+    let id = start_cm_source(
+        &api,
+        WatchConfig::default().watcher_config(),
+        None,
+        &store,
+        &token,
+    );
+    wait_until(Duration::from_secs(5), "initial list", || {
+        status(&store, &id).synced
+    })
+    .await;
+
+    api.set_down(true);
+    let key = StatusKey::Source(id.clone());
+    wait_until(Duration::from_secs(3), "source in error", || {
+        store.in_error(&key)
+    })
+    .await;
+    api.apply(cm("a", "broken", json!({}), "bad"))
+        .expect("apply");
+    assert!(api.delete("ConfigMap", "a", "doomed"));
+    api.compact();
+    api.set_down(false);
+
+    wait_until(Duration::from_secs(10), "re-list after 410", || {
+        status(&store, &id).lists == 2 && status(&store, &id).is_fresh()
+    })
+    .await;
+    assert_eq!(image_of(&store, "a", "doomed"), None, "deleted meanwhile");
+    assert_eq!(
+        image_of(&store, "a", "broken").as_deref(),
+        Some("reg/broken:1"),
+        "last good facts kept"
+    );
+    let st = status(&store, &id);
+    assert_eq!(st.unresolved.len(), 1);
+    assert_eq!(st.unresolved[0].object, oref("a", "broken"));
+    assert!(st.unresolved[0].ever_good);
+    assert!(store.snapshot().complete());
+
+    api.apply(cm("a", "broken", json!({}), "reg/broken:2"))
+        .expect("apply");
+    wait_until(Duration::from_secs(5), "the good version", || {
+        image_of(&store, "a", "broken").as_deref() == Some("reg/broken:2")
+    })
+    .await;
+    assert!(status(&store, &id).unresolved.is_empty());
+    token.cancel();
+}

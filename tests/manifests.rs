@@ -1031,6 +1031,7 @@ fn exposition() -> (BTreeSet<String>, BTreeMap<String, String>) {
     m.source_synced.get_or_create(&source).set(1);
     m.source_errors.get_or_create(&source).inc();
     m.set_node_state(&Default::default());
+    m.unresolved_objects.get_or_create(&source).set(0);
     m.decode_problems
         .get_or_create(&ProblemLabel {
             source: "pods".into(),

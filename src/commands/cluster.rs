@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::plan::History;
 use crate::config::Config;
 use crate::history::files;
-use crate::history::store::{HistoryStore, SourceId};
+use crate::history::store::{HistoryStore, SourceId, StatusKey};
 use crate::history::watch::{WatchConfig, spawn_watchers};
 use crate::model::SourceKind;
 
@@ -62,63 +62,124 @@ pub async fn start_sources_with(
         spawn_watchers(&client, &watch_config(cfg), store, cancel, tasks);
     }
     if let Some(dir) = &cfg.from_dir {
-        let (mut changes, guard) = files::watch_dir(dir)
+        let (changes, guard) = files::watch_dir(dir)
             .with_context(|| format!("cannot watch directory source {}", dir.display()))?;
-        let id = SourceId::new(SourceKind::File, "files", None);
-        store.register(&id);
-        load_dir_into(dir, &id, store, cfg.node_name.as_deref(), !cfg.kubernetes);
-        let (store, dir, cancel, node) = (
-            store.clone(),
-            dir.clone(),
-            cancel.clone(),
-            cfg.node_name.clone(),
-        );
-        let api = cfg.kubernetes;
-        tasks.spawn(async move {
-            let _guard = guard;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    c = changes.recv() => if c.is_none() { return },
-                }
-                tracing::info!(dir = %dir.display(), "directory source changed; reloading");
-                load_dir_into(&dir, &id, &store, node.as_deref(), !api);
-            }
-        });
+        let mut source = DirSource {
+            dir: dir.clone(),
+            id: SourceId::new(SourceKind::File, "files", None),
+            store: store.clone(),
+            node_name: cfg.node_name.clone(),
+            node_from_files: !cfg.kubernetes,
+            state: files::DirState::default(),
+            root: root_identity(dir),
+        };
+        store.register(&source.id);
+        source.load();
+        tasks.spawn(source.run(Some((changes, guard)), cancel.clone()));
     }
     Ok(())
 }
 
-/// Replace the directory source's objects with what the directory holds now.
-fn load_dir_into(
-    dir: &std::path::Path,
-    id: &SourceId,
-    store: &HistoryStore,
-    node_name: Option<&str>,
+/// How often the directory source checks that its root is still the directory it watches.
+const ROOT_CHECK: Duration = Duration::from_secs(1);
+
+/// The directory source: reloads on change, keeps what unreadable files held, and survives its
+/// root being removed and recreated (a watch dies with the directory it was set on).
+struct DirSource {
+    dir: std::path::PathBuf,
+    id: SourceId,
+    store: Arc<HistoryStore>,
+    node_name: Option<String>,
     node_from_files: bool,
-) {
-    let snap = files::load_dir(dir);
-    for p in &snap.problems {
-        tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
-        store.count_problem(
-            &crate::history::store::StatusKey::Source(id.clone()),
-            p.kind,
-        );
-    }
-    store.reset_begin(id);
-    let objects = snap.objects.len();
-    for (object, decoded) in snap.objects {
-        for p in &decoded.problems {
-            tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
+    state: files::DirState,
+    /// Device and inode of the root the watch was set on.
+    root: Option<(u64, u64)>,
+}
+
+/// Device and inode of `dir` (through symlinks); None when it is not a directory now.
+fn root_identity(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+type Watch = (tokio::sync::mpsc::Receiver<()>, files::DirWatch);
+
+impl DirSource {
+    async fn run(mut self, mut watch: Option<Watch>, cancel: CancellationToken) {
+        let mut check = tokio::time::interval(ROOT_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let changed = tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = next_change(&mut watch) => c,
+                _ = check.tick() => false,
+            };
+            let now = root_identity(&self.dir);
+            let Some(root) = now else {
+                // Missing (or not a directory): what it held is unknown, not gone.
+                let key = StatusKey::Source(self.id.clone());
+                if !self.store.in_error(&key) {
+                    tracing::warn!(dir = %self.dir.display(), "directory source root is missing; keeping what it held and unpinning nothing until it is back");
+                }
+                self.store.set_error(
+                    &key,
+                    format!(
+                        "directory {} is missing; waiting for it to come back",
+                        self.dir.display()
+                    ),
+                );
+                watch = None;
+                self.root = None;
+                continue;
+            };
+            if watch.is_none() || self.root != Some(root) {
+                match files::watch_dir(&self.dir) {
+                    Ok(w) => watch = Some(w),
+                    Err(e) => {
+                        self.store
+                            .set_error(&StatusKey::Source(self.id.clone()), e.to_string());
+                        continue;
+                    }
+                }
+                tracing::info!(dir = %self.dir.display(), "directory source root is back; watching it again");
+                self.root = Some(root);
+                // A directory being filled after it was created: changes from now on are
+                // watched and reload again, but the first load should not see it empty.
+                tokio::time::sleep(files::DEBOUNCE).await;
+            } else if !changed {
+                continue;
+            }
+            tracing::info!(dir = %self.dir.display(), "directory source changed; reloading");
+            self.load();
         }
-        store.reset_apply(id, object, decoded);
     }
-    store.reset_done(id);
-    if node_from_files {
-        let node = node_name.and_then(|n| snap.nodes.iter().find(|x| x.name == n).cloned());
-        store.set_node(node);
+
+    fn load(&mut self) {
+        let nodes = self.state.load_into(&self.dir, &self.id, &self.store);
+        if self.node_from_files {
+            let node = self
+                .node_name
+                .as_deref()
+                .and_then(|n| nodes.into_iter().find(|x| x.name == n));
+            self.store.set_node(node);
+        }
     }
-    tracing::info!(dir = %dir.display(), objects, "directory source loaded");
+}
+
+/// The next change the watch reports (true); pending forever without a watch. A watch that
+/// ended is dropped, so that the root check sets a new one.
+async fn next_change(watch: &mut Option<Watch>) -> bool {
+    let Some((rx, _)) = watch else {
+        return std::future::pending().await;
+    };
+    if rx.recv().await.is_some() {
+        return true;
+    }
+    *watch = None;
+    false
 }
 
 /// How long a one-shot command waits for every source to list.
@@ -161,6 +222,10 @@ pub async fn load_history(cfg: &Config) -> anyhow::Result<History> {
     let snap = store.snapshot();
     Ok(History {
         facts: snap.facts().cloned().collect(),
+        problems: snap
+            .unresolved()
+            .flat_map(|u| u.problems.iter().cloned())
+            .collect(),
         nodes: snap.node.clone().into_iter().collect(),
         node_error: snap
             .node_status

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 
 use crate::config::{Config, ConfigArgs};
-use crate::history::files;
+use crate::history::{DecodeProblem, files};
 use crate::inventory::Inventory;
 use crate::model::{NodeFacts, RevisionFact};
 use crate::plan::{Plan, PlanConfig, ThisNode};
@@ -33,6 +33,8 @@ pub struct History {
     pub nodes: Vec<NodeFacts>,
     /// Why this node's Node object could not be read (the node watch's error), if so.
     pub node_error: Option<String>,
+    /// What could not be decoded: shown with the plan, which may lack what those objects need.
+    pub problems: Vec<DecodeProblem>,
 }
 
 /// Load a directory source, logging every problem with the object it came from.
@@ -48,6 +50,7 @@ pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
     }
     Ok(History {
         facts: snap.facts().cloned().collect(),
+        problems: snap.all_problems().cloned().collect(),
         nodes: snap.nodes,
         node_error: None,
     })
@@ -93,7 +96,13 @@ pub fn compute(cfg: &Config, history: &History) -> Plan {
             reason: reason.clone(),
         },
     };
-    crate::plan::plan_for(&inventory, &node, &pcfg, &HashMap::new())
+    let mut plan = crate::plan::plan_for(&inventory, &node, &pcfg, &HashMap::new());
+    plan.problems
+        .extend(history.problems.iter().map(|p| crate::plan::PlanProblem {
+            revision: None,
+            message: format!("cannot be decoded, {p}"),
+        }));
+    plan
 }
 
 pub async fn run(args: PlanArgs) -> anyhow::Result<()> {

@@ -1,9 +1,13 @@
 //! The file source: a directory of `.yaml`/`.yml`/`.json` files holding objects as `kubectl get
 //! -o yaml|json` prints them, decoded with the same decoders as the cluster sources; plus a
 //! debounced watch of that directory.
+//!
+//! Across reloads (`DirState`) a file that cannot be read or parsed now (half-written, truncated,
+//! over the size cap) counts as unchanged: the objects it held stay, with the problem.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::store::{HistoryStore, SourceId, StatusKey};
 use super::{
     DecodeProblem, Decoded, ProblemKind, controller_revisions, helm, manifest, nodes, pods,
     replicasets, template,
@@ -36,6 +41,18 @@ pub struct DirSnapshot {
     pub nodes: Vec<NodeFacts>,
     /// Files and documents that could not be read at all.
     pub problems: Vec<DecodeProblem>,
+    /// Each file read, with what came from it.
+    pub files: Vec<FileLoad>,
+    /// Directories below the root that could not be listed.
+    pub unreadable_dirs: Vec<PathBuf>,
+}
+
+/// One file of a `DirSnapshot`: its objects and file or document problems, as index ranges.
+#[derive(Debug, Clone)]
+pub struct FileLoad {
+    pub path: PathBuf,
+    pub objects: Range<usize>,
+    pub problems: Range<usize>,
 }
 
 impl DirSnapshot {
@@ -69,11 +86,147 @@ pub fn load_dir(dir: &Path) -> DirSnapshot {
     let mut snap = DirSnapshot::default();
     let mut files = Vec::new();
     let mut seen = HashSet::new();
-    collect(dir, 0, &mut seen, &mut files, &mut snap.problems);
+    let mut unreadable = Vec::new();
+    collect(
+        dir,
+        0,
+        &mut seen,
+        &mut files,
+        &mut snap.problems,
+        &mut unreadable,
+    );
+    snap.unreadable_dirs = unreadable;
     for path in files {
+        let (objects, problems) = (snap.objects.len(), snap.problems.len());
         load_file(&path, &mut snap);
+        snap.files.push(FileLoad {
+            path,
+            objects: objects..snap.objects.len(),
+            problems: problems..snap.problems.len(),
+        });
     }
     snap
+}
+
+/// The directory source across reloads: which objects each file yielded when last read.
+#[derive(Debug, Default)]
+pub struct DirState {
+    by_file: HashMap<PathBuf, Vec<ObjectRef>>,
+}
+
+impl DirState {
+    /// Replaces the source `id`'s objects in `store` with what `dir` holds now (files that cannot
+    /// be read keep what they held), logging every problem; returns the Node objects read.
+    pub fn load_into(&mut self, dir: &Path, id: &SourceId, store: &HistoryStore) -> Vec<NodeFacts> {
+        let mut snap = load_dir(dir);
+        // Problems of files that keep objects are counted with those objects by the store.
+        for p in self.carry_over(&mut snap) {
+            tracing::warn!(object = %p.object, kind = %p.kind, "cannot be read: {}", p.message);
+        }
+        for p in &snap.problems {
+            tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
+            store.count_problem(&StatusKey::Source(id.clone()), p.kind);
+        }
+        store.reset_begin(id);
+        let objects = snap.objects.len();
+        for (object, decoded) in snap.objects {
+            for p in &decoded.problems {
+                tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
+            }
+            store.reset_apply(id, object, decoded);
+        }
+        store.reset_done(id);
+        tracing::info!(dir = %dir.display(), objects, "directory source loaded");
+        snap.nodes
+    }
+
+    /// Completes a fresh `snap` with what files that cannot be read or parsed now held before:
+    /// each object such a file no longer yields is added back as undecodable (so that the store
+    /// keeps its last good facts), and a failing file that yielded nothing before is added as an
+    /// object of its own that never decoded (what it holds is unknown). Files under a directory
+    /// that cannot be listed keep their objects the same way; deleted files lose theirs.
+    /// Returns the file problems taken out of `snap.problems`: the added objects carry them.
+    pub fn carry_over(&mut self, snap: &mut DirSnapshot) -> Vec<DecodeProblem> {
+        let produced: HashSet<ObjectRef> = snap.objects.iter().map(|(o, _)| o.clone()).collect();
+        let mut by_file: HashMap<PathBuf, Vec<ObjectRef>> = HashMap::new();
+        let mut added: Vec<(ObjectRef, Decoded)> = Vec::new();
+        let mut moved = vec![false; snap.problems.len()];
+        for f in &snap.files {
+            let mine: Vec<ObjectRef> = snap.objects[f.objects.clone()]
+                .iter()
+                .map(|(o, _)| o.clone())
+                .collect();
+            let file_problem = snap.problems[f.problems.clone()].first();
+            let object_problem = snap.objects[f.objects.clone()]
+                .iter()
+                .find_map(|(_, d)| d.problems.first());
+            let Some(why) = file_problem.or(object_problem) else {
+                by_file.insert(f.path.clone(), mine);
+                continue;
+            };
+            let missing: Vec<ObjectRef> = self
+                .by_file
+                .get(&f.path)
+                .into_iter()
+                .flatten()
+                .filter(|o| !produced.contains(*o))
+                .cloned()
+                .collect();
+            let reason = format!(
+                "{} cannot be read or parsed now ({}: {}); its last good objects are kept",
+                f.path.display(),
+                why.kind,
+                why.message
+            );
+            if let Some(p) = file_problem {
+                if missing.is_empty() {
+                    let object = file_ref(&f.path, None);
+                    added.push((
+                        object.clone(),
+                        Decoded::skipped(object, p.kind, reason.clone()),
+                    ));
+                }
+                moved[f.problems.clone()].fill(true);
+            }
+            for o in &missing {
+                added.push((o.clone(), Decoded::skipped(o.clone(), why.kind, &reason)));
+            }
+            by_file.insert(f.path.clone(), mine.into_iter().chain(missing).collect());
+        }
+        for (path, objects) in &self.by_file {
+            if by_file.contains_key(path)
+                || !snap.unreadable_dirs.iter().any(|d| path.starts_with(d))
+            {
+                continue;
+            }
+            let reason = format!(
+                "{}: its directory cannot be listed now; its last good objects are kept",
+                path.display()
+            );
+            let kept: Vec<ObjectRef> = objects
+                .iter()
+                .filter(|o| !produced.contains(*o))
+                .cloned()
+                .collect();
+            for o in &kept {
+                added.push((
+                    o.clone(),
+                    Decoded::skipped(o.clone(), ProblemKind::InvalidField, &reason),
+                ));
+            }
+            by_file.insert(path.clone(), kept);
+        }
+        let (carried, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut snap.problems)
+            .into_iter()
+            .zip(moved)
+            .partition(|(_, moved)| *moved);
+        snap.problems = rest.into_iter().map(|(p, _)| p).collect();
+        snap.objects.extend(added);
+        // The problem ranges no longer hold.
+        snap.files.clear();
+        self.by_file = by_file;
+        carried.into_iter().map(|(p, _)| p).collect()
+    }
 }
 
 fn file_ref(path: &Path, doc: Option<String>) -> ObjectRef {
@@ -103,8 +256,10 @@ fn collect(
     seen: &mut HashSet<PathBuf>,
     files: &mut Vec<PathBuf>,
     problems: &mut Vec<DecodeProblem>,
+    unreadable_dirs: &mut Vec<PathBuf>,
 ) {
-    let unreadable = |e: std::io::Error| {
+    let mut unreadable = |e: std::io::Error| {
+        unreadable_dirs.push(dir.to_owned());
         file_problem(
             dir,
             None,
@@ -137,7 +292,7 @@ fn collect(
         };
         if md.is_dir() {
             if depth < MAX_DEPTH {
-                collect(&path, depth + 1, seen, files, problems);
+                collect(&path, depth + 1, seen, files, problems, unreadable_dirs);
             }
         } else if md.is_file() && has_object_extension(&path) {
             files.push(path);

@@ -5,6 +5,12 @@
 //! `reset_apply`, `reset_done`: facts listed during a re-list are buffered and replace the
 //! source's objects at `reset_done`, so objects that disappeared while nobody watched are
 //! forgotten and nothing is forgotten before the new list is complete.
+//!
+//! Last good facts win (safety rule 8): an object whose new version decodes with problems keeps
+//! the facts of its last clean version beside what the new one yields, until a clean version
+//! arrives or the object is deleted (or missing from a complete re-list). An object with problems
+//! that never decoded cleanly since start makes the view incomplete: what it used is unknown, so
+//! nothing may be unpinned while it stays.
 //! The lock is a plain `std::sync::RwLock`, never held across an await.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -15,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::model::{NodeFacts, ObjectRef, PodTemplate, RevisionFact, SourceKind};
 
-use super::{Decoded, ProblemKind};
+use super::{DecodeProblem, Decoded, ProblemKind};
 
 /// One watched stream of objects: a resource, in one namespace or all of them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,6 +80,19 @@ pub struct SourceStatus {
     pub lists: u64,
     /// Decode problems seen since start, by kind.
     pub problems: HashMap<ProblemKind, u64>,
+    /// Objects whose latest version decoded with problems, in object order.
+    pub unresolved: Arc<[UnresolvedObject]>,
+}
+
+/// An object whose latest version decoded with problems, and what it is held at meanwhile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnresolvedObject {
+    pub object: ObjectRef,
+    pub problems: Vec<DecodeProblem>,
+    /// Facts kept from the last version that decoded cleanly (beside what the latest yields).
+    pub kept_facts: usize,
+    /// A version decoded cleanly since start; when none did, what the object used is unknown.
+    pub ever_good: bool,
 }
 
 impl SourceStatus {
@@ -84,6 +103,11 @@ impl SourceStatus {
 
     pub fn problems_total(&self) -> u64 {
         self.problems.values().sum()
+    }
+
+    /// Objects with unresolved problems that never decoded cleanly: what they need is unknown.
+    pub fn never_good(&self) -> usize {
+        self.unresolved.iter().filter(|u| !u.ever_good).count()
     }
 }
 
@@ -109,13 +133,37 @@ impl HistorySnapshot {
     pub fn all_sources_fresh(&self) -> bool {
         self.sources.values().all(SourceStatus::is_fresh)
     }
+
+    /// No object with an unresolved problem that never decoded cleanly: every image the history
+    /// could need is known, so one that no fact names may be unpinned.
+    pub fn complete(&self) -> bool {
+        self.sources.values().all(|s| s.never_good() == 0)
+    }
+
+    /// Every object with an unresolved decode problem, over all sources.
+    pub fn unresolved(&self) -> impl Iterator<Item = &UnresolvedObject> {
+        self.sources.values().flat_map(|s| s.unresolved.iter())
+    }
+}
+
+type Objects = HashMap<ObjectRef, Arc<[RevisionFact]>>;
+
+/// Why an object holds more than its latest version yields.
+#[derive(Clone, Debug)]
+struct Unresolved {
+    /// Facts of the last version that decoded cleanly; None when none did since start.
+    good: Option<Arc<[RevisionFact]>>,
+    problems: Vec<DecodeProblem>,
+    kept_facts: usize,
 }
 
 #[derive(Debug, Default)]
 struct SourceState {
-    objects: HashMap<ObjectRef, Arc<[RevisionFact]>>,
+    objects: Objects,
+    /// Objects whose latest version decoded with problems (usually none).
+    unresolved: HashMap<ObjectRef, Unresolved>,
     /// Filled between `reset_begin` and `reset_done`.
-    pending: Option<HashMap<ObjectRef, Arc<[RevisionFact]>>>,
+    pending: Option<(Objects, HashMap<ObjectRef, Unresolved>)>,
     status: SourceStatus,
 }
 
@@ -178,7 +226,7 @@ fn counted(
     decoded: Decoded,
     status: &mut SourceStatus,
     templates: &mut Templates,
-) -> Arc<[RevisionFact]> {
+) -> (Arc<[RevisionFact]>, Vec<DecodeProblem>) {
     for p in &decoded.problems {
         *status.problems.entry(p.kind).or_default() += 1;
     }
@@ -187,7 +235,65 @@ fn counted(
         f.shrink_to_fit();
         f.template = templates.intern(&f.template);
     }
-    facts.into()
+    (facts.into(), decoded.problems)
+}
+
+/// What an object holds after a new version decoded into `facts` with `problems`, given what it
+/// held before (`prev`, `prev_unresolved`): the new facts alone when it decoded cleanly; else
+/// the new facts plus those of its last clean version that the new one does not repeat (same
+/// workload and pod template), so nothing the object needed before is lost to a decode problem.
+fn fold(
+    object: &ObjectRef,
+    prev: Option<&Arc<[RevisionFact]>>,
+    prev_unresolved: Option<&Unresolved>,
+    facts: Arc<[RevisionFact]>,
+    problems: Vec<DecodeProblem>,
+) -> (Arc<[RevisionFact]>, Option<Unresolved>) {
+    if problems.is_empty() {
+        if prev_unresolved.is_some() {
+            tracing::info!(%object, "decodes cleanly again; its last good facts are no longer kept");
+        }
+        return (facts, None);
+    }
+    let good = match prev_unresolved {
+        Some(u) => u.good.clone(),
+        None => prev.cloned(),
+    };
+    let kept: Vec<RevisionFact> = good
+        .iter()
+        .flat_map(|g| g.iter())
+        .filter(|old| {
+            !facts
+                .iter()
+                .any(|new| new.workload == old.workload && new.template == old.template)
+        })
+        .cloned()
+        .collect();
+    let kept_facts = kept.len();
+    if prev_unresolved.is_none() {
+        match &good {
+            Some(_) => tracing::warn!(
+                %object,
+                kept_facts,
+                "decodes with problems; the facts of its last good version are kept until it decodes cleanly or is deleted"
+            ),
+            None => tracing::warn!(
+                %object,
+                "decodes with problems and never decoded cleanly since start: nothing is unpinned while it stays so"
+            ),
+        }
+    }
+    let facts = if kept.is_empty() {
+        facts
+    } else {
+        facts.iter().cloned().chain(kept).collect()
+    };
+    let unresolved = Unresolved {
+        good,
+        problems,
+        kept_facts,
+    };
+    (facts, Some(unresolved))
 }
 
 impl HistoryStore {
@@ -237,12 +343,31 @@ impl HistoryStore {
         })
     }
 
-    /// An object was added or changed: its facts replace the ones it had.
+    /// An object was added or changed: its facts replace the ones it had (when it decoded with
+    /// problems, the facts of its last clean version stay beside them).
     pub fn apply(&self, id: &SourceId, object: ObjectRef, decoded: Decoded) {
         self.update(|inner| {
             let src = inner.sources.entry(id.clone()).or_default();
-            let facts = counted(decoded, &mut src.status, &mut inner.templates);
-            let changed = src.objects.get(&object) != Some(&facts);
+            let (facts, problems) = counted(decoded, &mut src.status, &mut inner.templates);
+            let (facts, unresolved) = fold(
+                &object,
+                src.objects.get(&object),
+                src.unresolved.get(&object),
+                facts,
+                problems,
+            );
+            let changed = src.objects.get(&object) != Some(&facts)
+                || src.unresolved.contains_key(&object) != unresolved.is_some();
+            let touched = match unresolved {
+                Some(u) => {
+                    src.unresolved.insert(object.clone(), u);
+                    true
+                }
+                None => src.unresolved.remove(&object).is_some(),
+            };
+            if touched {
+                refresh_unresolved(src);
+            }
             src.objects.insert(object, facts);
             let was_error = mark_flowing(&mut src.status);
             refresh_counts(src);
@@ -255,6 +380,9 @@ impl HistoryStore {
         self.update(|inner| {
             let src = inner.sources.entry(id.clone()).or_default();
             let changed = src.objects.remove(object).is_some();
+            if src.unresolved.remove(object).is_some() {
+                refresh_unresolved(src);
+            }
             let was_error = mark_flowing(&mut src.status);
             refresh_counts(src);
             ((), changed || was_error)
@@ -265,7 +393,7 @@ impl HistoryStore {
     pub fn reset_begin(&self, id: &SourceId) {
         self.update(|inner| {
             let src = inner.sources.entry(id.clone()).or_default();
-            src.pending = Some(HashMap::new());
+            src.pending = Some(Default::default());
             src.status.lists += 1;
             let was_error = mark_flowing(&mut src.status);
             let was_relisting = std::mem::replace(&mut src.status.relisting, true);
@@ -273,21 +401,30 @@ impl HistoryStore {
         })
     }
 
-    /// One object of the list in progress.
+    /// One object of the list in progress; folded with what the object held before the list,
+    /// as `apply` does.
     pub fn reset_apply(&self, id: &SourceId, object: ObjectRef, decoded: Decoded) {
+        let Some(_) = self.read().sources.get(id).and_then(|s| s.pending.as_ref()) else {
+            // Without `reset_begin` (should not happen) the object is applied directly.
+            return self.apply(id, object, decoded);
+        };
         self.update(|inner| {
             let src = inner.sources.entry(id.clone()).or_default();
-            let facts = counted(decoded, &mut src.status, &mut inner.templates);
+            let (facts, problems) = counted(decoded, &mut src.status, &mut inner.templates);
             src.status.last_event = Some(SystemTime::now());
-            // Without `reset_begin` (should not happen) the object is applied directly.
-            match &mut src.pending {
-                Some(p) => {
-                    p.insert(object, facts);
-                }
-                None => {
-                    src.objects.insert(object, facts);
-                    refresh_counts(src);
-                }
+            let (facts, unresolved) = fold(
+                &object,
+                src.objects.get(&object),
+                src.unresolved.get(&object),
+                facts,
+                problems,
+            );
+            if let Some((objects, pending_unresolved)) = &mut src.pending {
+                match unresolved {
+                    Some(u) => pending_unresolved.insert(object.clone(), u),
+                    None => pending_unresolved.remove(&object),
+                };
+                objects.insert(object, facts);
             }
             ((), false)
         })
@@ -297,8 +434,10 @@ impl HistoryStore {
     pub fn reset_done(&self, id: &SourceId) {
         self.update(|inner| {
             let src = inner.sources.entry(id.clone()).or_default();
-            if let Some(p) = src.pending.take() {
-                src.objects = p;
+            if let Some((objects, unresolved)) = src.pending.take() {
+                src.objects = objects;
+                src.unresolved = unresolved;
+                refresh_unresolved(src);
             }
             src.status.synced = true;
             src.status.relisting = false;
@@ -422,6 +561,25 @@ fn mark_flowing(status: &mut SourceStatus) -> bool {
 fn refresh_counts(src: &mut SourceState) {
     src.status.objects = src.objects.len();
     src.status.facts = src.objects.values().map(|f| f.len()).sum();
+}
+
+/// Rebuilds the status' list of unresolved objects (after a change to it, not on every event).
+fn refresh_unresolved(src: &mut SourceState) {
+    if src.unresolved.is_empty() && src.status.unresolved.is_empty() {
+        return;
+    }
+    let mut unresolved: Vec<UnresolvedObject> = src
+        .unresolved
+        .iter()
+        .map(|(object, u)| UnresolvedObject {
+            object: object.clone(),
+            problems: u.problems.clone(),
+            kept_facts: u.kept_facts,
+            ever_good: u.good.is_some(),
+        })
+        .collect();
+    unresolved.sort_unstable_by(|a, b| a.object.cmp(&b.object));
+    src.status.unresolved = unresolved.into();
 }
 
 #[cfg(test)]
@@ -626,6 +784,146 @@ mod tests {
         let st = store.status(&id).expect("known");
         assert_eq!(st.problems.get(&ProblemKind::Yaml), Some(&1));
         assert_eq!(st.facts, 1);
+    }
+
+    fn broken(name: &str) -> Decoded {
+        Decoded::skipped(obj(name), ProblemKind::Gzip, "release is not valid gzip")
+    }
+
+    fn workloads(store: &HistoryStore, name: &str) -> Vec<String> {
+        let mut w: Vec<String> = store
+            .facts_of(&obj(name))
+            .map(|f| f.iter().map(|f| f.workload.name.clone()).collect())
+            .unwrap_or_default();
+        w.sort();
+        w
+    }
+
+    #[test]
+    fn a_version_that_fails_to_decode_keeps_the_last_good_facts_until_a_good_one() {
+        let store = HistoryStore::new();
+        let id = rs();
+        store.apply(&id, obj("a"), decoded("a", 2));
+        store.apply(&id, obj("a"), broken("a"));
+        assert_eq!(
+            workloads(&store, "a"),
+            ["a-0", "a-1"],
+            "last good facts kept"
+        );
+        let st = store.status(&id).expect("known");
+        let [u] = &st.unresolved[..] else {
+            panic!("one unresolved object: {:?}", st.unresolved)
+        };
+        assert_eq!((u.object.name.as_str(), u.kept_facts), ("a", 2));
+        assert!(u.ever_good);
+        assert_eq!(u.problems[0].kind, ProblemKind::Gzip);
+        assert!(store.snapshot().complete(), "what it needs is known");
+        // Still broken: still the last good facts, not those of the broken versions.
+        store.apply(&id, obj("a"), broken("a"));
+        assert_eq!(workloads(&store, "a"), ["a-0", "a-1"]);
+        // Resolved: a good version replaces everything, as any update does.
+        store.apply(&id, obj("a"), decoded("a", 1));
+        assert_eq!(workloads(&store, "a"), ["a-0"]);
+        assert!(store.status(&id).expect("known").unresolved.is_empty());
+        // And a later broken version keeps that one, not the older.
+        store.apply(&id, obj("a"), broken("a"));
+        assert_eq!(workloads(&store, "a"), ["a-0"]);
+    }
+
+    #[test]
+    fn deleting_an_object_with_a_problem_drops_its_kept_facts() {
+        let store = HistoryStore::new();
+        let id = rs();
+        store.apply(&id, obj("a"), decoded("a", 1));
+        store.apply(&id, obj("a"), broken("a"));
+        store.delete(&id, &obj("a"));
+        assert!(store.facts_of(&obj("a")).is_none());
+        assert_eq!(store.snapshot().facts().count(), 0);
+        assert!(store.status(&id).expect("known").unresolved.is_empty());
+        // Coming back broken, it never decoded since: the view is incomplete.
+        store.apply(&id, obj("a"), broken("a"));
+        assert_eq!(store.snapshot().facts().count(), 0);
+        assert!(!store.snapshot().complete());
+    }
+
+    #[test]
+    fn a_partial_decode_keeps_the_old_facts_it_no_longer_yields() {
+        let store = HistoryStore::new();
+        let id = rs();
+        store.apply(&id, obj("a"), decoded("a", 3));
+        // One workload's document became unreadable: the others decode as before.
+        let mut partial = decoded("a", 3);
+        partial.facts.remove(1);
+        partial.problems.push(DecodeProblem {
+            object: obj("a"),
+            kind: ProblemKind::Yaml,
+            message: "document 2: bad indentation".into(),
+        });
+        store.apply(&id, obj("a"), partial);
+        assert_eq!(workloads(&store, "a"), ["a-0", "a-1", "a-2"]);
+        let facts = store.facts_of(&obj("a")).expect("indexed");
+        assert_eq!(
+            facts.len(),
+            3,
+            "facts the new version repeats are not doubled"
+        );
+        let st = store.status(&id).expect("known");
+        assert_eq!(st.unresolved[0].kept_facts, 1);
+        // A clean version without that workload: it goes.
+        let mut clean = decoded("a", 3);
+        clean.facts.remove(1);
+        store.apply(&id, obj("a"), clean);
+        assert_eq!(workloads(&store, "a"), ["a-0", "a-2"]);
+    }
+
+    #[test]
+    fn an_object_that_never_decoded_makes_the_view_incomplete_until_it_does_or_goes() {
+        let store = HistoryStore::new();
+        let id = rs();
+        store.reset_begin(&id);
+        store.reset_apply(&id, obj("ok"), decoded("ok", 1));
+        store.reset_apply(&id, obj("x"), broken("x"));
+        store.reset_done(&id);
+        let snap = store.snapshot();
+        assert!(snap.all_sources_fresh(), "the source itself is fine");
+        assert!(!snap.complete(), "what x needs is unknown");
+        let u: Vec<_> = snap.unresolved().collect();
+        assert_eq!(u.len(), 1);
+        assert!(!u[0].ever_good);
+        store.apply(&id, obj("x"), decoded("x", 1));
+        assert!(store.snapshot().complete(), "resolved");
+        store.apply(&id, obj("y"), broken("y"));
+        assert!(!store.snapshot().complete());
+        store.delete(&id, &obj("y"));
+        assert!(store.snapshot().complete(), "deleted");
+    }
+
+    #[test]
+    fn a_relist_folds_like_apply_and_forgets_what_is_gone() {
+        let store = HistoryStore::new();
+        let id = rs();
+        store.reset_begin(&id);
+        store.reset_apply(&id, obj("a"), decoded("a", 2));
+        store.reset_done(&id);
+        // Re-listed broken: last good facts kept, before and after the list is done.
+        store.reset_begin(&id);
+        store.reset_apply(&id, obj("a"), broken("a"));
+        assert_eq!(workloads(&store, "a"), ["a-0", "a-1"]);
+        store.reset_done(&id);
+        assert_eq!(workloads(&store, "a"), ["a-0", "a-1"]);
+        assert!(store.snapshot().complete());
+        assert_eq!(store.status(&id).expect("known").unresolved.len(), 1);
+        // Re-listed broken again: still the last good facts.
+        store.reset_begin(&id);
+        store.reset_apply(&id, obj("a"), broken("a"));
+        store.reset_done(&id);
+        assert_eq!(workloads(&store, "a"), ["a-0", "a-1"]);
+        // Missing from a complete re-list: deleted while nobody watched.
+        store.reset_begin(&id);
+        store.reset_done(&id);
+        assert!(store.facts_of(&obj("a")).is_none());
+        assert!(store.status(&id).expect("known").unresolved.is_empty());
+        assert!(store.snapshot().complete());
     }
 
     #[tokio::test]

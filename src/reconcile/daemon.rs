@@ -203,6 +203,7 @@ impl Daemon {
                 cfg.disk_budget_percent,
             )
         });
+        // An object that never decoded may need any image: unpin nothing while one exists.
         let view_fresh = view_fresh(&snap, self.expect_node);
         let p = params(&cfg, over_budget, view_fresh);
         let wants: Vec<Want> = plan
@@ -520,6 +521,7 @@ impl Daemon {
     fn source_health(&self, st: &mut LoopState, snap: &HistorySnapshot) -> Vec<SourceHealth> {
         let mut out = Vec::new();
         let mut synced_by_kind: HashMap<String, bool> = HashMap::new();
+        let mut unresolved_by_kind: HashMap<String, usize> = HashMap::new();
         let node_entry = self
             .expect_node
             .then_some(("node".to_string(), &snap.node_status));
@@ -569,13 +571,21 @@ impl Daemon {
                 },
                 objects: s.objects,
                 problems: s.problems_total(),
+                unresolved: s.unresolved.iter().map(report::unresolved).collect(),
             });
+            *unresolved_by_kind.entry(kind).or_default() += s.unresolved.len();
         }
         for (kind, synced) in synced_by_kind {
             self.metrics
                 .source_synced
                 .get_or_create(&SourceLabel { source: kind })
                 .set(i64::from(synced));
+        }
+        for (kind, n) in unresolved_by_kind {
+            self.metrics
+                .unresolved_objects
+                .get_or_create(&SourceLabel { source: kind })
+                .set(n as i64);
         }
         out
     }
@@ -633,11 +643,12 @@ fn image_name(held: &[Held], id: &str) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
-/// Fresh enough to unpin: every source fresh and, when a Node is expected, that Node known. A
-/// node without its Node object cannot tell which constrained revisions it holds, so their pins
-/// stay until it is back.
+/// Fresh enough to unpin: every source fresh, no object that never decoded (it may describe
+/// anything) and, when a Node is expected, that Node known. A node without its Node object cannot
+/// tell which constrained revisions it holds, so their pins stay until it is back.
 fn view_fresh(snap: &HistorySnapshot, expect_node: bool) -> bool {
     snap.all_sources_fresh()
+        && snap.complete()
         && (!expect_node || (snap.node_status.is_fresh() && snap.node.is_some()))
 }
 
