@@ -31,9 +31,21 @@ pub fn watch_config(cfg: &Config) -> WatchConfig {
 
 /// A client from `KUBECONFIG` / `~/.kube/config`, or the in-cluster service account.
 pub async fn client() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default().await.context(
-        "cannot reach a Kubernetes API: set KUBECONFIG, run inside a cluster, or plan from a directory with --from DIR",
-    )
+    const HINT: &str = "cannot reach a Kubernetes API: set KUBECONFIG, run inside a cluster, or plan from a directory with --from DIR";
+    let mut config = kube::Config::infer().await.context(HINT)?;
+    tune_client_config(&mut config);
+    kube::Client::try_from(config).context(HINT)
+}
+
+/// What rollcache changes in a kube client's defaults.
+///
+/// kube retries 429, 503 and 504 inside the request, for minutes (15 attempts, exponential up to
+/// 1000 s): meanwhile a watcher whose stream ended reports no error, so its source would look
+/// fresh while it has stopped seeing changes, and other sources' deletions could unpin. Without
+/// it the error reaches the watcher at once: the source is marked in error and the watcher's own
+/// backoff paces the retries.
+pub fn tune_client_config(config: &mut kube::Config) {
+    config.default_retry = false;
 }
 
 /// Start every enabled source (API watchers and the directory) into `store`.
