@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::plan::History;
 use crate::config::Config;
 use crate::history::files;
-use crate::history::store::{HistoryStore, SourceId};
+use crate::history::store::{HistoryStore, SourceId, StatusKey};
+use crate::history::supervise::{RestartBackoff, supervise};
 use crate::history::watch::{WatchConfig, spawn_watchers};
 use crate::model::SourceKind;
 
@@ -74,7 +75,7 @@ pub async fn start_sources_with(
         spawn_watchers(&client, &watch_config(cfg), store, cancel, tasks);
     }
     if let Some(dir) = &cfg.from_dir {
-        let (mut changes, guard) = files::watch_dir(dir)
+        let (changes, guard) = files::watch_dir(dir)
             .with_context(|| format!("cannot watch directory source {}", dir.display()))?;
         let id = SourceId::new(SourceKind::File, "files", None);
         store.register(&id);
@@ -86,17 +87,49 @@ pub async fn start_sources_with(
             cfg.node_name.clone(),
         );
         let api = cfg.kubernetes;
-        tasks.spawn(async move {
-            let _guard = guard;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    c = changes.recv() => if c.is_none() { return },
+        let mut first = Some((changes, guard));
+        tasks.spawn(supervise(
+            id.to_string(),
+            store.clone(),
+            StatusKey::Source(id.clone()),
+            cancel.clone(),
+            RestartBackoff::default(),
+            move || {
+                let first = first.take();
+                let (store, dir, cancel, node, id) = (
+                    store.clone(),
+                    dir.clone(),
+                    cancel.clone(),
+                    node.clone(),
+                    id.clone(),
+                );
+                async move {
+                    // A restart watches the directory anew and reloads it: changes made while
+                    // the task was down were not seen.
+                    let (mut changes, _guard) = match first {
+                        Some(w) => w,
+                        None => match files::watch_dir(&dir) {
+                            Ok(w) => {
+                                load_dir_into(&dir, &id, &store, node.as_deref(), !api);
+                                w
+                            }
+                            Err(e) => {
+                                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the directory source");
+                                return;
+                            }
+                        },
+                    };
+                    loop {
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            c = changes.recv() => if c.is_none() { return },
+                        }
+                        tracing::info!(dir = %dir.display(), "directory source changed; reloading");
+                        load_dir_into(&dir, &id, &store, node.as_deref(), !api);
+                    }
                 }
-                tracing::info!(dir = %dir.display(), "directory source changed; reloading");
-                load_dir_into(&dir, &id, &store, node.as_deref(), !api);
-            }
-        });
+            },
+        ));
     }
     Ok(())
 }

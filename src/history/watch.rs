@@ -6,7 +6,8 @@
 //! marked in error meanwhile so that nothing is unpinned on a stale view. A watch that resumes
 //! from its resourceVersion emits nothing (bookmarks are absorbed by the watcher), so a source in
 //! error is also cleared when the watcher's retry has been due for a second without a new error
-//! and a probe list answers; anything that arrives first clears it at once.
+//! and a probe list answers; anything that arrives first clears it at once. Each watcher runs
+//! under [`supervise`], which restarts it (source in error meanwhile) if it panics.
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::store::{HistoryStore, SourceId, StatusKey};
+use super::supervise::{RestartBackoff, supervise};
 use super::{Decoded, controller_revisions, helm, nodes, pods, replicasets};
 use crate::model::{NodeFacts, ObjectRef, SourceKind};
 
@@ -188,13 +190,29 @@ pub fn spawn_watchers(
         }
     }
     if let Some(name) = &cfg.node_name {
-        tasks.spawn(run_node(
+        let (api, name, store_, token_, probe) = (
             Api::all(client.clone()),
             name.clone(),
-            nodes::decode,
             store.clone(),
             token.clone(),
             cfg.probe_interval,
+        );
+        tasks.spawn(supervise(
+            "node".into(),
+            store.clone(),
+            StatusKey::Node,
+            token.clone(),
+            RestartBackoff::default(),
+            move || {
+                run_node(
+                    api.clone(),
+                    name.clone(),
+                    nodes::decode,
+                    store_.clone(),
+                    token_.clone(),
+                    probe,
+                )
+            },
         ));
     }
 }
@@ -224,14 +242,24 @@ fn spawn_source<K>(
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     store.register(&id);
-    tasks.spawn(run_source(
-        api,
-        wc,
-        id,
-        decode,
+    let (store_, token_) = (store.clone(), token.clone());
+    tasks.spawn(supervise(
+        id.to_string(),
         store.clone(),
+        StatusKey::Source(id.clone()),
         token.clone(),
-        probe_interval,
+        RestartBackoff::default(),
+        move || {
+            run_source(
+                api.clone(),
+                wc.clone(),
+                id.clone(),
+                decode,
+                store_.clone(),
+                token_.clone(),
+                probe_interval,
+            )
+        },
     ));
 }
 
