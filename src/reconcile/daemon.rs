@@ -92,7 +92,7 @@ impl Daemon {
         let mut wake = Instant::now();
         loop {
             let resync = self.config.borrow().resync_interval;
-            let deadline = wake.min(Instant::now() + resync);
+            let deadline = wake.min(decide::later(Instant::now(), resync));
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -738,7 +738,7 @@ fn next_wake(
     now: Instant,
     resync: Duration,
 ) -> Instant {
-    let mut at = now + resync;
+    let mut at = decide::later(now, resync);
     for (_, w) in &d.waiting {
         match w {
             Waiting::Jitter { until } => at = at.min(*until),
@@ -752,7 +752,7 @@ fn next_wake(
     }
     if p.view_fresh {
         for since in st.unneeded_since.values() {
-            at = at.min(*since + p.unpin_grace);
+            at = at.min(decide::later(*since, p.unpin_grace));
         }
     }
     at.max(now + Duration::from_millis(10))

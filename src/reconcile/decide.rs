@@ -184,7 +184,7 @@ pub fn decide(
         } else if let Some(until) = state
             .not_before
             .entry(r.clone())
-            .or_insert_with(|| now + jitter())
+            .or_insert_with(|| later(now, jitter()))
             .checked_duration_since(now)
             .filter(|left| !left.is_zero())
             .map(|left| now + left)
@@ -263,7 +263,7 @@ pub fn record_failure(
             Failure {
                 error: error.clone(),
                 attempts: reg_attempts,
-                retry_at: now + backoff(params, reg_attempts),
+                retry_at: later(now, backoff(params, reg_attempts)),
             },
         );
     }
@@ -272,7 +272,7 @@ pub fn record_failure(
         Failure {
             error,
             attempts,
-            retry_at: now + delay,
+            retry_at: later(now, delay),
         },
     );
 }
@@ -300,6 +300,13 @@ pub fn over_disk_budget(
         None => images_bytes,
     };
     u128::from(used) * 100 > u128::from(cap) * u128::from(budget_percent)
+}
+
+/// `now + d`, or a year from now when `d` would overflow the clock (config validation keeps
+/// durations far below that; this keeps a value that slipped through from panicking).
+pub fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// Bytes the image filesystem may still take before it is fuller than `budget_percent`, counted
@@ -636,6 +643,33 @@ mod tests {
             no_jitter,
         );
         assert_eq!(d.pull.len(), 4);
+    }
+
+    #[test]
+    fn durations_past_the_clock_saturate() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let p = Params {
+            backoff_initial: Duration::MAX,
+            backoff_max: Duration::MAX,
+            unpin_grace: Duration::MAX,
+            ..params()
+        };
+        let mut s = State::default();
+        record_failure(&mut s, &want("r/a:1"), "x".into(), true, &p, now);
+        let d = decide(
+            &[want("r/b:1")],
+            &[held("aa", "r/a:1", true, true)],
+            &mut s,
+            &p,
+            now,
+            || Duration::MAX,
+        );
+        assert!(d.pull.is_empty() && d.unpin.is_empty());
     }
 
     #[test]
