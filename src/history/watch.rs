@@ -476,7 +476,7 @@ async fn drive<K, S>(
                     if listed {
                         let objects = match &key {
                             StatusKey::Source(id) => store.status(id).map_or(0, |s| s.objects),
-                            StatusKey::Node => 0,
+                            StatusKey::Node => usize::from(store.snapshot().node.is_some()),
                         };
                         if failing {
                             debug!(source = %name, objects, "re-listed while the watch fails");
