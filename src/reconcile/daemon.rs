@@ -982,6 +982,56 @@ mod tests {
         task.await.expect("the loop stops");
     }
 
+    /// Manual prefetches hold their images until restart: their number is capped, since every
+    /// request adds to it.
+    #[tokio::test]
+    async fn images_held_by_manual_prefetch_are_bounded() {
+        let (_config_tx, config) = watch::channel(Arc::new(Config {
+            start_jitter: Duration::from_secs(3600),
+            ..Config::default()
+        }));
+        let (_prefetch_tx, prefetch) = mpsc::channel(1);
+        let daemon = Daemon {
+            runtime: Arc::new(crate::node::memory::MemoryRuntime::new()),
+            store: HistoryStore::new(),
+            config,
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+            status: watch::channel(crate::http::StatusDoc::from_json(b"{}")).0,
+            prefetch,
+            credentials: None,
+            can_pin: true,
+            expect_node: false,
+            runtime_events: None,
+        };
+        let mut st = LoopState::default();
+        let batch = |from: usize, n: usize| PrefetchRequest {
+            images: (from..from + n)
+                .map(|i| format!("reg.example/app:{i}"))
+                .collect(),
+            ..Default::default()
+        };
+        daemon
+            .prefetch_cmd(&mut st, &batch(0, 1000))
+            .await
+            .expect("1000 held");
+        daemon
+            .prefetch_cmd(&mut st, &batch(500, 524))
+            .await
+            .expect("asking again for held images adds only the new ones");
+        assert_eq!(st.manual.len(), MAX_MANUAL_IMAGES);
+        let e = daemon
+            .prefetch_cmd(&mut st, &batch(5000, 1))
+            .await
+            .expect_err("over the cap");
+        assert!(e.contains("extra_images"), "{e}");
+        assert_eq!(st.manual.len(), MAX_MANUAL_IMAGES);
+        daemon
+            .prefetch_cmd(&mut st, &batch(0, 3))
+            .await
+            .expect("held ones can still be asked for");
+    }
+
     #[test]
     fn held_back_by_disk_wakes_soon_not_at_resync() {
         let now = Instant::now();
