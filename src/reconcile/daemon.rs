@@ -299,7 +299,11 @@ impl Daemon {
             &snap,
             &plan,
             &held,
-            fs.as_ref().map(|f| (f, over_budget)),
+            // Held back counts too when only the pulls in flight fill the remaining room.
+            fs.as_ref().map(|f| {
+                let held_back = d.waiting.iter().any(|(_, w)| *w == Waiting::DiskBudget);
+                (f, over_budget || held_back)
+            }),
             None,
             &waiting,
         );
