@@ -772,6 +772,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     }
     let params = query_params(&req);
     let is_watch = params.get("watch").is_some_and(|w| w == "true" || w == "1");
+    if is_watch {
+        shared.watch_requests.fetch_add(1, Ordering::Relaxed);
+    }
     if let Some(r) = fault_response(&shared, target.resource, is_watch).await {
         return r;
     }
@@ -798,7 +801,6 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         fields,
     };
     if is_watch {
-        shared.watch_requests.fetch_add(1, Ordering::Relaxed);
         return start_watch(shared, filter, &params);
     }
     list(&shared, &filter, &params)
