@@ -24,9 +24,11 @@ fn main() {
 
 async fn async_main() {
     let cli = cli::Cli::parse();
-    // Noisy transport crates stay at warn unless RUST_LOG says otherwise.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,h2=warn,tower=warn,rustls=warn"));
+    // Noisy transport crates stay at warn unless RUST_LOG says otherwise. kube's watcher warns
+    // on every retry of a 403; rollcache's own watch log says it once per change of state.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,hyper=warn,h2=warn,tower=warn,rustls=warn,kube_runtime::watcher=error")
+    });
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

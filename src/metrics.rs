@@ -57,6 +57,7 @@ pub struct Metrics {
     pub image_fs_capacity_bytes: Gauge,
     pub disk_budget_ratio: Gauge<f64, AtomicU64>,
     pub disk_budget_reached: Gauge,
+    pub image_fs_size_known: Gauge,
     pub last_reconcile_timestamp: Gauge<f64, AtomicU64>,
     pub reconciles: Family<ResultLabel, Counter>,
     pub runtime_can_pin: Gauge,
@@ -93,6 +94,7 @@ impl Metrics {
             image_fs_capacity_bytes: Gauge::default(),
             disk_budget_ratio: Gauge::default(),
             disk_budget_reached: Gauge::default(),
+            image_fs_size_known: Gauge::default(),
             last_reconcile_timestamp: Gauge::default(),
             reconciles: Family::default(),
             runtime_can_pin: Gauge::default(),
@@ -182,6 +184,11 @@ impl Metrics {
             "disk_budget_reached",
             "1 when pulls are held back by the disk budget",
             m.disk_budget_reached.clone(),
+        );
+        r.register(
+            "image_fs_size_known",
+            "0 when the image filesystem's size is unknown, so that the disk budget cannot be enforced",
+            m.image_fs_size_known.clone(),
         );
         r.register_with_unit(
             "last_reconcile_timestamp",

@@ -574,6 +574,9 @@ pub struct DiskHealth {
     pub available_bytes: Option<u64>,
     pub budget_percent: u8,
     pub over_budget: bool,
+    /// Why the filesystem's size is unknown (so the budget is not enforced); absent when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_unknown: Option<String>,
 }
 
 /// Everything `GET /status` returns and `rollcache status` prints.

@@ -1,13 +1,15 @@
 //! Hot reload of the config file as a ConfigMap mount changes it: a `..data` symlink swap applies
-//! the new config; a bad file is rejected and the last good config stays.
+//! the new config (`pull_timeout` included); a bad file is rejected and the last good config stays.
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rollcache::commands::run::follow_pull_timeout;
 use rollcache::config::ConfigArgs;
 use rollcache::config::reload::{self, ReloadOutcome};
+use rollcache::node::{Deadlines, Node};
 use tokio_util::sync::CancellationToken;
 
 /// Lay out a directory the way the kubelet mounts a ConfigMap: `..data -> ..<ts>`, and
@@ -99,4 +101,59 @@ async fn configmap_swap_is_applied_and_bad_reload_keeps_last_good() {
 
     cancel.cancel();
     task.await.unwrap();
+}
+
+/// `pull_timeout` applies on reload: the runtime client's pull deadline follows the config (for
+/// pulls started afterwards), without a restart.
+#[tokio::test]
+async fn pull_timeout_applies_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    write_configmap_version(dir.path(), 1, "pull_timeout: 10m\n");
+    let args = ConfigArgs {
+        config: Some(dir.path().join("config.yaml")),
+        ..Default::default()
+    };
+    let initial = Arc::new(args.resolve().unwrap());
+    let outcomes = Arc::new(Mutex::new(Vec::<ReloadOutcome>::new()));
+    let seen = outcomes.clone();
+    let cancel = CancellationToken::new();
+    let (rx, task) = reload::spawn(args, initial.clone(), cancel.clone(), move |o| {
+        seen.lock().unwrap().push(o.clone())
+    })
+    .unwrap();
+    let node = Arc::new(Node::connect(
+        dir.path().join("no-such.sock"),
+        Deadlines {
+            call: Duration::from_secs(10),
+            pull: initial.pull_timeout,
+        },
+    ));
+    let follow = tokio::spawn(follow_pull_timeout(node.clone(), rx, cancel.clone()));
+    assert_eq!(node.pull_deadline(), Duration::from_secs(600));
+
+    write_configmap_version(dir.path(), 2, "pull_timeout: 90s\n");
+    wait_for(|| (node.pull_deadline() == Duration::from_secs(90)).then_some(())).await;
+    assert!(
+        outcomes.lock().unwrap().iter().all(
+            |o| matches!(o, ReloadOutcome::Applied { restart_needed } if restart_needed.is_empty())
+        ),
+        "no restart asked for: {:?}",
+        outcomes.lock().unwrap()
+    );
+
+    // Too long for a clock: rejected, the last good value stays.
+    write_configmap_version(dir.path(), 3, "pull_timeout: 1000000000000y\n");
+    let err = wait_for(|| {
+        outcomes.lock().unwrap().iter().find_map(|o| match o {
+            ReloadOutcome::Rejected { error } => Some(error.clone()),
+            _ => None,
+        })
+    })
+    .await;
+    assert!(err.contains("pull_timeout"), "{err}");
+    assert_eq!(node.pull_deadline(), Duration::from_secs(90));
+
+    cancel.cancel();
+    task.await.unwrap();
+    follow.await.unwrap();
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rollcache::history::secrets::{SecretError, SecretReader};
-use rollcache::testbed::apiserver::{ApiServer, ApiServerOptions};
+use rollcache::testbed::apiserver::{ApiServer, ApiServerOptions, Fault};
 use serde_json::{Value, json};
 
 async fn server() -> ApiServer {
@@ -183,6 +183,103 @@ async fn watch_events_bookmarks_and_410() {
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": format!("too old resource version: {rv} ({now})"), "reason": "Expired", "code": 410})
     );
+}
+
+fn api_status(r: Result<String, kube::Error>) -> kube::core::Status {
+    match r {
+        Err(kube::Error::Api(s)) => *s,
+        other => panic!("expected an API Status, got {other:?}"),
+    }
+}
+
+/// Faults answer with the real server's `Status` shapes, per resource before global, and reach
+/// watches already open.
+#[tokio::test]
+async fn faults_answer_as_the_real_server_fails() {
+    let api = server().await;
+    api.apply(cm("c1", json!({}))).expect("apply");
+    let secrets = "/api/v1/secrets";
+    let cms = "/api/v1/configmaps";
+
+    api.set_resource_fault("secrets", Some(Fault::Status(403)));
+    let s = api_status(get(&api, secrets).await);
+    assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
+    assert!(
+        s.message.contains("cannot list resource \"secrets\""),
+        "{}",
+        s.message
+    );
+    get_json(&api, cms).await;
+
+    api.set_fault(Some(Fault::Status(429)));
+    let s = api_status(get(&api, cms).await);
+    assert_eq!((s.code, s.reason.as_str()), (429, "TooManyRequests"));
+    assert_eq!(s.details.map(|d| d.retry_after_seconds), Some(1));
+    let s = api_status(get(&api, secrets).await);
+    assert_eq!(s.code, 403, "a resource's own fault takes precedence");
+    for (code, reason) in [(500, "InternalError"), (503, "ServiceUnavailable")] {
+        api.set_fault(Some(Fault::Status(code)));
+        let s = api_status(get(&api, cms).await);
+        assert_eq!((s.code, s.reason.as_str()), (code, reason));
+    }
+    api.set_resource_fault("secrets", None);
+    assert_eq!(api_status(get(&api, secrets).await).code, 503);
+
+    // Lists answer, watches fail.
+    api.set_fault(Some(Fault::WatchesFail(500)));
+    get_json(&api, cms).await;
+    assert_eq!(
+        api_status(get(&api, &format!("{cms}?watch=true")).await).code,
+        500
+    );
+    api.set_fault(Some(Fault::WatchesFail(410)));
+    let lines = watch_lines(&api, &format!("{cms}?watch=true&resourceVersion=1")).await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["type"], "ERROR");
+    assert_eq!(lines[0]["object"]["code"], 410);
+    api.set_fault(Some(Fault::WatchesClosed));
+    get_json(&api, cms).await;
+    assert_eq!(
+        get(&api, &format!("{cms}?watch=true")).await.expect("200"),
+        ""
+    );
+
+    // A hang holds the request until the fault is lifted.
+    api.set_fault(Some(Fault::Hang));
+    let pending = tokio::spawn({
+        let client = api.client().expect("client");
+        async move {
+            let req = http::Request::get(cms).body(Vec::new()).expect("request");
+            client.request_text(req).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pending.is_finished(), "a hung request is not answered");
+    api.set_fault(None);
+    let body = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("answered once the hang is lifted")
+        .expect("task")
+        .expect("the list");
+    assert!(body.contains("\"c1\""));
+
+    // A watch open when a fault is set ends, so that its client meets the fault.
+    let open = tokio::spawn({
+        let client = api.client().expect("client");
+        async move {
+            let req = http::Request::get(format!("{cms}?watch=true&timeoutSeconds=30"))
+                .body(Vec::new())
+                .expect("request");
+            client.request_text(req).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.set_resource_fault("configmaps", Some(Fault::Status(403)));
+    tokio::time::timeout(Duration::from_secs(5), open)
+        .await
+        .expect("the open watch ends when the fault is set")
+        .expect("task")
+        .expect("the watch body");
 }
 
 #[tokio::test]

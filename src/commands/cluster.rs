@@ -12,6 +12,7 @@ use crate::commands::plan::History;
 use crate::config::Config;
 use crate::history::files;
 use crate::history::store::{HistoryStore, SourceId, StatusKey};
+use crate::history::supervise::{RestartBackoff, supervise};
 use crate::history::watch::{WatchConfig, spawn_watchers};
 use crate::model::SourceKind;
 
@@ -31,9 +32,21 @@ pub fn watch_config(cfg: &Config) -> WatchConfig {
 
 /// A client from `KUBECONFIG` / `~/.kube/config`, or the in-cluster service account.
 pub async fn client() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default().await.context(
-        "cannot reach a Kubernetes API: set KUBECONFIG, run inside a cluster, or plan from a directory with --from DIR",
-    )
+    const HINT: &str = "cannot reach a Kubernetes API: set KUBECONFIG, run inside a cluster, or plan from a directory with --from DIR";
+    let mut config = kube::Config::infer().await.context(HINT)?;
+    tune_client_config(&mut config);
+    kube::Client::try_from(config).context(HINT)
+}
+
+/// What rollcache changes in a kube client's defaults.
+///
+/// kube retries 429, 503 and 504 inside the request, for minutes (15 attempts, exponential up to
+/// 1000 s): meanwhile a watcher whose stream ended reports no error, so its source would look
+/// fresh while it has stopped seeing changes, and other sources' deletions could unpin. Without
+/// it the error reaches the watcher at once: the source is marked in error and the watcher's own
+/// backoff paces the retries.
+pub fn tune_client_config(config: &mut kube::Config) {
+    config.default_retry = false;
 }
 
 /// Start every enabled source (API watchers and the directory) into `store`.
@@ -64,18 +77,41 @@ pub async fn start_sources_with(
     if let Some(dir) = &cfg.from_dir {
         let (changes, guard) = files::watch_dir(dir)
             .with_context(|| format!("cannot watch directory source {}", dir.display()))?;
-        let mut source = DirSource {
-            dir: dir.clone(),
-            id: SourceId::new(SourceKind::File, "files", None),
-            store: store.clone(),
-            node_name: cfg.node_name.clone(),
-            node_from_files: !cfg.kubernetes,
-            state: files::DirState::default(),
-            root: root_identity(dir),
+        let id = SourceId::new(SourceKind::File, "files", None);
+        store.register(&id);
+        let new_source = {
+            let (dir, id, store) = (dir.clone(), id.clone(), store.clone());
+            let (node_name, node_from_files) = (cfg.node_name.clone(), !cfg.kubernetes);
+            move || DirSource {
+                dir: dir.clone(),
+                id: id.clone(),
+                store: store.clone(),
+                node_name: node_name.clone(),
+                node_from_files,
+                state: files::DirState::default(),
+                root: root_identity(&dir),
+            }
         };
-        store.register(&source.id);
+        let mut source = new_source();
         source.load();
-        tasks.spawn(source.run(Some((changes, guard)), cancel.clone()));
+        let mut first = Some((source, (changes, guard)));
+        let task_cancel = cancel.clone();
+        tasks.spawn(supervise(
+            id.to_string(),
+            store.clone(),
+            StatusKey::Source(id.clone()),
+            cancel.clone(),
+            RestartBackoff::default(),
+            move || {
+                // A restart starts without a watch: the root check sets a new one and reloads,
+                // since changes made while the task was down were not seen.
+                let (source, watch) = match first.take() {
+                    Some((source, watch)) => (source, Some(watch)),
+                    None => (new_source(), None),
+                };
+                source.run(watch, task_cancel.clone())
+            },
+        ));
     }
     Ok(())
 }

@@ -69,6 +69,9 @@ pub async fn run_with(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(args.resolve().context("invalid configuration")?);
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     tracing::info!(
         node = cfg.node_name.as_deref().unwrap_or("-"),
         socket = %cfg.containerd_socket.display(),
@@ -134,10 +137,12 @@ pub async fn run_with(
     );
     let can_pin = detect_pinning(&node, &health, &cancel).await;
     metrics.runtime_can_pin.set(i64::from(can_pin));
-    let runtime: Arc<dyn ImageRuntime> = Arc::new(node);
+    let node = Arc::new(node);
+    let runtime: Arc<dyn ImageRuntime> = node.clone();
 
     let store = HistoryStore::new();
     let mut tasks = JoinSet::new();
+    tasks.spawn(follow_pull_timeout(node, config_rx.clone(), cancel.clone()));
     let client = match (&opts.kube_client, cfg.kubernetes) {
         (Some(c), true) => Some(c.clone()),
         (None, true) => Some(crate::commands::cluster::client().await?),
@@ -202,6 +207,25 @@ pub async fn run_with(
     let _ = reload_task.await;
     tracing::info!("rollcache stopped");
     result
+}
+
+/// Applies `pull_timeout` from reloaded configs to the pulls that start afterwards.
+pub async fn follow_pull_timeout(
+    node: Arc<Node>,
+    mut config: watch::Receiver<Arc<crate::config::Config>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let timeout = config.borrow_and_update().pull_timeout;
+        if node.pull_deadline() != timeout {
+            tracing::info!(pull_timeout = ?timeout, "pull timeout applied to the pulls that start from now on");
+            node.set_pull_deadline(timeout);
+        }
+        tokio::select! {
+            r = config.changed() => if r.is_err() { return },
+            _ = cancel.cancelled() => return,
+        }
+    }
 }
 
 /// Ask the runtime whether it honours pins, retrying with backoff while it is unreachable.

@@ -18,6 +18,16 @@ pub use args::ConfigArgs;
 /// Default containerd socket, the kubelet's own.
 pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
 
+/// The longest any duration option may be: far beyond any sensible setting, and always safe to
+/// add to a clock reading (a larger one could overflow it).
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The shortest `unpin_grace`: a pin must outlive at least the moment of noticing a change.
+pub const MIN_UNPIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Below this `unpin_grace` works but is risky in production (see [`Config::warnings`]).
+pub const SHORT_UNPIN_GRACE: Duration = Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -299,6 +309,34 @@ impl Config {
                 ),
             );
         }
+        for (option, d) in [
+            ("pull_timeout", self.pull_timeout),
+            ("unpin_grace", self.unpin_grace),
+            ("resync_interval", self.resync_interval),
+            ("start_jitter", self.start_jitter),
+            ("backoff_initial", self.backoff_initial),
+            ("backoff_max", self.backoff_max),
+        ] {
+            if d > MAX_DURATION {
+                return invalid(
+                    option,
+                    format!(
+                        "{} is too long: at most {}",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                );
+            }
+        }
+        if self.unpin_grace < MIN_UNPIN_GRACE {
+            return invalid(
+                "unpin_grace",
+                format!(
+                    "{} is too short: at least 1s (minutes in production)",
+                    humantime::format_duration(self.unpin_grace)
+                ),
+            );
+        }
         if self.pull_timeout < Duration::from_secs(1) {
             return invalid("pull_timeout", "must be at least 1s".into());
         }
@@ -340,6 +378,18 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Settings that are valid but risky, one sentence each, for the log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.unpin_grace < SHORT_UNPIN_GRACE {
+            w.push(format!(
+                "unpin_grace is {}: shorter than 1m, an image is unpinned (and kubelet GC may delete it) soon after its revision leaves history, leaving little time to notice and roll back; minutes are advised",
+                humantime::format_duration(self.unpin_grace)
+            ));
+        }
+        w
     }
 
     /// Names of options whose change a reload cannot apply (they need a restart).
@@ -395,6 +445,61 @@ mod tests {
     fn unknown_key_is_an_error_naming_it() {
         let e = FileConfig::parse("extra_image: [x]\n").unwrap_err();
         assert!(e.contains("extra_image"), "{e}");
+    }
+
+    #[test]
+    fn unpin_grace_has_a_minimum_and_short_ones_warn() {
+        let c = Config {
+            unpin_grace: Duration::from_millis(500),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("unpin_grace") && e.contains("at least 1s"),
+            "{e}"
+        );
+        let c = Config {
+            unpin_grace: Duration::from_secs(1),
+            ..Config::default()
+        };
+        c.validate().expect("1s is allowed");
+        assert!(
+            c.warnings()[0].contains("unpin_grace"),
+            "{:?}",
+            c.warnings()
+        );
+        assert!(Config::default().warnings().is_empty());
+    }
+
+    #[test]
+    fn durations_too_long_for_a_clock_are_errors_not_panics() {
+        for option in [
+            "pull_timeout",
+            "unpin_grace",
+            "resync_interval",
+            "start_jitter",
+            "backoff_initial",
+            "backoff_max",
+        ] {
+            for value in ["1000000000000y", "500000000y", "11y"] {
+                let yaml = if option == "backoff_initial" {
+                    format!("{option}: {value}\nbackoff_max: {value}\n")
+                } else {
+                    format!("{option}: {value}\n")
+                };
+                let file: FileConfig = serde_saphyr::from_str(&yaml).expect("YAML");
+                let e = Config::from_file(&file)
+                    .and_then(|c| c.validate().map(|()| c))
+                    .expect_err(&yaml)
+                    .to_string();
+                assert!(e.contains(option), "{yaml}: {e}");
+            }
+        }
+        let file: FileConfig = serde_saphyr::from_str("unpin_grace: 9y\n").expect("YAML");
+        Config::from_file(&file)
+            .unwrap()
+            .validate()
+            .expect("9 years is allowed");
     }
 
     #[test]

@@ -93,6 +93,9 @@ fn reload_once(args: &ConfigArgs, tx: &watch::Sender<Arc<Config>>) -> ReloadOutc
             if *old == new {
                 return ReloadOutcome::Unchanged;
             }
+            for w in new.warnings() {
+                tracing::warn!("{w}");
+            }
             let restart_needed = old.restart_only_changes(&new);
             tx.send_replace(Arc::new(new));
             ReloadOutcome::Applied { restart_needed }

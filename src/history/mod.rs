@@ -85,5 +85,6 @@ pub mod pods;
 pub mod replicasets;
 pub mod secrets;
 pub mod store;
+pub mod supervise;
 pub mod template;
 pub mod watch;

@@ -395,9 +395,11 @@ impl HistoryStore {
             let src = inner.sources.entry(id.clone()).or_default();
             src.pending = Some(Default::default());
             src.status.lists += 1;
-            let was_error = mark_flowing(&mut src.status);
+            // Not a sign that the API answers: kube's watcher announces a list before asking for
+            // it, so a source in error stays so until the list delivers (each retry of a failing
+            // list would otherwise flip it, and log, twice).
             let was_relisting = std::mem::replace(&mut src.status.relisting, true);
-            ((), was_error || !was_relisting)
+            ((), !was_relisting)
         })
     }
 

@@ -6,7 +6,8 @@
 //! marked in error meanwhile so that nothing is unpinned on a stale view. A watch that resumes
 //! from its resourceVersion emits nothing (bookmarks are absorbed by the watcher), so a source in
 //! error is also cleared when the watcher's retry has been due for a second without a new error
-//! and a probe list answers; anything that arrives first clears it at once.
+//! and a probe list answers; anything that arrives first clears it at once. Each watcher runs
+//! under [`supervise`], which restarts it (source in error meanwhile) if it panics.
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::store::{HistoryStore, SourceId, StatusKey};
+use super::supervise::{RestartBackoff, supervise};
 use super::{Decoded, controller_revisions, helm, nodes, pods, replicasets};
 use crate::model::{NodeFacts, ObjectRef, SourceKind};
 
@@ -188,13 +190,29 @@ pub fn spawn_watchers(
         }
     }
     if let Some(name) = &cfg.node_name {
-        tasks.spawn(run_node(
+        let (api, name, store_, token_, probe) = (
             Api::all(client.clone()),
             name.clone(),
-            nodes::decode,
             store.clone(),
             token.clone(),
             cfg.probe_interval,
+        );
+        tasks.spawn(supervise(
+            "node".into(),
+            store.clone(),
+            StatusKey::Node,
+            token.clone(),
+            RestartBackoff::default(),
+            move || {
+                run_node(
+                    api.clone(),
+                    name.clone(),
+                    nodes::decode,
+                    store_.clone(),
+                    token_.clone(),
+                    probe,
+                )
+            },
         ));
     }
 }
@@ -224,14 +242,24 @@ fn spawn_source<K>(
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     store.register(&id);
-    tasks.spawn(run_source(
-        api,
-        wc,
-        id,
-        decode,
+    let (store_, token_) = (store.clone(), token.clone());
+    tasks.spawn(supervise(
+        id.to_string(),
         store.clone(),
+        StatusKey::Source(id.clone()),
         token.clone(),
-        probe_interval,
+        RestartBackoff::default(),
+        move || {
+            run_source(
+                api.clone(),
+                wc.clone(),
+                id.clone(),
+                decode,
+                store_.clone(),
+                token_.clone(),
+                probe_interval,
+            )
+        },
     ));
 }
 
@@ -325,11 +353,7 @@ impl<K: Resource<DynamicType = ()> + Send> Sink<K> for FactSink<K> {
                 drop(obj);
                 store.reset_apply(&self.id, oref, decoded);
             }
-            watcher::Event::InitDone => {
-                store.reset_done(&self.id);
-                let objects = store.status(&self.id).map_or(0, |s| s.objects);
-                info!(source = %self.id, objects, "listed");
-            }
+            watcher::Event::InitDone => store.reset_done(&self.id),
             watcher::Event::Apply(obj) => {
                 let (oref, decoded) = self.decode_logged(&obj);
                 drop(obj);
@@ -430,19 +454,46 @@ async fn drive<K, S>(
     let mut stream = new_stream();
     let mut probe_at: Option<Instant> = None;
     let mut last_error: Option<Instant> = None;
+    // One log line per change of state, not per attempt: a failing watch is announced once and
+    // its end once, however many retries (and re-lists, when lists answer but watches do not)
+    // happen in between. Only a watch delivering changes, or a quiet resume, ends it.
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
             item = stream.next() => match item {
                 Some(Ok(event)) => {
-                    probe_at = None;
+                    let (listed, watched) = match &event {
+                        watcher::Event::InitDone => (true, false),
+                        watcher::Event::Apply(_) | watcher::Event::Delete(_) => (false, true),
+                        _ => (false, false),
+                    };
                     sink.event(&store, event);
+                    if watched && failing {
+                        info!(source = %name, "watch resumed");
+                        failing = false;
+                    }
+                    if !failing {
+                        probe_at = None;
+                    }
+                    if listed {
+                        let objects = match &key {
+                            StatusKey::Source(id) => store.status(id).map_or(0, |s| s.objects),
+                            StatusKey::Node => usize::from(store.snapshot().node.is_some()),
+                        };
+                        if failing {
+                            debug!(source = %name, objects, "re-listed while the watch fails");
+                        } else {
+                            info!(source = %name, objects, "listed");
+                        }
+                    }
                 }
                 Some(Err(e)) => {
-                    if store.in_error(&key) {
+                    if failing {
                         debug!(source = %name, error = %e, "watch still failing");
                     } else {
-                        warn!(source = %name, error = %e, "watch failed; keeping what is known and retrying with backoff");
+                        warn!(source = %name, error = %e, "watch failed; the source is in error (nothing is unpinned) until it answers again; retrying with backoff");
+                        failing = true;
                     }
                     store.set_error(&key, e.to_string());
                     last_error = Some(Instant::now());
@@ -460,9 +511,10 @@ async fn drive<K, S>(
                 let resumed = due.is_some_and(|t| {
                     Instant::now() >= t + RESUME_SETTLE && last_error.is_none_or(|e| e < t)
                 });
-                if resumed && store.in_error(&key) && probe(&api, &wc).await {
+                if resumed && (failing || store.in_error(&key)) && probe(&api, &wc).await {
                     info!(source = %name, "watch resumed");
                     store.set_ok(&key);
+                    failing = false;
                     probe_at = None;
                 } else {
                     probe_at = Some(Instant::now() + probe_interval);

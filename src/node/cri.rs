@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::transport::Channel;
 
@@ -19,6 +20,9 @@ pub struct CriImages {
     client: ImageServiceClient<Channel>,
     socket: Arc<PathBuf>,
     deadlines: Deadlines,
+    /// The pull deadline in milliseconds, shared by clones: a config reload changes it for the
+    /// pulls that start afterwards.
+    pull_deadline_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CriImages {
@@ -27,7 +31,21 @@ impl CriImages {
             client: ImageServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
             socket: Arc::new(socket.to_path_buf()),
             deadlines,
+            pull_deadline_ms: Arc::new(std::sync::atomic::AtomicU64::new(millis(deadlines.pull))),
         }
+    }
+
+    /// Deadline of the pulls that start from now on.
+    pub fn set_pull_deadline(&self, deadline: Duration) {
+        self.pull_deadline_ms
+            .store(millis(deadline), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn pull_deadline(&self) -> Duration {
+        Duration::from_millis(
+            self.pull_deadline_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     fn ctx<'a>(&'a self, op: &'static str, subject: &'a str, long: bool) -> CallContext<'a> {
@@ -36,7 +54,7 @@ impl CriImages {
             subject,
             socket: &self.socket,
             deadline: if long {
-                self.deadlines.pull
+                self.pull_deadline()
             } else {
                 self.deadlines.call
             },
@@ -165,4 +183,8 @@ fn capacity(path: &str) -> (Option<u64>, Option<u64>) {
         ),
         Err(_) => (None, None),
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

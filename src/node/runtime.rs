@@ -39,6 +39,15 @@ impl Node {
         &self.socket
     }
 
+    /// Deadline of the pulls that start from now on (`pull_timeout` changed by a reload).
+    pub fn set_pull_deadline(&self, deadline: std::time::Duration) {
+        self.cri.set_pull_deadline(deadline);
+    }
+
+    pub fn pull_deadline(&self) -> std::time::Duration {
+        self.cri.pull_deadline()
+    }
+
     pub fn cri(&self) -> &CriImages {
         &self.cri
     }

@@ -62,17 +62,27 @@ struct LoopState {
     decide: decide::State,
     /// Images named by a manual prefetch: held until restart (persist them in `extra_images`).
     manual: BTreeSet<String>,
+    /// Sizes of images pulled before, by reference; only those the plan wants are kept.
     size_hints: HashMap<String, u64>,
     pulls: JoinSet<PullResult>,
-    pull_refs: HashMap<String, DesiredImage>,
+    /// What each pull task pulls, so that a task that panics or is aborted frees its slot.
+    pull_tasks: HashMap<tokio::task::Id, Want>,
     plan: Option<Arc<Plan>>,
     inventory: Option<Arc<Inventory>>,
     /// History generation the plan was built from; None forces a rebuild.
     planned_generation: Option<u64>,
+    /// Why the image filesystem's size was unknown at the last look (logged once per change).
+    fs_unknown: Option<String>,
+    /// Problems of the current inventory already logged (those that went away are forgotten).
     logged_problems: HashSet<String>,
+    /// Per source and problem kind, what the metric has counted; per source, the error counted.
+    /// Both hold registered sources only.
     problem_counts: HashMap<(String, String), u64>,
     source_errors_seen: HashMap<String, String>,
 }
+
+/// Images a manual prefetch may hold at once (until restart): the admin API is outside input.
+const MAX_MANUAL_IMAGES: usize = 1024;
 
 impl Daemon {
     /// Run until `cancel`: then stop starting pulls, cancel those in flight, and return.
@@ -82,13 +92,17 @@ impl Daemon {
         let mut wake = Instant::now();
         loop {
             let resync = self.config.borrow().resync_interval;
-            let deadline = wake.min(Instant::now() + resync);
+            let deadline = wake.min(decide::later(Instant::now(), resync));
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some(done) = st.pulls.join_next(), if !st.pulls.is_empty() => {
-                    if let Ok(done) = done {
-                        self.pull_finished(&mut st, done);
+                Some(done) = st.pulls.join_next_with_id(), if !st.pulls.is_empty() => {
+                    match done {
+                        Ok((id, done)) => {
+                            st.pull_tasks.remove(&id);
+                            self.pull_finished(&mut st, done);
+                        }
+                        Err(e) => self.pull_task_failed(&mut st, e),
                     }
                 }
                 Some(()) = recv_opt(&mut self.runtime_events) => {}
@@ -114,9 +128,34 @@ impl Daemon {
         );
     }
 
+    /// A pull task that panicked or was aborted: its slot is freed and the image retried with
+    /// backoff, as after a failed pull.
+    fn pull_task_failed(&self, st: &mut LoopState, e: tokio::task::JoinError) {
+        let Some(want) = st.pull_tasks.remove(&e.id()) else {
+            return;
+        };
+        st.decide.in_flight.remove(&want.reference);
+        let what = if e.is_panic() {
+            "panicked"
+        } else {
+            "was cancelled"
+        };
+        let cfg = self.config.borrow().clone();
+        let params = params(&cfg, false, false);
+        decide::record_failure(
+            &mut st.decide,
+            &want,
+            format!("the pull task {what}"),
+            false,
+            &params,
+            Instant::now(),
+        );
+        Metrics::result(&self.metrics.pulls, "task_failed");
+        tracing::error!(image = %want.reference, "pull task {what}; retried with backoff");
+    }
+
     fn pull_finished(&self, st: &mut LoopState, (want, result, took): PullResult) {
         st.decide.in_flight.remove(&want.reference);
-        st.pull_refs.remove(&want.reference);
         let cfg = self.config.borrow().clone();
         let params = params(&cfg, false, false);
         match result {
@@ -194,7 +233,25 @@ impl Daemon {
             }
         };
         let held: Vec<Held> = infos.iter().map(held_of).collect();
-        let fs = self.runtime.fs_info().await.ok();
+        let (fs, fs_unknown) = match self.runtime.fs_info().await {
+            Ok(f) if f.capacity_bytes.is_some_and(|c| c > 0) => (Some(f), None),
+            Ok(f) => (
+                Some(f),
+                Some("the runtime does not report the image filesystem's capacity".to_string()),
+            ),
+            Err(e) => (None, Some(format!("image filesystem info failed: {e}"))),
+        };
+        if fs_unknown.is_some() != st.fs_unknown.is_some() {
+            match &fs_unknown {
+                Some(why) => {
+                    tracing::warn!(reason = %why, "the image filesystem's size is unknown: the disk budget cannot be enforced")
+                }
+                None => tracing::info!(
+                    "the image filesystem's size is known again: the disk budget is enforced"
+                ),
+            }
+        }
+        st.fs_unknown = fs_unknown;
         let over_budget = fs.as_ref().is_some_and(|f| {
             decide::over_disk_budget(
                 f.used_bytes,
@@ -205,7 +262,15 @@ impl Daemon {
         });
         // An object that never decoded may need any image: unpin nothing while one exists.
         let view_fresh = view_fresh(&snap, self.expect_node);
-        let p = params(&cfg, over_budget, view_fresh);
+        let mut p = params(&cfg, over_budget, view_fresh);
+        p.disk_headroom = fs.as_ref().and_then(|f| {
+            decide::disk_headroom(
+                f.used_bytes,
+                f.capacity_bytes,
+                f.available_bytes,
+                cfg.disk_budget_percent,
+            )
+        });
         let wants: Vec<Want> = plan
             .images
             .iter()
@@ -214,6 +279,7 @@ impl Daemon {
                 registry: ImageRef::parse(&d.reference)
                     .map(|r| r.registry_host().to_string())
                     .unwrap_or_default(),
+                size_hint: d.size_bytes,
             })
             .collect();
         let jitter = cfg.start_jitter;
@@ -234,10 +300,15 @@ impl Daemon {
             &snap,
             &plan,
             &held,
-            fs.as_ref().map(|f| (f, over_budget)),
+            // Held back counts too when only the pulls in flight fill the remaining room.
+            fs.as_ref().map(|f| {
+                let held_back = d.waiting.iter().any(|(_, w)| *w == Waiting::DiskBudget);
+                (f, over_budget || held_back)
+            }),
             None,
             &waiting,
         );
+
         let ready = snap.sources.values().all(|s| s.synced)
             && (!self.expect_node || snap.node_status.synced);
         self.health.ready.store(ready, Ordering::Relaxed);
@@ -269,19 +340,20 @@ impl Daemon {
                 .cloned()
                 .expect("wanted");
             st.decide.in_flight.insert(reference.clone());
-            st.pull_refs.insert(reference.clone(), desired.clone());
             let runtime = self.runtime.clone();
             let creds = self.credentials.clone();
             tracing::info!(image = %reference, priority = ?desired.priority, "pull started");
-            st.pulls.spawn(async move {
+            let task_want = want.clone();
+            let task = st.pulls.spawn(async move {
                 let started = Instant::now();
                 let auths = match &creds {
                     Some(c) => c.for_image(&desired).await,
                     None => Vec::new(),
                 };
                 let result = pull_with(&*runtime, &desired.pull_ref, &auths).await;
-                (want, result, started.elapsed())
+                (task_want, result, started.elapsed())
             });
+            st.pull_tasks.insert(task.id(), want);
         }
         for id in &d.pin {
             match self.runtime.pin(id).await {
@@ -329,9 +401,12 @@ impl Daemon {
         st.inventory = None;
         st.plan = None;
         let (inventory, problems) = Inventory::build(snap.facts());
+        let mut current = HashSet::with_capacity(problems.len());
         for p in problems {
             let text = p.to_string();
-            if st.logged_problems.insert(text.clone()) {
+            let new = !st.logged_problems.contains(&text);
+            current.insert(text);
+            if new {
                 tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
                 self.metrics
                     .decode_problems
@@ -358,7 +433,10 @@ impl Daemon {
             hold_everything: cfg.hold_everything,
             extra_images: extra,
         };
+        st.logged_problems = current;
         let plan = crate::plan::plan_for(&inventory, &node, &pcfg, &st.size_hints);
+        let wanted: HashSet<&str> = plan.images.iter().map(|d| d.reference.as_str()).collect();
+        st.size_hints.retain(|r, _| wanted.contains(r.as_str()));
         st.plan = Some(Arc::new(plan));
         st.inventory = Some(Arc::new(inventory));
         st.planned_generation = Some(generation);
@@ -374,6 +452,12 @@ impl Daemon {
             for image in &req.images {
                 let r = ImageRef::parse(image).map_err(|e| format!("`{image}`: {e}"))?;
                 chosen.push(r.canonical());
+            }
+            let held = st.manual.len() + chosen.iter().filter(|r| !st.manual.contains(*r)).count();
+            if held > MAX_MANUAL_IMAGES {
+                return Err(format!(
+                    "a manual prefetch holds at most {MAX_MANUAL_IMAGES} images until restart ({held} asked); list the ones to keep in `extra_images`"
+                ));
             }
             st.manual.extend(chosen.iter().cloned());
             st.planned_generation = None;
@@ -476,6 +560,7 @@ impl Daemon {
                 available_bytes: fs.and_then(|(f, _)| f.available_bytes),
                 budget_percent: cfg.disk_budget_percent,
                 over_budget: fs.is_some_and(|(_, over)| over),
+                size_unknown: st.fs_unknown.clone(),
             },
             images_desired: plan.images.len(),
             images_present: present.len(),
@@ -504,6 +589,8 @@ impl Daemon {
             .set(f64::from(cfg.disk_budget_percent) / 100.0);
         m.disk_budget_reached
             .set(i64::from(status.disk.over_budget));
+        m.image_fs_size_known
+            .set(i64::from(status.disk.size_unknown.is_none()));
         m.runtime_can_pin.set(i64::from(self.can_pin));
         m.set_node_state(&status.node_state);
         match crate::http::StatusDoc::from_value(&status) {
@@ -575,6 +662,11 @@ impl Daemon {
             });
             *unresolved_by_kind.entry(kind).or_default() += s.unresolved.len();
         }
+        let names: HashSet<&str> = out.iter().map(|h| h.source.as_str()).collect();
+        st.source_errors_seen
+            .retain(|name, _| names.contains(name.as_str()));
+        st.problem_counts
+            .retain(|(name, _), _| names.contains(name.as_str()));
         for (kind, synced) in synced_by_kind {
             self.metrics
                 .source_synced
@@ -668,6 +760,7 @@ fn params(cfg: &Config, over_disk_budget: bool, view_fresh: bool) -> Params {
         backoff_initial: cfg.backoff_initial,
         backoff_max: cfg.backoff_max,
         over_disk_budget,
+        disk_headroom: None,
         view_fresh,
     }
 }
@@ -681,7 +774,7 @@ fn next_wake(
     now: Instant,
     resync: Duration,
 ) -> Instant {
-    let mut at = now + resync;
+    let mut at = decide::later(now, resync);
     for (_, w) in &d.waiting {
         match w {
             Waiting::Jitter { until } => at = at.min(*until),
@@ -695,7 +788,7 @@ fn next_wake(
     }
     if p.view_fresh {
         for since in st.unneeded_since.values() {
-            at = at.min(*since + p.unpin_grace);
+            at = at.min(decide::later(*since, p.unpin_grace));
         }
     }
     at.max(now + Duration::from_millis(10))
@@ -769,8 +862,212 @@ mod tests {
             backoff_initial: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             over_disk_budget: true,
+            disk_headroom: None,
             view_fresh: true,
         }
+    }
+
+    /// The in-memory runtime, except that the first pull panics (a bug in a runtime client).
+    struct PanicsOnFirstPull {
+        inner: crate::node::memory::MemoryRuntime,
+        pulls: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl ImageRuntime for PanicsOnFirstPull {
+        async fn list(&self) -> Result<Vec<ImageInfo>, NodeError> {
+            self.inner.list().await
+        }
+        async fn status(&self, image: &str) -> Result<Option<ImageInfo>, NodeError> {
+            self.inner.status(image).await
+        }
+        async fn pull(
+            &self,
+            image: &str,
+            auth: Option<&RegistryAuth>,
+        ) -> Result<PullOutcome, NodeError> {
+            if self.pulls.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("runtime client bug");
+            }
+            self.inner.pull(image, auth).await
+        }
+        async fn pin(&self, image: &str) -> Result<crate::node::PinOutcome, NodeError> {
+            self.inner.pin(image).await
+        }
+        async fn unpin(&self, image: &str) -> Result<crate::node::UnpinOutcome, NodeError> {
+            self.inner.unpin(image).await
+        }
+        async fn fs_info(&self) -> Result<crate::node::FsInfo, NodeError> {
+            self.inner.fs_info().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicked_pull_frees_its_slot_and_is_retried() {
+        let image = "reg.example/app:1";
+        let runtime = Arc::new(PanicsOnFirstPull {
+            inner: crate::node::memory::MemoryRuntime::new(),
+            pulls: Default::default(),
+        });
+        runtime.inner.publish(image, 10);
+        let cfg = Config {
+            extra_images: vec![image.to_string()],
+            start_jitter: Duration::ZERO,
+            backoff_initial: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(50),
+            max_concurrent_pulls: 1,
+            ..Config::default()
+        };
+        let (_config_tx, config) = watch::channel(Arc::new(cfg));
+        let (_prefetch_tx, prefetch) = mpsc::channel(1);
+        let metrics = Arc::new(Metrics::new());
+        let daemon = Daemon {
+            runtime: runtime.clone(),
+            store: HistoryStore::new(),
+            config,
+            metrics: metrics.clone(),
+            health: Arc::new(Health::default()),
+            status: watch::channel(crate::http::StatusDoc::from_json(b"{}")).0,
+            prefetch,
+            credentials: None,
+            can_pin: true,
+            expect_node: false,
+            runtime_events: None,
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(daemon.run(cancel.clone()));
+        let start = Instant::now();
+        loop {
+            let held = runtime.inner.list().await.expect("list");
+            if held
+                .iter()
+                .any(|i| i.pinned && i.repo_tags.iter().any(|t| t == image))
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the image was never pulled again after the panicked pull: {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(runtime.pulls.load(Ordering::SeqCst), 2);
+        cancel.cancel();
+        task.await.expect("the loop stops");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_image_filesystem_size_is_reported_not_taken_as_fine() {
+        let runtime = Arc::new(crate::node::memory::MemoryRuntime::new());
+        let cfg = Config {
+            resync_interval: Duration::from_millis(20),
+            ..Config::default()
+        };
+        let (_config_tx, config) = watch::channel(Arc::new(cfg));
+        let (_prefetch_tx, prefetch) = mpsc::channel(1);
+        let metrics = Arc::new(Metrics::new());
+        let (status, mut docs) = watch::channel(crate::http::StatusDoc::from_json(b"{}"));
+        let daemon = Daemon {
+            runtime: runtime.clone(),
+            store: HistoryStore::new(),
+            config,
+            metrics: metrics.clone(),
+            health: Arc::new(Health::default()),
+            status,
+            prefetch,
+            credentials: None,
+            can_pin: true,
+            expect_node: false,
+            runtime_events: None,
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(daemon.run(cancel.clone()));
+        async fn disk(
+            docs: &mut watch::Receiver<crate::http::StatusDoc>,
+            known: bool,
+        ) -> serde_json::Value {
+            loop {
+                docs.changed().await.expect("status");
+                let v: serde_json::Value =
+                    serde_json::from_slice(&docs.borrow_and_update().json()).expect("JSON");
+                if v["disk"]["size_unknown"].is_null() == known {
+                    return v["disk"].clone();
+                }
+            }
+        }
+        let d = tokio::time::timeout(Duration::from_secs(5), disk(&mut docs, false))
+            .await
+            .expect("reported");
+        assert!(
+            d["size_unknown"]
+                .as_str()
+                .is_some_and(|w| w.contains("capacity")),
+            "{d}"
+        );
+        assert_eq!(metrics.image_fs_size_known.get(), 0);
+        runtime.set_fs_info(crate::node::FsInfo {
+            mountpoint: "/memory".into(),
+            used_bytes: 0,
+            inodes_used: None,
+            capacity_bytes: Some(1 << 30),
+            available_bytes: Some(1 << 29),
+        });
+        tokio::time::timeout(Duration::from_secs(5), disk(&mut docs, true))
+            .await
+            .expect("known again");
+        assert_eq!(metrics.image_fs_size_known.get(), 1);
+        cancel.cancel();
+        task.await.expect("the loop stops");
+    }
+
+    /// Manual prefetches hold their images until restart: their number is capped, since every
+    /// request adds to it.
+    #[tokio::test]
+    async fn images_held_by_manual_prefetch_are_bounded() {
+        let (_config_tx, config) = watch::channel(Arc::new(Config {
+            start_jitter: Duration::from_secs(3600),
+            ..Config::default()
+        }));
+        let (_prefetch_tx, prefetch) = mpsc::channel(1);
+        let daemon = Daemon {
+            runtime: Arc::new(crate::node::memory::MemoryRuntime::new()),
+            store: HistoryStore::new(),
+            config,
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+            status: watch::channel(crate::http::StatusDoc::from_json(b"{}")).0,
+            prefetch,
+            credentials: None,
+            can_pin: true,
+            expect_node: false,
+            runtime_events: None,
+        };
+        let mut st = LoopState::default();
+        let batch = |from: usize, n: usize| PrefetchRequest {
+            images: (from..from + n)
+                .map(|i| format!("reg.example/app:{i}"))
+                .collect(),
+            ..Default::default()
+        };
+        daemon
+            .prefetch_cmd(&mut st, &batch(0, 1000))
+            .await
+            .expect("1000 held");
+        daemon
+            .prefetch_cmd(&mut st, &batch(500, 524))
+            .await
+            .expect("asking again for held images adds only the new ones");
+        assert_eq!(st.manual.len(), MAX_MANUAL_IMAGES);
+        let e = daemon
+            .prefetch_cmd(&mut st, &batch(5000, 1))
+            .await
+            .expect_err("over the cap");
+        assert!(e.contains("extra_images"), "{e}");
+        assert_eq!(st.manual.len(), MAX_MANUAL_IMAGES);
+        daemon
+            .prefetch_cmd(&mut st, &batch(0, 3))
+            .await
+            .expect("held ones can still be asked for");
     }
 
     #[test]

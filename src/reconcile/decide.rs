@@ -12,7 +12,14 @@ pub struct Want {
     pub reference: String,
     /// Registry host, for per-registry backoff.
     pub registry: String,
+    /// Bytes a pull is expected to add (from an earlier pull); None: unknown.
+    pub size_hint: Option<u64>,
 }
+
+/// What a pull of an image of unknown size is expected to add to the disk. Conservative on
+/// purpose: most application images are smaller, and overestimating only delays a pull until
+/// the ones in flight have finished and the disk is measured again.
+pub const UNKNOWN_IMAGE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// One image the runtime holds, reduced to what decisions need.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,6 +84,9 @@ pub struct Params {
     pub backoff_max: Duration,
     /// Image filesystem above budget: start no pull.
     pub over_disk_budget: bool,
+    /// Bytes that may still be added before the budget is reached, pulls in flight not yet
+    /// deducted (see [`disk_headroom`]); None when the filesystem's size is unknown.
+    pub disk_headroom: Option<u64>,
     /// Every source has synced since start and none is in error.
     pub view_fresh: bool,
 }
@@ -129,6 +139,19 @@ pub fn decide(
     let mut free_slots = params
         .max_concurrent_pulls
         .saturating_sub(state.in_flight.len());
+    // Pulls in flight will still grow the disk: their expected size is spoken for, so that pulls
+    // started together just under the budget cannot overshoot it by one image each.
+    let expected = |r: &str| {
+        wants
+            .iter()
+            .find(|w| w.reference == r)
+            .and_then(|w| w.size_hint)
+            .unwrap_or(UNKNOWN_IMAGE_BYTES)
+    };
+    let mut room = params.disk_headroom.map(|h| {
+        let in_flight: u64 = state.in_flight.iter().map(|r| expected(r)).sum();
+        h.saturating_sub(in_flight)
+    });
 
     for want in wants {
         if let Some(h) = find_held(held, &want.reference) {
@@ -161,7 +184,7 @@ pub fn decide(
         } else if let Some(until) = state
             .not_before
             .entry(r.clone())
-            .or_insert_with(|| now + jitter())
+            .or_insert_with(|| later(now, jitter()))
             .checked_duration_since(now)
             .filter(|left| !left.is_zero())
             .map(|left| now + left)
@@ -171,8 +194,12 @@ pub fn decide(
             Waiting::DiskBudget
         } else if free_slots == 0 {
             Waiting::Queued
+        } else if room.is_some_and(|left| want.size_hint.unwrap_or(UNKNOWN_IMAGE_BYTES) > left) {
+            // Smaller images after it may still fit.
+            Waiting::DiskBudget
         } else {
             free_slots -= 1;
+            room = room.map(|left| left - want.size_hint.unwrap_or(UNKNOWN_IMAGE_BYTES));
             d.pull.push(r.clone());
             Waiting::Pulling
         };
@@ -202,6 +229,10 @@ pub fn decide(
     let wanted: HashSet<&str> = wants.iter().map(|w| w.reference.as_str()).collect();
     state.not_before.retain(|r, _| wanted.contains(r.as_str()));
     state.failures.retain(|r, _| wanted.contains(r.as_str()));
+    let registries: HashSet<&str> = wants.iter().map(|w| w.registry.as_str()).collect();
+    state
+        .registry_failures
+        .retain(|r, _| registries.contains(r.as_str()));
     d
 }
 
@@ -232,7 +263,7 @@ pub fn record_failure(
             Failure {
                 error: error.clone(),
                 attempts: reg_attempts,
-                retry_at: now + backoff(params, reg_attempts),
+                retry_at: later(now, backoff(params, reg_attempts)),
             },
         );
     }
@@ -241,7 +272,7 @@ pub fn record_failure(
         Failure {
             error,
             attempts,
-            retry_at: now + delay,
+            retry_at: later(now, delay),
         },
     );
 }
@@ -271,6 +302,30 @@ pub fn over_disk_budget(
     u128::from(used) * 100 > u128::from(cap) * u128::from(budget_percent)
 }
 
+/// `now + d`, or a year from now when `d` would overflow the clock (config validation keeps
+/// durations far below that; this keeps a value that slipped through from panicking).
+pub fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
+/// Bytes the image filesystem may still take before it is fuller than `budget_percent`, counted
+/// as [`over_disk_budget`] counts; None when the capacity is unknown (no budget can be enforced).
+pub fn disk_headroom(
+    images_bytes: u64,
+    capacity: Option<u64>,
+    available: Option<u64>,
+    budget_percent: u8,
+) -> Option<u64> {
+    let cap = capacity.filter(|c| *c > 0)?;
+    let used = match available {
+        Some(free) => cap.saturating_sub(free),
+        None => images_bytes,
+    };
+    let budget = u128::from(cap) * u128::from(budget_percent) / 100;
+    Some(u64::try_from(budget.saturating_sub(u128::from(used))).unwrap_or(u64::MAX))
+}
+
 fn backoff(params: &Params, attempts: u32) -> Duration {
     let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
     params
@@ -287,6 +342,7 @@ mod tests {
         Want {
             reference: r.into(),
             registry: r.split('/').next().unwrap().into(),
+            size_hint: None,
         }
     }
 
@@ -312,6 +368,7 @@ mod tests {
             backoff_initial: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             over_disk_budget: false,
+            disk_headroom: None,
             view_fresh: true,
         }
     }
@@ -532,6 +589,119 @@ mod tests {
         // Capacity unknown: no budget can be enforced.
         assert!(!over_disk_budget(90 * gb, None, Some(0), 80));
         assert!(!over_disk_budget(u64::MAX, Some(u64::MAX), Some(0), 100));
+    }
+
+    #[test]
+    fn pulls_in_flight_count_against_the_disk_budget() {
+        let sized = |r: &str, size| Want {
+            size_hint: Some(size),
+            ..want(r)
+        };
+        let wants = [
+            sized("r/a:1", 400),
+            sized("r/b:1", 400),
+            sized("r/c:1", 100),
+            want("r/d:1"),
+        ];
+        let p = Params {
+            max_concurrent_pulls: 10,
+            disk_headroom: Some(1000),
+            ..params()
+        };
+        let mut s = State::default();
+        let d = decide(&wants, &[], &mut s, &p, Instant::now(), no_jitter);
+        // 400 + 400 + 100 fit in 1000; an image of unknown size counts as UNKNOWN_IMAGE_BYTES.
+        assert_eq!(d.pull, vec!["r/a:1", "r/b:1", "r/c:1"]);
+        assert_eq!(d.waiting[3], ("r/d:1".into(), Waiting::DiskBudget));
+
+        // The next pass, nothing finished and the disk not grown yet: the three in flight still
+        // take their room, so nothing more starts.
+        s.in_flight.extend(d.pull.iter().cloned());
+        let d = decide(&wants, &[], &mut s, &p, Instant::now(), no_jitter);
+        assert!(d.pull.is_empty(), "{d:?}");
+        // Pulls in flight of unknown size count the conservative estimate.
+        let mut s = State::default();
+        s.in_flight.insert("r/d:1".into());
+        let p = Params {
+            disk_headroom: Some(UNKNOWN_IMAGE_BYTES + 500),
+            ..p
+        };
+        let d = decide(&wants, &[], &mut s, &p, Instant::now(), no_jitter);
+        assert_eq!(d.pull, vec!["r/a:1", "r/c:1"]);
+        assert_eq!(d.waiting[1], ("r/b:1".into(), Waiting::DiskBudget));
+        // Unknown capacity: no budget to enforce.
+        let p = Params {
+            disk_headroom: None,
+            ..p
+        };
+        let d = decide(
+            &wants,
+            &[],
+            &mut State::default(),
+            &p,
+            Instant::now(),
+            no_jitter,
+        );
+        assert_eq!(d.pull.len(), 4);
+    }
+
+    #[test]
+    fn durations_past_the_clock_saturate() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let p = Params {
+            backoff_initial: Duration::MAX,
+            backoff_max: Duration::MAX,
+            unpin_grace: Duration::MAX,
+            ..params()
+        };
+        let mut s = State::default();
+        record_failure(&mut s, &want("r/a:1"), "x".into(), true, &p, now);
+        let d = decide(
+            &[want("r/b:1")],
+            &[held("aa", "r/a:1", true, true)],
+            &mut s,
+            &p,
+            now,
+            || Duration::MAX,
+        );
+        assert!(d.pull.is_empty() && d.unpin.is_empty());
+    }
+
+    #[test]
+    fn headroom_is_what_the_budget_leaves() {
+        let gb = 1_000_000_000;
+        assert_eq!(
+            disk_headroom(0, Some(100 * gb), Some(30 * gb), 80),
+            Some(10 * gb)
+        );
+        assert_eq!(disk_headroom(0, Some(100 * gb), Some(10 * gb), 80), Some(0));
+        assert_eq!(
+            disk_headroom(5 * gb, Some(100 * gb), None, 80),
+            Some(75 * gb)
+        );
+        assert_eq!(disk_headroom(0, None, Some(gb), 80), None);
+        assert_eq!(disk_headroom(0, Some(0), Some(0), 80), None);
+        assert_eq!(
+            disk_headroom(0, Some(u64::MAX), Some(u64::MAX), 100),
+            Some(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn registry_backoff_is_forgotten_with_the_images_of_that_registry() {
+        let mut s = State::default();
+        let p = params();
+        let t0 = Instant::now();
+        record_failure(&mut s, &want("r/a:1"), "down".into(), true, &p, t0);
+        decide(&[want("r/a:1")], &[], &mut s, &p, t0, no_jitter);
+        assert_eq!(s.registry_failures.len(), 1);
+        decide(&[want("q/b:1")], &[], &mut s, &p, t0, no_jitter);
+        assert!(s.registry_failures.is_empty(), "bounded by what is wanted");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! `timeoutSeconds`, `410 Expired` for resource versions older than its retained window) for the
 //! resources rollcache reads. Objects are put in place with [`ApiServer::apply`] and
 //! [`ApiServer::delete`]; [`ApiServer::compact`] and [`ApiServer::set_down`] provoke what a real
-//! cluster does under stress. Byte and request counters let benchmarks measure watch traffic.
+//! cluster does under stress, and [`ApiServer::set_fault`] / [`ApiServer::set_resource_fault`]
+//! make it misbehave at the HTTP level ([`Fault`]: RBAC denial, throttling, server errors, hangs,
+//! broken watches). Byte and request counters let benchmarks measure watch traffic.
 
 mod selector;
 
@@ -228,11 +230,45 @@ struct State {
     floor: u64,
 }
 
+/// How the server misbehaves, for every resource or for one; set with [`ApiServer::set_fault`] or
+/// [`ApiServer::set_resource_fault`], lifted with `None`. Watches open when a fault is set end (or
+/// stall, for [`Fault::Hang`]), so that clients meet the fault when they watch again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Every request is answered with a `Status` of this code, as the real server words it:
+    /// 403 Forbidden (RBAC denied), 429 TooManyRequests (with `Retry-After`), 500 InternalError,
+    /// 503 ServiceUnavailable; other codes get a generic reason.
+    Status(u16),
+    /// Requests are accepted and not answered, and open watches stall (no events, no bookmarks)
+    /// until the fault is lifted; then waiting requests are answered and stalled watches close.
+    Hang,
+    /// Lists and gets answer normally; every watch request fails with a `Status` of this code.
+    /// 410 comes as the real server sends it (an `ERROR` event `Expired` in a 200 stream), which
+    /// makes clients re-list: lists keep succeeding while watches never do.
+    WatchesFail(u16),
+    /// Lists and gets answer normally; every watch is answered 200 and closed at once, empty.
+    WatchesClosed,
+}
+
+/// The faults in force: per resource (by index), else global.
+#[derive(Clone, Debug, Default)]
+struct Faults {
+    global: Option<Fault>,
+    per_resource: BTreeMap<usize, Fault>,
+}
+
+impl Faults {
+    fn for_resource(&self, resource: usize) -> Option<&Fault> {
+        self.per_resource.get(&resource).or(self.global.as_ref())
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
     rv_tx: watch::Sender<u64>,
     down_tx: watch::Sender<Outage>,
+    faults_tx: watch::Sender<Faults>,
     shutdown: CancellationToken,
     opts: ApiServerOptions,
     requests: AtomicU64,
@@ -285,6 +321,7 @@ impl ApiServer {
             state: Mutex::new(State::default()),
             rv_tx: watch::channel(0).0,
             down_tx: watch::channel(Outage::default()).0,
+            faults_tx: watch::channel(Faults::default()).0,
             shutdown: CancellationToken::new(),
             opts,
             requests: AtomicU64::new(0),
@@ -309,13 +346,15 @@ impl ApiServer {
         format!("http://{}", self.addr)
     }
 
-    /// A kube client pointed at this server (default namespace `default`).
+    /// A kube client pointed at this server (default namespace `default`), with the settings
+    /// rollcache's own client has.
     pub fn client(&self) -> Result<kube::Client, ApiServerError> {
         let url = self.url();
         let uri: http::Uri = url
             .parse()
             .map_err(|e: http::uri::InvalidUri| ApiServerError::BadObject(e.to_string()))?;
-        let config = kube::Config::new(uri);
+        let mut config = kube::Config::new(uri);
+        crate::commands::cluster::tune_client_config(&mut config);
         kube::Client::try_from(config).map_err(|source| ApiServerError::Client { url, source })
     }
 
@@ -461,6 +500,30 @@ impl ApiServer {
         self.shared.down_tx.send_modify(|o| {
             o.down = down;
             o.epoch += 1;
+        });
+    }
+
+    /// Makes every resource misbehave as `fault` says (None: answer normally again). A fault set
+    /// for one resource with [`ApiServer::set_resource_fault`] takes precedence.
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.shared.faults_tx.send_modify(|f| f.global = fault);
+    }
+
+    /// Makes one resource, by its plural (`secrets`, `replicasets`, ...), misbehave as `fault`
+    /// says (None: back to the global behaviour). Panics on a resource that is not served, as a
+    /// test naming one has a typo.
+    pub fn set_resource_fault(&self, plural: &str, fault: Option<Fault>) {
+        let res = RESOURCES
+            .iter()
+            .position(|r| r.plural == plural)
+            .unwrap_or_else(|| panic!("the test API server does not serve `{plural}`"));
+        self.shared.faults_tx.send_modify(|f| match fault {
+            Some(fault) => {
+                f.per_resource.insert(res, fault);
+            }
+            None => {
+                f.per_resource.remove(&res);
+            }
         });
     }
 
@@ -708,6 +771,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         );
     }
     let params = query_params(&req);
+    let is_watch = params.get("watch").is_some_and(|w| w == "true" || w == "1");
+    if is_watch {
+        shared.watch_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(r) = fault_response(&shared, target.resource, is_watch).await {
+        return r;
+    }
     let def = &RESOURCES[target.resource];
     if let Some(name) = &target.name {
         return get_one(&shared, &target, def, name);
@@ -730,12 +800,99 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         labels,
         fields,
     };
-    let is_watch = params.get("watch").is_some_and(|w| w == "true" || w == "1");
     if is_watch {
-        shared.watch_requests.fetch_add(1, Ordering::Relaxed);
         return start_watch(shared, filter, &params);
     }
     list(&shared, &filter, &params)
+}
+
+/// The answer a fault in force gives instead of the normal one, after waiting out a hang.
+async fn fault_response(
+    shared: &Shared,
+    resource: usize,
+    is_watch: bool,
+) -> Option<Response<Body>> {
+    let mut faults = shared.faults_tx.subscribe();
+    let fault = loop {
+        let fault = faults.borrow_and_update().for_resource(resource).cloned();
+        if fault != Some(Fault::Hang) {
+            break fault;
+        }
+        tokio::select! {
+            r = faults.changed() => if r.is_err() { return None },
+            _ = shared.shutdown.cancelled() => return None,
+        }
+    };
+    let def = &RESOURCES[resource];
+    match fault? {
+        Fault::Status(code) => Some(fault_status(shared, def, code)),
+        Fault::WatchesFail(410) if is_watch => {
+            let msg = "The resourceVersion for the provided watch is too old.";
+            let line = event_line("ERROR", &status(410, "Expired", msg, None));
+            shared.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
+            Some(
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "application/json")
+                    .body(Body::from(line))
+                    .unwrap_or_else(|_| Response::new(Body::empty())),
+            )
+        }
+        Fault::WatchesFail(code) if is_watch => Some(fault_status(shared, def, code)),
+        Fault::WatchesClosed if is_watch => Some(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Body::empty())
+                .unwrap_or_else(|_| Response::new(Body::empty())),
+        ),
+        Fault::Hang | Fault::WatchesFail(_) | Fault::WatchesClosed => None,
+    }
+}
+
+/// A failure `Status` worded as the real server words it for `code`.
+fn fault_status(shared: &Shared, def: &ResourceDef, code: u16) -> Response<Body> {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut details = json!({"kind": def.plural});
+    if !def.group.is_empty() {
+        details["group"] = json!(def.group);
+    }
+    let (reason, message) = match code.as_u16() {
+        403 => (
+            "Forbidden",
+            format!(
+                "{} is forbidden: User \"system:serviceaccount:rollcache:rollcache\" cannot list resource \"{}\" in API group \"{}\" at the cluster scope",
+                def.qualified(),
+                def.plural,
+                def.group
+            ),
+        ),
+        429 => {
+            details["retryAfterSeconds"] = json!(1);
+            (
+                "TooManyRequests",
+                "the server has received too many requests and has asked us to try again later"
+                    .to_string(),
+            )
+        }
+        500 => (
+            "InternalError",
+            "Internal error occurred: etcdserver: request timed out".to_string(),
+        ),
+        503 => (
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request".to_string(),
+        ),
+        410 => ("Expired", "too old resource version".to_string()),
+        _ => ("Unknown", format!("the server answered {code}")),
+    };
+    let body = status(code.as_u16(), reason, &message, Some(details));
+    let mut resp = json_response(shared, code, &body);
+    if code == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut()
+            .insert("retry-after", http::HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 fn get_one(shared: &Shared, target: &Target, def: &ResourceDef, name: &str) -> Response<Body> {
@@ -1021,6 +1178,8 @@ async fn watch_loop(shared: Arc<Shared>, filter: Filter, opts: WatchOpts, tx: Wa
     let def = &RESOURCES[filter.resource];
     let mut changes = shared.rv_tx.subscribe();
     changes.borrow_and_update();
+    let mut faults = shared.faults_tx.subscribe();
+    faults.borrow_and_update();
     let deadline = tokio::time::sleep(opts.timeout.unwrap_or(Duration::from_secs(24 * 3600)));
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval_at(
@@ -1134,6 +1293,26 @@ async fn watch_loop(shared: Arc<Shared>, filter: Filter, opts: WatchOpts, tx: Wa
                     let _ = send(&shared, &tx, event_line("BOOKMARK", &bookmark_object(def, last, false))).await;
                 }
                 return;
+            }
+            r = faults.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let fault = faults.borrow_and_update().for_resource(filter.resource).cloned();
+                match fault {
+                    None => {}
+                    // Stalled: nothing more until the fault is lifted, then the stream ends.
+                    Some(Fault::Hang) => {
+                        tokio::select! {
+                            _ = faults.wait_for(|f| f.for_resource(filter.resource) != Some(&Fault::Hang)) => {}
+                            _ = shared.shutdown.cancelled() => {}
+                            _ = tx.closed() => {}
+                        }
+                        return;
+                    }
+                    // The client watches again and meets the fault.
+                    Some(_) => return,
+                }
             }
             _ = shared.shutdown.cancelled() => return,
             _ = tx.closed() => return,
