@@ -493,6 +493,9 @@ pub struct SourceHealth {
     pub error: Option<String>,
     pub objects: usize,
     pub problems: u64,
+    /// The last few decode problems, each naming its object (namespace/name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_problems: Vec<String>,
 }
 
 /// Disk usage of the image filesystem against the budget.

@@ -161,5 +161,6 @@ pub async fn load_history(cfg: &Config) -> anyhow::Result<History> {
     Ok(History {
         facts: snap.facts().cloned().collect(),
         nodes: snap.node.clone().into_iter().collect(),
+        problems: Vec::new(),
     })
 }

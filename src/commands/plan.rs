@@ -31,6 +31,8 @@ pub struct PlanArgs {
 pub struct History {
     pub facts: Vec<RevisionFact>,
     pub nodes: Vec<NodeFacts>,
+    /// Objects (or parts) that were skipped, each naming the object; shown with the plan.
+    pub problems: Vec<crate::history::DecodeProblem>,
 }
 
 /// Load a directory source, logging every problem with the object it came from.
@@ -46,6 +48,7 @@ pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
     }
     Ok(History {
         facts: snap.facts().cloned().collect(),
+        problems: snap.all_problems().cloned().collect(),
         nodes: snap.nodes,
     })
 }
@@ -88,7 +91,12 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
         Some(dir) => load_dir(dir)?,
         None => crate::commands::cluster::load_history(&cfg).await?,
     };
-    let plan = compute(&cfg, &history);
+    let mut plan = compute(&cfg, &history);
+    plan.problems
+        .extend(history.problems.iter().map(|p| crate::plan::PlanProblem {
+            revision: None,
+            message: p.to_string(),
+        }));
     match args.output {
         Output::Table => print!("{}", crate::plan_view::render_table(&plan)),
         Output::Json => println!("{}", crate::plan_view::render_json(&plan)),

@@ -45,6 +45,11 @@ pub enum ProblemKind {
     Gzip,
     /// Decompressed payload over the cap.
     TooLarge,
+    /// Decoding would cost more memory than an object may: too many nodes, too deep, too many
+    /// aliases or workloads.
+    OverBudget,
+    /// A Helm release describes an object in another namespace than the one it is stored in.
+    ForeignNamespace,
     Json,
     Yaml,
     MissingField,
@@ -59,6 +64,8 @@ impl ProblemKind {
             ProblemKind::Base64 => "base64",
             ProblemKind::Gzip => "gzip",
             ProblemKind::TooLarge => "too_large",
+            ProblemKind::OverBudget => "over_budget",
+            ProblemKind::ForeignNamespace => "foreign_namespace",
             ProblemKind::Json => "json",
             ProblemKind::Yaml => "yaml",
             ProblemKind::MissingField => "missing_field",
@@ -75,6 +82,7 @@ impl std::fmt::Display for ProblemKind {
     }
 }
 
+pub mod bounded;
 pub mod controller_revisions;
 pub mod files;
 pub mod helm;

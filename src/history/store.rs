@@ -74,7 +74,13 @@ pub struct SourceStatus {
     pub lists: u64,
     /// Decode problems seen since start, by kind.
     pub problems: HashMap<ProblemKind, u64>,
+    /// The last few problems as text, each naming its object, newest last: what an operator
+    /// needs to find the object (counts alone do not say which one).
+    pub recent_problems: std::collections::VecDeque<String>,
 }
+
+/// Problems kept as text per source; bounded because a hostile namespace can make many.
+pub const RECENT_PROBLEMS: usize = 10;
 
 impl SourceStatus {
     /// Synced, not re-listing, not in error: the source's view can be trusted to be complete.
@@ -181,6 +187,19 @@ fn counted(
 ) -> Arc<[RevisionFact]> {
     for p in &decoded.problems {
         *status.problems.entry(p.kind).or_default() += 1;
+        if status.recent_problems.len() == RECENT_PROBLEMS {
+            status.recent_problems.pop_front();
+        }
+        let mut text = p.to_string();
+        if text.len() > 400 {
+            let cut = (0..=400)
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
+            text.truncate(cut);
+            text.push('…');
+        }
+        status.recent_problems.push_back(text);
     }
     let mut facts = decoded.facts;
     for f in &mut facts {

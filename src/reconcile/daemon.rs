@@ -561,6 +561,7 @@ impl Daemon {
                 },
                 objects: s.objects,
                 problems: s.problems_total(),
+                recent_problems: s.recent_problems.iter().cloned().collect(),
             });
         }
         for (kind, synced) in synced_by_kind {
