@@ -416,3 +416,64 @@ fn a_manifest_of_several_megabytes_decodes_fast() {
     };
     assert!(took < Duration::from_millis(limit), "took {took:?}");
 }
+
+/// Rule 10: a release stored in namespace N describes workloads of N only. An object naming
+/// another namespace is ignored and reported against the release; the rest is read.
+#[test]
+fn a_release_describes_only_its_own_namespace() {
+    let foreign = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: elsewhere\n  namespace: kube-system\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: reg.example/evil:1}]\n";
+    let own = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: here\n  namespace: beamline\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: reg.example/here:1}]\n";
+    let hook = Hook {
+        name: "sneaky",
+        kind: "Job",
+        path: "c/templates/hook.yaml",
+        manifest: "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: sneaky\n  namespace: other\nspec:\n  template:\n    spec:\n      containers: [{name: m, image: reg.example/sneaky:1}]\n",
+        events: &["pre-upgrade"],
+    };
+    let manifest = format!(
+        "{foreign}{own}---\n{}",
+        statefulset_doc("ioc", "reg.example/ioc:7")
+    );
+    let release = simple_release(&manifest, &[hook]);
+    for d in [
+        helm::decode_secret(&secret(&release)),
+        helm::decode_configmap(&configmap(&release)),
+    ] {
+        let names: Vec<_> = d.facts.iter().map(|f| f.workload.to_string()).collect();
+        assert_eq!(
+            names,
+            vec!["Deployment/beamline/here", "StatefulSet/beamline/ioc"],
+            "{:?}",
+            d.problems
+        );
+        let kinds: Vec<_> = d.problems.iter().map(|p| p.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![ProblemKind::ForeignNamespace; 2],
+            "{:?}",
+            d.problems
+        );
+        assert!(d.problems[0].message.contains("kube-system/elsewhere"));
+        assert!(d.problems[1].message.contains("hook sneaky"));
+        assert!(
+            d.problems.iter().all(|p| p.object.namespace == "beamline"
+                && p.object.name == "sh.helm.release.v1.ioc.v7")
+        );
+    }
+}
+
+/// Rule 10: the namespace written in the release JSON does not move its workloads out of the
+/// namespace the release is stored in.
+#[test]
+fn the_release_json_namespace_does_not_move_workloads() {
+    let mut release = simple_release(&statefulset_doc("ioc", "reg.example/ioc:7"), &[]);
+    let stored = secret(&release);
+    release["namespace"] = "kube-system".into();
+    let mut s = secret(&release);
+    s.metadata.namespace = stored.metadata.namespace.clone();
+    let d = helm::decode_secret(&s);
+    assert_eq!(d.facts.len(), 1);
+    assert_eq!(d.facts[0].workload.namespace, "beamline");
+    assert_eq!(d.problems.len(), 1, "{:?}", d.problems);
+    assert_eq!(d.problems[0].kind, ProblemKind::ForeignNamespace);
+}
