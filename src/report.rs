@@ -497,6 +497,7 @@ mod tests {
             problems: vec!["gzip: release is not valid gzip".into()],
             kept_facts: 1,
             ever_good,
+            holds_unpins: !ever_good,
         };
         let mut s = Status {
             runtime_reachable: true,
@@ -517,6 +518,12 @@ mod tests {
         s.sources[0].unresolved = vec![unresolved(false)];
         assert!(
             render_table(&s).contains("nothing is unpinned until it decodes or is deleted"),
+            "{}",
+            render_table(&s)
+        );
+        s.sources[0].unresolved[0].holds_unpins = false;
+        assert!(
+            render_table(&s).contains("refused; it describes nothing this node holds"),
             "{}",
             render_table(&s)
         );
@@ -548,6 +555,7 @@ pub fn unresolved(u: &crate::history::store::UnresolvedObject) -> UnresolvedRepo
             .collect(),
         kept_facts: u.kept_facts,
         ever_good: u.ever_good,
+        holds_unpins: u.holds_unpins(),
     }
 }
 
@@ -558,8 +566,11 @@ pub struct UnresolvedReport {
     pub problems: Vec<String>,
     /// Facts kept from the object's last version that decoded cleanly.
     pub kept_facts: usize,
-    /// False: no version decoded cleanly since start, so nothing at all is unpinned meanwhile.
+    /// False: no version decoded cleanly since start.
     pub ever_good: bool,
+    /// Never decoded and not refused by a cap: nothing at all is unpinned meanwhile.
+    #[serde(default)]
+    pub holds_unpins: bool,
 }
 
 /// Disk usage of the image filesystem against the budget.
@@ -666,6 +677,8 @@ pub fn render_table(s: &Status) -> String {
             u.problems.join("; "),
             if u.ever_good {
                 format!("its last good facts are kept ({} kept)", u.kept_facts)
+            } else if !u.holds_unpins {
+                "refused; it describes nothing this node holds".to_string()
             } else {
                 "nothing is unpinned until it decodes or is deleted".to_string()
             }

@@ -157,7 +157,7 @@ fn simple_release(manifest: &str, hooks: &[Hook<'_>]) -> Value {
 #[test]
 fn generated_release_round_trips_through_secret_and_configmap() {
     let manifest = format!("---\n{}", statefulset_doc("ioc", "reg.example/ioc:7"));
-    let hook_manifest = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: ioc-migrate\n  namespace: other\nspec:\n  template:\n    spec:\n      containers:\n        - name: m\n          image: reg.example/migrate:1\n";
+    let hook_manifest = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: ioc-migrate\n  namespace: beamline\nspec:\n  template:\n    spec:\n      containers:\n        - name: m\n          image: reg.example/migrate:1\n";
     let hooks = [Hook {
         name: "ioc-migrate",
         kind: "Job",
@@ -178,8 +178,8 @@ fn generated_release_round_trips_through_secret_and_configmap() {
         assert_eq!(sts.created, Some(1_736_496_300));
         assert_eq!(sts.workload.namespace, "beamline");
         let job = fact(&d, "Job");
-        // A namespace in the document wins over the release's.
-        assert_eq!(job.workload.namespace, "other");
+        // The release's own namespace, written out in the document, is accepted.
+        assert_eq!(job.workload.namespace, "beamline");
         assert_eq!(images(job), vec![("reg.example/migrate:1", false)]);
     }
 }
@@ -373,9 +373,15 @@ fn alias_bomb_in_a_manifest_is_refused_quickly() {
         "took {:?}",
         start.elapsed()
     );
-    assert_eq!(d.facts.len(), 1);
+    // A bomb makes the whole release untrusted: nothing of it is kept, one problem says why.
+    assert!(d.facts.is_empty(), "{:?}", d.facts);
     assert_eq!(d.problems.len(), 1, "{:?}", d.problems);
-    assert_eq!(d.problems[0].kind, ProblemKind::Yaml);
+    assert_eq!(d.problems[0].kind, ProblemKind::OverBudget);
+    assert!(
+        d.problems[0].message.contains("document 1"),
+        "{:?}",
+        d.problems
+    );
 }
 
 #[test]
@@ -409,4 +415,65 @@ fn a_manifest_of_several_megabytes_decodes_fast() {
         1_000
     };
     assert!(took < Duration::from_millis(limit), "took {took:?}");
+}
+
+/// Rule 10: a release stored in namespace N describes workloads of N only. An object naming
+/// another namespace is ignored and reported against the release; the rest is read.
+#[test]
+fn a_release_describes_only_its_own_namespace() {
+    let foreign = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: elsewhere\n  namespace: kube-system\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: reg.example/evil:1}]\n";
+    let own = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: here\n  namespace: beamline\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: reg.example/here:1}]\n";
+    let hook = Hook {
+        name: "sneaky",
+        kind: "Job",
+        path: "c/templates/hook.yaml",
+        manifest: "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: sneaky\n  namespace: other\nspec:\n  template:\n    spec:\n      containers: [{name: m, image: reg.example/sneaky:1}]\n",
+        events: &["pre-upgrade"],
+    };
+    let manifest = format!(
+        "{foreign}{own}---\n{}",
+        statefulset_doc("ioc", "reg.example/ioc:7")
+    );
+    let release = simple_release(&manifest, &[hook]);
+    for d in [
+        helm::decode_secret(&secret(&release)),
+        helm::decode_configmap(&configmap(&release)),
+    ] {
+        let names: Vec<_> = d.facts.iter().map(|f| f.workload.to_string()).collect();
+        assert_eq!(
+            names,
+            vec!["Deployment/beamline/here", "StatefulSet/beamline/ioc"],
+            "{:?}",
+            d.problems
+        );
+        let kinds: Vec<_> = d.problems.iter().map(|p| p.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![ProblemKind::ForeignNamespace; 2],
+            "{:?}",
+            d.problems
+        );
+        assert!(d.problems[0].message.contains("kube-system/elsewhere"));
+        assert!(d.problems[1].message.contains("hook sneaky"));
+        assert!(
+            d.problems.iter().all(|p| p.object.namespace == "beamline"
+                && p.object.name == "sh.helm.release.v1.ioc.v7")
+        );
+    }
+}
+
+/// Rule 10: the namespace written in the release JSON does not move its workloads out of the
+/// namespace the release is stored in.
+#[test]
+fn the_release_json_namespace_does_not_move_workloads() {
+    let mut release = simple_release(&statefulset_doc("ioc", "reg.example/ioc:7"), &[]);
+    let stored = secret(&release);
+    release["namespace"] = "kube-system".into();
+    let mut s = secret(&release);
+    s.metadata.namespace = stored.metadata.namespace.clone();
+    let d = helm::decode_secret(&s);
+    assert_eq!(d.facts.len(), 1);
+    assert_eq!(d.facts[0].workload.namespace, "beamline");
+    assert_eq!(d.problems.len(), 1, "{:?}", d.problems);
+    assert_eq!(d.problems[0].kind, ProblemKind::ForeignNamespace);
 }

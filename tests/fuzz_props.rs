@@ -20,7 +20,7 @@ use proptest::sample::select;
 use rollcache::credentials::{
     DOCKER_CONFIG_JSON_KEY, DOCKERCFG_KEY, SECRET_TYPE_DOCKER_CONFIG_JSON, SECRET_TYPE_DOCKERCFG,
 };
-use rollcache::history::manifest;
+use rollcache::history::{helm, manifest};
 use serde_json::{Value, json};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/history");
@@ -868,4 +868,95 @@ proptest! {
         bounded("file source", || fuzz_checks::files_yaml(&text));
         bounded("manifest", || fuzz_checks::manifest(&text));
     }
+}
+
+/// A manifest shaped like a bomb, with random sizes: tiny nodes, nesting, anchors aliased in
+/// levels, an aliased large scalar, many documents; optionally beside a good workload.
+fn bomb_manifest() -> impl Strategy<Value = String> {
+    let shape = prop_oneof![
+        (1usize..400_000).prop_map(|n| format!("x: [{}[]]\n", "[],".repeat(n / 3))),
+        (1usize..2_000).prop_map(|n| format!("{}{}\n", "[".repeat(n), "]".repeat(n))),
+        (1usize..200).prop_map(|n| {
+            let mut s: String = (0..n)
+                .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+                .collect();
+            s += &format!("{}v: 1\n", "  ".repeat(n));
+            s
+        }),
+        (2usize..12, 2usize..12).prop_map(|(levels, width)| {
+            let mut s = format!("a0: &a0 [{}]\n", vec!["lol"; width].join(", "));
+            for i in 1..levels {
+                s += &format!(
+                    "a{i}: &a{i} [{}]\n",
+                    vec![format!("*a{}", i - 1); width].join(", ")
+                );
+            }
+            s
+        }),
+        (1usize..300_000, 1usize..2_000).prop_map(|(size, count)| {
+            format!(
+                "a: &a {}\nb: [{}]\n",
+                "x".repeat(size),
+                vec!["*a"; count].join(", ")
+            )
+        }),
+        (1usize..30, 1usize..40_000)
+            .prop_map(|(docs, n)| { format!("---\nx: [{}[]]\n", "[],".repeat(n)).repeat(docs) }),
+    ];
+    (shape, any::<bool>()).prop_map(|(bomb, with_good)| {
+        if with_good {
+            format!(
+                "---\n{bomb}---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ok\nspec:\n  template:\n    spec:\n      containers: [{{name: c, image: r.example/ok:1}}]\n"
+            )
+        } else {
+            bomb
+        }
+    })
+}
+
+proptest! {
+    // Inputs of up to a few megabytes once inflated: few cases.
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Any bomb-shaped release decodes within the budgets and fast: either it is within them
+    /// (and its good workload is read) or the release is one over_budget problem.
+    #[test]
+    fn bomb_shaped_releases_stay_within_budget(manifest in bomb_manifest()) {
+        let release = json!({"name": "ioc", "version": 3, "info": {"status": "deployed"}, "manifest": manifest});
+        let payload = b64(&gzip(release.to_string().as_bytes()));
+        // One decode (the full `helm_secret` check decodes four times): these inputs are large.
+        let d = bounded("bomb release", || helm::decode_secret(&release_secret(payload.into_bytes())));
+        prop_assert!(d.facts.len() <= manifest::RELEASE_MAX_WORKLOADS);
+        let over = d.problems.iter().any(|p| p.kind == rollcache::history::ProblemKind::OverBudget);
+        if over {
+            prop_assert!(d.facts.is_empty() && d.problems.len() == 1, "{:?}", d.problems);
+        }
+        if !over && manifest.contains("name: ok") {
+            prop_assert!(d.facts.iter().any(|f| f.workload.name == "ok"), "{:?}", d.problems);
+        }
+        for doc in manifest::split(&manifest) {
+            bounded("bounded parse", || fuzz_checks::within_budget(doc.text));
+        }
+    }
+}
+
+/// The cargo-fuzz seeds (bombs among them) pass the same checks in every test run.
+#[test]
+fn fuzz_seeds_replay_cleanly() {
+    let seeds = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds");
+    let mut replayed = 0;
+    for target in fuzz_checks::TARGETS {
+        let Ok(dir) = std::fs::read_dir(format!("{seeds}/{target}")) else {
+            continue;
+        };
+        for entry in dir {
+            let path = entry.expect("seed").path();
+            let data = std::fs::read(&path).expect("seed file");
+            bounded(&path.display().to_string(), || {
+                fuzz_checks::replay(target, &data)
+            });
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 20, "{replayed} seeds");
 }

@@ -1,11 +1,12 @@
 //! `make bench`: rollcache measured against the direct path, in one run, on this machine.
 //! Pull figures run each on a fresh containerd; Kubernetes figures use the in-test API server
 //! and, when `KUBECONFIG` points at one, a real API server too.
-//! `BENCH_QUICK=1` runs a smaller set; `BENCH_ONLY=pulls,large,latency,scale` picks sections.
+//! `BENCH_QUICK=1` runs a smaller set; `BENCH_ONLY=pulls,large,latency,scale,bomb` picks sections.
 #![forbid(unsafe_code)]
 
 mod api;
 mod bed;
+mod bomb;
 mod history;
 mod latency;
 mod pulls;
@@ -178,6 +179,10 @@ async fn run() -> anyhow::Result<()> {
         if selected("large") {
             large_section(&mut report, &sz, version, &registry, &big).await?;
         }
+    }
+
+    if selected("bomb") {
+        bomb::section(&mut report, version, work.path()).await?;
     }
 
     let tiny_count = sz.latency_revisions.max(sz.startup_images);

@@ -45,6 +45,11 @@ pub enum ProblemKind {
     Gzip,
     /// Decompressed payload over the cap.
     TooLarge,
+    /// Decoding would cost more memory than an object may: too many nodes, too deep, too many
+    /// aliases or workloads.
+    OverBudget,
+    /// A Helm release describes an object in another namespace than the one it is stored in.
+    ForeignNamespace,
     Json,
     Yaml,
     MissingField,
@@ -54,11 +59,23 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// Refused by policy rather than unreadable: the object is over a size or memory cap, or a
+    /// Helm release names another namespace. Such an object describes nothing rollcache would
+    /// trust whenever it was read, so it never stands for history of unknown content.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ProblemKind::TooLarge | ProblemKind::OverBudget | ProblemKind::ForeignNamespace
+        )
+    }
+
     pub fn metric_label(&self) -> &'static str {
         match self {
             ProblemKind::Base64 => "base64",
             ProblemKind::Gzip => "gzip",
             ProblemKind::TooLarge => "too_large",
+            ProblemKind::OverBudget => "over_budget",
+            ProblemKind::ForeignNamespace => "foreign_namespace",
             ProblemKind::Json => "json",
             ProblemKind::Yaml => "yaml",
             ProblemKind::MissingField => "missing_field",
@@ -75,6 +92,7 @@ impl std::fmt::Display for ProblemKind {
     }
 }
 
+pub mod bounded;
 pub mod controller_revisions;
 pub mod files;
 pub mod helm;

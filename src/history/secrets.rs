@@ -66,6 +66,10 @@ impl std::fmt::Debug for RawSecret {
 }
 
 type Key = (String, String);
+/// Answers kept per cache. Keys come from workloads (any namespace user can name secrets and
+/// accounts), so the caches are bounded: when full, expired answers go first, then the one that
+/// expires soonest.
+pub const MAX_CACHED: usize = 4096;
 /// Answers with the instant they expire.
 type Cache<T> = Mutex<HashMap<Key, (Instant, Result<T, SecretError>)>>;
 
@@ -112,6 +116,28 @@ fn cacheable<T>(r: &Result<T, SecretError>) -> bool {
     !matches!(r, Err(SecretError::Api { .. }))
 }
 
+fn remember<T>(map: &Cache<T>, key: Key, until: Instant, r: Result<T, SecretError>) {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= MAX_CACHED && !map.contains_key(&key) {
+        let now = Instant::now();
+        map.retain(|_, (t, _)| *t > now);
+        if map.len() >= MAX_CACHED
+            && let Some(k) = map
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&k);
+        }
+    }
+    map.insert(key, (until, r));
+}
+
+/// Entries in a cache.
+fn cache_len<T>(map: &Cache<T>) -> usize {
+    map.lock().unwrap_or_else(|e| e.into_inner()).len()
+}
+
 fn cached<T: Clone>(map: &Cache<T>, key: &Key) -> Option<Result<T, SecretError>> {
     let map = map.lock().unwrap_or_else(|e| e.into_inner());
     map.get(key)
@@ -149,10 +175,7 @@ impl SecretReader {
             Err(e) => Err(classify("Secret", namespace, name, e)),
         };
         if cacheable(&r) {
-            self.secrets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, (Instant::now() + self.ttl, r.clone()));
+            remember(&self.secrets, key, Instant::now() + self.ttl, r.clone());
         }
         r
     }
@@ -181,12 +204,14 @@ impl SecretReader {
             Err(e) => Err(classify("ServiceAccount", namespace, name, e)),
         };
         if cacheable(&r) {
-            self.accounts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, (Instant::now() + self.ttl, r.clone()));
+            remember(&self.accounts, key, Instant::now() + self.ttl, r.clone());
         }
         r
+    }
+
+    /// Answers cached now (secrets, service accounts).
+    pub fn cached_counts(&self) -> (usize, usize) {
+        (cache_len(&self.secrets), cache_len(&self.accounts))
     }
 
     /// Forgets every cached answer (e.g. after a pull failed with an auth error).

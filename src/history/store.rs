@@ -95,6 +95,16 @@ pub struct UnresolvedObject {
     pub ever_good: bool,
 }
 
+impl UnresolvedObject {
+    /// No version decoded cleanly since start and not every problem is a refusal (a cap, a
+    /// foreign namespace): the object may stand for history of unknown content, so nothing is
+    /// unpinned while it stays so. Refused objects do not hold unpins: otherwise anyone who may
+    /// write one Secret labelled `owner=helm` could stop unpinning on every node.
+    pub fn holds_unpins(&self) -> bool {
+        !self.ever_good && !self.problems.iter().all(|p| p.kind.is_refusal())
+    }
+}
+
 impl SourceStatus {
     /// Synced, not re-listing, not in error: the source's view can be trusted to be complete.
     pub fn is_fresh(&self) -> bool {
@@ -107,7 +117,7 @@ impl SourceStatus {
 
     /// Objects with unresolved problems that never decoded cleanly: what they need is unknown.
     pub fn never_good(&self) -> usize {
-        self.unresolved.iter().filter(|u| !u.ever_good).count()
+        self.unresolved.iter().filter(|u| u.holds_unpins()).count()
     }
 }
 
@@ -898,6 +908,38 @@ mod tests {
         assert!(!store.snapshot().complete());
         store.delete(&id, &obj("y"));
         assert!(store.snapshot().complete(), "deleted");
+    }
+
+    /// A release refused by a cap or for naming another namespace describes nothing trusted:
+    /// it is reported but does not hold unpins (else one hostile Secret would stop them on every
+    /// node). Beside it, an unreadable one that never decoded does.
+    #[test]
+    fn a_refused_object_is_reported_but_does_not_hold_unpins() {
+        let store = HistoryStore::new();
+        let id = rs();
+        store.reset_begin(&id);
+        store.reset_apply(&id, obj("ok"), decoded("ok", 1));
+        for (name, kind) in [
+            ("big", ProblemKind::TooLarge),
+            ("bomb", ProblemKind::OverBudget),
+            ("smuggler", ProblemKind::ForeignNamespace),
+        ] {
+            store.reset_apply(&id, obj(name), Decoded::skipped(obj(name), kind, "refused"));
+        }
+        store.reset_done(&id);
+        let snap = store.snapshot();
+        assert_eq!(snap.unresolved().count(), 3, "each is reported");
+        assert!(snap.unresolved().all(|u| !u.ever_good && !u.holds_unpins()));
+        assert!(snap.complete(), "refusals leave the view complete");
+        // A refusal beside an unreadable part still holds: the object's content is unknown.
+        let mut mixed = broken("mixed");
+        mixed.problems.push(DecodeProblem {
+            object: obj("mixed"),
+            kind: ProblemKind::TooLarge,
+            message: "refused".into(),
+        });
+        store.apply(&id, obj("mixed"), mixed);
+        assert!(!store.snapshot().complete(), "control: unreadable holds");
     }
 
     #[test]

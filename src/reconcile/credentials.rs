@@ -1,13 +1,15 @@
 //! Pull credentials from the cluster, the kubelet's way: the template's imagePullSecrets, else its
-//! service account's, parsed into a keyring and matched to the image's registry. Secret contents
-//! are never logged; a secret that cannot be read is logged by namespace/name and skipped.
+//! service account's, parsed into a keyring and matched to the image's registry. One keyring per
+//! namespace: the secrets of different namespaces are never merged for one pull (rule 10). Secret
+//! contents are never logged; a secret that cannot be read is logged by namespace/name and
+//! skipped.
 
 use crate::credentials::{Keyring, SecretRef};
 use crate::history::secrets::SecretReader;
 use crate::node::RegistryAuth;
 use crate::plan::DesiredImage;
 
-use super::daemon::Credentials;
+use super::daemon::{Credentials, NamespaceAuths};
 
 pub struct KubeCredentials {
     pub reader: SecretReader,
@@ -27,12 +29,53 @@ pub fn to_node_auth(a: &crate::credentials::RegistryAuth) -> RegistryAuth {
 
 #[async_trait::async_trait]
 impl Credentials for KubeCredentials {
-    async fn for_image(&self, image: &DesiredImage) -> Vec<RegistryAuth> {
-        let mut refs: Vec<SecretRef> = image.pull_secrets.clone();
-        for (ns, sa) in &image.service_accounts {
+    async fn for_image(&self, image: &DesiredImage) -> Vec<NamespaceAuths> {
+        let name = match crate::image_ref::ImageRef::parse(&image.reference) {
+            Ok(r) => r.name(),
+            Err(_) => return Vec::new(),
+        };
+        // Namespaces in first-seen order: the plan lists the newest revisions' first.
+        let mut namespaces: Vec<&str> = Vec::new();
+        let seen = image
+            .pull_secrets
+            .iter()
+            .map(|r| r.namespace.as_str())
+            .chain(image.service_accounts.iter().map(|(ns, _)| ns.as_str()));
+        for ns in seen {
+            if !namespaces.contains(&ns) {
+                namespaces.push(ns);
+            }
+        }
+        let mut out = Vec::with_capacity(namespaces.len());
+        for ns in namespaces {
+            let keyring = self.keyring(image, ns).await;
+            out.push(NamespaceAuths {
+                namespace: ns.to_owned(),
+                auths: keyring
+                    .lookup_name(&name)
+                    .into_iter()
+                    .map(to_node_auth)
+                    .collect(),
+            });
+        }
+        out
+    }
+}
+
+impl KubeCredentials {
+    /// The keyring of namespace `ns` for `image`: the pull secrets its workloads name, and those
+    /// of its service accounts, all read from `ns` itself.
+    async fn keyring(&self, image: &DesiredImage, ns: &str) -> Keyring {
+        let mut refs: Vec<SecretRef> = image
+            .pull_secrets
+            .iter()
+            .filter(|r| r.namespace == ns)
+            .cloned()
+            .collect();
+        for (_, sa) in image.service_accounts.iter().filter(|(n, _)| n == ns) {
             match self.reader.image_pull_secrets(ns, Some(sa)).await {
                 Ok(names) => refs.extend(names.iter().map(|n| SecretRef {
-                    namespace: ns.clone(),
+                    namespace: ns.to_owned(),
                     name: n.clone(),
                 })),
                 Err(e) => {
@@ -51,14 +94,6 @@ impl Credentials for KubeCredentials {
                 Err(e) => tracing::warn!(secret = %r, error = %e, "pull secret cannot be read"),
             }
         }
-        let name = match crate::image_ref::ImageRef::parse(&image.reference) {
-            Ok(r) => r.name(),
-            Err(_) => return Vec::new(),
-        };
         keyring
-            .lookup_name(&name)
-            .into_iter()
-            .map(to_node_auth)
-            .collect()
     }
 }

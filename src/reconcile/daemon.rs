@@ -28,8 +28,17 @@ use crate::report::{self, DiskHealth, Readiness, SourceHealth, Status};
 /// Where pull credentials come from (imagePullSecrets of the templates and service accounts).
 #[async_trait::async_trait]
 pub trait Credentials: Send + Sync {
-    /// Credentials to try for `image`, in the kubelet's order; empty for an anonymous pull.
-    async fn for_image(&self, image: &DesiredImage) -> Vec<RegistryAuth>;
+    /// One set per namespace whose workloads need `image`, each from that namespace's secrets
+    /// alone and in the kubelet's order (empty: that namespace's pods would pull anonymously).
+    /// Sets are never merged: one namespace's secrets never pull for another (rule 10).
+    async fn for_image(&self, image: &DesiredImage) -> Vec<NamespaceAuths>;
+}
+
+/// The credentials of one namespace for one image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceAuths {
+    pub namespace: String,
+    pub auths: Vec<RegistryAuth>,
 }
 
 /// How often the disk is looked at again while pulls are held back by the budget.
@@ -346,11 +355,11 @@ impl Daemon {
             let task_want = want.clone();
             let task = st.pulls.spawn(async move {
                 let started = Instant::now();
-                let auths = match &creds {
+                let sets = match &creds {
                     Some(c) => c.for_image(&desired).await,
                     None => Vec::new(),
                 };
-                let result = pull_with(&*runtime, &desired.pull_ref, &auths).await;
+                let result = pull_with(&*runtime, &desired.pull_ref, &sets).await;
                 (task_want, result, started.elapsed())
             });
             st.pull_tasks.insert(task.id(), want);
@@ -690,22 +699,30 @@ async fn recv_opt(rx: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
     }
 }
 
-/// Try each credential in order (the kubelet's way); anonymous when there are none.
+/// Tries each namespace's credentials in turn, each credential in the kubelet's order; then
+/// anonymous once, when some namespace has none for this image (its pods would pull that way) or
+/// no namespace asks (extra and manual images). A namespace's credentials are only ever used for
+/// an image that namespace's workloads need: `sets` comes from those workloads alone.
 async fn pull_with(
     runtime: &dyn ImageRuntime,
     image: &str,
-    auths: &[RegistryAuth],
+    sets: &[NamespaceAuths],
 ) -> Result<PullOutcome, NodeError> {
-    if auths.is_empty() {
-        return runtime.pull(image, None).await;
-    }
     let mut last = None;
-    for auth in auths {
-        match runtime.pull(image, Some(auth)).await {
-            Ok(o) => return Ok(o),
-            Err(e @ NodeError::Unauthorized { .. }) => last = Some(e),
-            Err(e) => return Err(e),
+    for set in sets {
+        for auth in &set.auths {
+            match runtime.pull(image, Some(auth)).await {
+                Ok(o) => return Ok(o),
+                Err(e @ NodeError::Unauthorized { .. }) => {
+                    tracing::debug!(image, namespace = %set.namespace, "a pull secret of this namespace was refused; trying the next");
+                    last = Some(e)
+                }
+                Err(e) => return Err(e),
+            }
         }
+    }
+    if sets.is_empty() || sets.iter().any(|s| s.auths.is_empty()) {
+        return runtime.pull(image, None).await;
     }
     Err(last.expect("at least one credential was tried"))
 }

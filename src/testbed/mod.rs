@@ -3,6 +3,7 @@
 //! benchmarks and `rollcache demo`; never touches the system containerd.
 
 pub mod apiserver;
+pub mod bombs;
 pub mod containerd;
 pub mod deps;
 pub mod oci;

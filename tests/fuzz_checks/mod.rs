@@ -23,9 +23,10 @@ use rollcache::credentials::{
     DOCKER_CONFIG_JSON_KEY, DOCKERCFG_KEY, SECRET_TYPE_DOCKER_CONFIG_JSON, SECRET_TYPE_DOCKERCFG,
 };
 use rollcache::credentials::{Keyring, RegistryAuth, SecretRef, parse_secret};
+use rollcache::history::bounded::Meter;
 use rollcache::history::files::{DirSnapshot, load_yaml_str};
 use rollcache::history::template::{WORKLOAD_KINDS, from_spec_value, from_workload_value};
-use rollcache::history::{Decoded, controller_revisions, helm, manifest, meta};
+use rollcache::history::{Decoded, ProblemKind, controller_revisions, helm, manifest, meta};
 use rollcache::http::PrefetchRequest;
 use rollcache::image_ref::{ImageRef, NAME_TOTAL_LENGTH_MAX};
 use rollcache::model::{ObjectRef, SourceKind};
@@ -256,6 +257,11 @@ pub fn helm_payload(text: &[u8]) {
 pub fn helm_secret(s: &Secret) -> Decoded {
     let a = helm::decode_secret(s);
     same_decoded(&a, &helm::decode_secret(s), "helm secret");
+    assert!(a.facts.len() <= manifest::RELEASE_MAX_WORKLOADS);
+    if a.problems.iter().any(|p| p.kind == ProblemKind::OverBudget) {
+        assert!(a.facts.is_empty(), "a release over budget keeps nothing");
+        assert_eq!(a.problems.len(), 1, "{:?}", a.problems);
+    }
     if helm::is_release_secret(s) {
         named(
             &a,
@@ -319,6 +325,7 @@ pub fn manifest(text: &str) {
         if let Err(m) = &a {
             assert!(!m.contains('\n'), "parse errors stay on one line: {m:?}");
         }
+        within_budget(d.text);
     }
     let (found, errors) = manifest::workloads(text);
     let (again, errors_again) = manifest::workloads(text);
@@ -334,6 +341,60 @@ pub fn manifest(text: &str) {
     }
     for e in &errors {
         assert!(e.document.starts_with("document "), "{e:?}");
+    }
+}
+
+/// `manifest::parse_bounded`: whatever the input, a value it returns is within the per-document
+/// budget (nodes, depth), the meter never hands out more than it had, and an over-budget answer
+/// comes with a spent meter or a parser budget breach, never for a document the budget allows.
+pub fn within_budget(doc: &str) {
+    let allowance = manifest::DOC_MAX_VALUE_BYTES;
+    let meter = Meter::new(allowance);
+    let r = manifest::parse_bounded(doc, &meter);
+    assert!(meter.left() <= allowance);
+    match &r {
+        Ok(v) => {
+            let (nodes, depth) = shape(v);
+            assert!(
+                depth <= manifest::DOC_MAX_DEPTH + 1,
+                "depth {depth} over the budget"
+            );
+            assert!(
+                nodes * 64 <= allowance - meter.left(),
+                "{nodes} nodes, charged {}",
+                allowance - meter.left()
+            );
+            // The same document under the unbounded parser reads the same.
+            if let Ok(plain) = manifest::parse(doc) {
+                assert_eq!(
+                    &plain, v,
+                    "the bounded parser reads what the plain one reads"
+                );
+            }
+        }
+        Err(manifest::ParseError::OverBudget(m) | manifest::ParseError::Syntax(m)) => {
+            assert!(!m.contains('\n'), "one line: {m:?}");
+        }
+    }
+    assert_eq!(
+        format!("{r:?}"),
+        format!("{:?}", manifest::parse_bounded(doc, &Meter::new(allowance))),
+        "parse_bounded is deterministic"
+    );
+}
+
+/// (nodes, depth) of a value.
+pub fn shape(v: &Value) -> (usize, usize) {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .map(shape)
+            .fold((1, 1), |(n, d), (cn, cd)| (n + cn, d.max(cd + 1))),
+        Value::Object(m) => m
+            .values()
+            .map(shape)
+            .fold((1, 1), |(n, d), (cn, cd)| (n + cn + 1, d.max(cd + 1))),
+        _ => (1, 1),
     }
 }
 
