@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 use common::daemon::*;
 use common::kube::*;
 use common::*;
-use rollcache::commands::run::{BoundAddrs, RunOptions, run_with};
-use rollcache::config::ConfigArgs;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 const NS: &str = "apps";
 const SOON: Duration = Duration::from_secs(15);
@@ -24,71 +21,12 @@ const GRACE: Duration = Duration::from_secs(1);
 const HOLD: Duration = Duration::from_secs(4);
 
 /// `rollcache run --from DIR` (no Kubernetes) on the bed's containerd, grace period 1 s.
-struct DirDaemon {
-    addrs: BoundAddrs,
-    cancel: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl DirDaemon {
-    async fn start(bed: &Bed, dir: &Path) -> Self {
-        init_tracing();
-        let args = ConfigArgs {
-            containerd_socket: Some(bed.containerd.socket()),
-            from_dir: Some(dir.to_owned()),
-            no_kubernetes: true,
-            start_jitter: Some("0s".into()),
-            unpin_grace: Some("1s".into()),
-            disk_budget_percent: Some(100),
-            metrics_addr: Some("127.0.0.1:0".into()),
-            admin_addr: Some("127.0.0.2:0".into()),
-            ..Default::default()
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let opts = RunOptions {
-            kube_client: None,
-            bound: Some(tx),
-        };
-        let cancel = CancellationToken::new();
-        let handle = tokio::spawn(run_with(args, opts, cancel.clone()));
-        let addrs = tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .expect("the daemon binds its listeners")
-            .expect("bound");
-        Self {
-            addrs,
-            cancel,
-            handle,
-        }
-    }
-
-    async fn status(&self) -> Value {
-        get_json(self.addrs.metrics, "/status").await
-    }
-
-    async fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.status().await;
-            if pred(&s) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < SOON,
-                "timed out waiting for: {what}\nlast status: {s:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.handle)
-            .await
-            .expect("stops promptly")
-            .expect("no panic")
-            .expect("stops cleanly");
-    }
+async fn dir_daemon(bed: &Bed, dir: &Path) -> TestDaemon {
+    let mut s = base_settings(bed.containerd.socket().as_path(), None);
+    s.insert("unpin_grace".into(), "1s".into());
+    s.insert("kubernetes".into(), "false".into());
+    s.insert("from_dir".into(), format!("\"{}\"", dir.display()));
+    TestDaemon::start_without_api(s).await
 }
 
 /// Every object with an unresolved decode problem in `/status`, over all sources.
@@ -158,13 +96,13 @@ async fn a_truncated_file_keeps_its_pins_and_a_deleted_one_is_unpinned() {
     let text_a = deployment_json("a", &a);
     std::fs::write(&file_a, &text_a).unwrap();
     std::fs::write(dir.path().join("b.json"), deployment_json("b", &b)).unwrap();
-    let d = DirDaemon::start(&bed, dir.path()).await;
+    let d = dir_daemon(&bed, dir.path()).await;
     wait_pinned_by_us(&bed.node, &a).await;
     wait_pinned_by_us(&bed.node, &b).await;
 
     std::fs::write(&file_a, &text_a[..text_a.len() / 2]).unwrap();
     let s = d
-        .wait_status("the truncated file is reported", |s| {
+        .wait_status(SOON, "the truncated file is reported", |s| {
             !unresolved(s).is_empty()
         })
         .await;
@@ -175,7 +113,7 @@ async fn a_truncated_file_keeps_its_pins_and_a_deleted_one_is_unpinned() {
         u["problems"][0].as_str().unwrap().contains("a.json"),
         "{u:#}"
     );
-    let m = get_json_text(&d, "/metrics").await;
+    let m = d.metrics().await;
     assert_eq!(
         metric(&m, "rollcache_history_unresolved_objects{source=\"file\"}"),
         Some(1.0),
@@ -191,19 +129,6 @@ async fn a_truncated_file_keeps_its_pins_and_a_deleted_one_is_unpinned() {
     assert!(unresolved(&d.status().await).is_empty());
     assert!(pinned(&bed, &b).await, "the other file's image stays");
     d.stop().await;
-}
-
-async fn get_json_text(d: &DirDaemon, path: &str) -> String {
-    rollcache::client::request(
-        d.addrs.metrics,
-        hyper::Method::GET,
-        path,
-        None,
-        "get",
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("GET")
 }
 
 fn files_source_error(s: &Value) -> Option<String> {
@@ -226,12 +151,12 @@ async fn a_removed_root_unpins_nothing_and_its_new_content_is_picked_up() {
     let root = top.path().join("history");
     std::fs::create_dir(&root).unwrap();
     std::fs::write(root.join("a.json"), deployment_json("a", &a)).unwrap();
-    let d = DirDaemon::start(&bed, &root).await;
+    let d = dir_daemon(&bed, &root).await;
     wait_pinned_by_us(&bed.node, &a).await;
 
     std::fs::remove_dir_all(&root).unwrap();
     let s = d
-        .wait_status("the source reports its missing root", |s| {
+        .wait_status(SOON, "the source reports its missing root", |s| {
             files_source_error(s).is_some()
         })
         .await;
@@ -244,7 +169,7 @@ async fn a_removed_root_unpins_nothing_and_its_new_content_is_picked_up() {
     std::fs::write(staging.join("b.json"), deployment_json("b", &b)).unwrap();
     std::fs::rename(&staging, &root).unwrap();
     wait_pinned_by_us(&bed.node, &b).await;
-    d.wait_status("the source is fine again", |s| {
+    d.wait_status(SOON, "the source is fine again", |s| {
         files_source_error(s).is_none() && sources_fresh(s)
     })
     .await;

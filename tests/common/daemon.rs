@@ -74,6 +74,17 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts with `settings` (see `base_settings`) against `api`.
     pub async fn start(api: &ApiServer, settings: BTreeMap<String, String>) -> Self {
+        let client = api.client().expect("kube client for the test API server");
+        Self::start_with(Some(client), settings).await
+    }
+
+    /// Starts with `settings` and no Kubernetes client: for a directory source alone
+    /// (`kubernetes: false`, `from_dir`).
+    pub async fn start_without_api(settings: BTreeMap<String, String>) -> Self {
+        Self::start_with(None, settings).await
+    }
+
+    async fn start_with(client: Option<kube::Client>, settings: BTreeMap<String, String>) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("config.yaml");
@@ -84,7 +95,7 @@ impl TestDaemon {
         };
         let (tx, rx) = oneshot::channel();
         let opts = RunOptions {
-            kube_client: Some(api.client().expect("kube client for the test API server")),
+            kube_client: client,
             bound: Some(tx),
         };
         let cancel = CancellationToken::new();
