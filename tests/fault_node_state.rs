@@ -1,6 +1,7 @@
 //! Safety rule 7 end to end (real containerd and registry, the daemon against the in-test API
 //! server): cordon and the node lifecycle controller's taints never change what the node holds,
-//! a missing Node object means "unknown node" (nothing unpinned, constrained revisions wait);
+//! a missing or unreadable Node object means "unknown node" (nothing unpinned, constrained
+//! revisions wait);
 //! each beside its control, where the unpin is right and does happen after the grace period.
 
 mod common;
@@ -11,6 +12,7 @@ use common::daemon::*;
 use common::kube::*;
 use common::*;
 use rollcache::node::PinOwner;
+use rollcache::testbed::apiserver::Fault;
 use serde_json::{Value, json};
 
 const NS: &str = "apps";
@@ -440,5 +442,73 @@ async fn directory_without_the_node_object_is_an_unknown_node() {
     let back = Instant::now();
     expect_unpin_after_grace(&bed, &web, back).await;
     assert_all_pinned(&bed, &[&ioc], "the IOC on its node").await;
+    d.stop().await;
+}
+
+/// RBAC that denies `nodes` (403 on every request for them): the daemon restarted under it
+/// cannot read its Node, so the node is unknown and says why; nothing is unpinned, not even a
+/// revision history pruned meanwhile, and a constrained revision's pin stays. Control: once the
+/// Node can be read again, the pruned revision is unpinned after the grace period and the
+/// constrained one, which the Node's labels admit, stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_denying_nodes_makes_the_node_unknown_and_unpins_nothing() {
+    let mut bed = Bed::start().await;
+    let api = api().await;
+    let (w1, _, _) = bed.push_small(341, "ns7/denied:1");
+    let (w2, _, _) = bed.push_small(342, "ns7/denied:2");
+    let (i1, _, _) = bed.push_small(343, "ns7/denied-ioc:1");
+    api.apply(node_object(json!({"zone": "a"}), false, &[]))
+        .expect("apply");
+    api.apply(replicaset(NS, "denied", 1, &[&w1], 0))
+        .expect("apply");
+    api.apply(replicaset(NS, "denied", 2, &[&w2], 1))
+        .expect("apply");
+    api.apply(with_node_selector(
+        controller_revision(NS, "ioc", 1, &[&i1]),
+        json!({"zone": "a"}),
+    ))
+    .expect("apply");
+    let d = TestDaemon::start(&api, settings(&bed)).await;
+    for i in [&w1, &w2, &i1] {
+        wait_pinned_by_us(&bed.node, i).await;
+    }
+    d.stop().await;
+
+    api.set_resource_fault("nodes", Some(Fault::Status(403)));
+    assert!(api.delete("ReplicaSet", NS, "denied-1"), "history prunes");
+    let d = TestDaemon::start(&api, settings(&bed)).await;
+    let s = d
+        .wait_status(SOON, "the node is unknown: its Node cannot be read", |s| {
+            s["node_state"]["known"] == false
+                && s["node_state"]["unknown_reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with(&format!("Node object {NODE} cannot be read")))
+                && revision(s, "Deployment", NS, "denied", 1).is_none()
+        })
+        .await;
+    assert!(
+        s["node_state"]["unknown_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("forbidden") || r.contains("403")),
+        "the reason names the refusal: {:#}",
+        s["node_state"]
+    );
+    let until = Instant::now() + 4 * GRACE;
+    while Instant::now() < until {
+        assert_all_pinned(&bed, &[&w1, &w2, &i1], "while nodes are denied").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let m = d.metrics().await;
+    assert_eq!(unpins(&m).unwrap_or(0.0), 0.0, "{m}");
+    assert_eq!(node_state(&m, "unknown"), Some(1.0), "{m}");
+
+    let lifted = Instant::now();
+    api.set_resource_fault("nodes", None);
+    d.wait_status(SOON, "the node is known again", |s| {
+        s["node_state"]["known"] == true
+    })
+    .await;
+    expect_unpin_after_grace(&bed, &w1, lifted).await;
+    assert_all_pinned(&bed, &[&w2, &i1], "once the Node is readable").await;
     d.stop().await;
 }
