@@ -1,8 +1,8 @@
 //! Safety rule 7 end to end (real containerd and registry, the daemon against the in-test API
 //! server): cordon and the node lifecycle controller's taints never change what the node holds,
 //! a missing or unreadable Node object means "unknown node" (nothing unpinned, constrained
-//! revisions wait);
-//! each beside its control, where the unpin is right and does happen after the grace period.
+//! revisions wait); each beside its control, where the unpin is right and does happen after the
+//! grace period.
 
 mod common;
 
