@@ -287,6 +287,10 @@ fn fold(
                 kept_facts,
                 "decodes with problems; the facts of its last good version are kept until it decodes cleanly or is deleted"
             ),
+            None if problems.iter().all(|p| p.kind.is_refusal()) => tracing::warn!(
+                %object,
+                "refused (over a cap, or naming another namespace): it describes nothing this node holds"
+            ),
             None => tracing::warn!(
                 %object,
                 "decodes with problems and never decoded cleanly since start: nothing is unpinned while it stays so"
