@@ -11,6 +11,7 @@ use common::kube::*;
 use common::proxy::Proxy;
 use common::*;
 use rollcache::node::{Node, PinOwner};
+use rollcache::testbed::apiserver::Fault;
 use rollcache::testbed::containerd::Containerd;
 use rollcache::testbed::oci::{ImageSpec, LayerSpec, Platform};
 use serde_json::json;
@@ -151,9 +152,11 @@ async fn pruned_revision_is_unpinned_after_the_grace_period_and_never_deleted() 
     d.stop().await;
 }
 
-/// With the API server unreachable for longer than the grace period while history (on the
-/// server) says "prune", nothing is unpinned and `/status` says the view is stale; once the API
-/// answers again and the view is fresh, the normal rules apply (unpin after the grace period).
+/// With the API server failing (503) for every resource but ReplicaSets, for longer than the
+/// grace period, while history says "prune" and the ReplicaSet watch shows it: nothing is
+/// unpinned and `/status` says the view is stale, because a view with sources in error is not
+/// complete. Once the API answers again and the view is fresh, the normal rules apply (unpin
+/// after the grace period, counted from when the view is fresh).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_outage_unpins_nothing_and_reports_stale() {
     let mut bed = Bed::start().await;
@@ -172,17 +175,25 @@ async fn api_outage_unpins_nothing_and_reports_stale() {
     })
     .await;
 
-    api.set_down(true);
-    let s = d
-        .wait_status(SOON, "the report says stale", |s| {
-            s["summary"]["stale"] == 2
-        })
-        .await;
-    // Deleted once the watches are cut, so rollcache cannot see it until the API is back.
+    let failing = ["pods", "secrets", "configmaps", "controllerrevisions"];
+    for r in failing {
+        api.set_resource_fault(r, Some(Fault::Status(503)));
+    }
+    d.wait_status(SOON, "the report says stale", |s| {
+        s["summary"]["stale"] == 2
+    })
+    .await;
+    // The ReplicaSet watch still answers, so the daemon sees the prune: only the freshness rule
+    // keeps the pin.
     assert!(
         api.delete("ReplicaSet", NS, "outage-1"),
         "history now says prune"
     );
+    let s = d
+        .wait_status(SOON, "the daemon sees revision 1 gone", |s| {
+            revision(s, "Deployment", NS, "outage", 1).is_none()
+        })
+        .await;
     assert!(
         s["sources"]
             .as_array()
@@ -204,9 +215,11 @@ async fn api_outage_unpins_nothing_and_reports_stale() {
         None,
         "{m}"
     );
-    assert_eq!(d.status().await["summary"]["stale"], 2);
+    assert_eq!(d.status().await["summary"]["stale"], 1);
 
-    api.set_down(false);
+    for r in failing {
+        api.set_resource_fault(r, None);
+    }
     let back = Instant::now();
     d.wait_status(Duration::from_secs(40), "the view is fresh again", |s| {
         sources_fresh(s) && revision(s, "Deployment", NS, "outage", 1).is_none()
