@@ -292,14 +292,25 @@ pub fn over_disk_budget(
     available: Option<u64>,
     budget_percent: u8,
 ) -> bool {
-    let Some(cap) = capacity.filter(|c| *c > 0) else {
+    let Some((cap, used)) = fs_usage(images_bytes, capacity, available) else {
         return false;
     };
+    u128::from(used) * 100 > u128::from(cap) * u128::from(budget_percent)
+}
+
+/// The filesystem's capacity and what counts as used on it (see [`over_disk_budget`]); None when
+/// the capacity is unknown.
+fn fs_usage(
+    images_bytes: u64,
+    capacity: Option<u64>,
+    available: Option<u64>,
+) -> Option<(u64, u64)> {
+    let cap = capacity.filter(|c| *c > 0)?;
     let used = match available {
         Some(free) => cap.saturating_sub(free),
         None => images_bytes,
     };
-    u128::from(used) * 100 > u128::from(cap) * u128::from(budget_percent)
+    Some((cap, used))
 }
 
 /// `now + d`, or a year from now when `d` would overflow the clock (config validation keeps
@@ -317,11 +328,7 @@ pub fn disk_headroom(
     available: Option<u64>,
     budget_percent: u8,
 ) -> Option<u64> {
-    let cap = capacity.filter(|c| *c > 0)?;
-    let used = match available {
-        Some(free) => cap.saturating_sub(free),
-        None => images_bytes,
-    };
+    let (cap, used) = fs_usage(images_bytes, capacity, available)?;
     let budget = u128::from(cap) * u128::from(budget_percent) / 100;
     Some(u64::try_from(budget.saturating_sub(u128::from(used))).unwrap_or(u64::MAX))
 }
