@@ -362,30 +362,8 @@ impl HistoryStore {
     pub fn apply(&self, id: &SourceId, object: ObjectRef, decoded: Decoded) {
         self.update(|inner| {
             let src = inner.sources.entry(id.clone()).or_default();
-            let (facts, problems) = counted(decoded, &mut src.status, &mut inner.templates);
-            let (facts, unresolved) = fold(
-                &object,
-                src.objects.get(&object),
-                src.unresolved.get(&object),
-                facts,
-                problems,
-            );
-            let changed = src.objects.get(&object) != Some(&facts)
-                || src.unresolved.contains_key(&object) != unresolved.is_some();
-            let touched = match unresolved {
-                Some(u) => {
-                    src.unresolved.insert(object.clone(), u);
-                    true
-                }
-                None => src.unresolved.remove(&object).is_some(),
-            };
-            if touched {
-                refresh_unresolved(src);
-            }
-            src.objects.insert(object, facts);
-            let was_error = mark_flowing(&mut src.status);
-            refresh_counts(src);
-            ((), changed || was_error)
+            let changed = apply_to(src, &mut inner.templates, object, decoded);
+            ((), changed)
         })
     }
 
@@ -420,21 +398,15 @@ impl HistoryStore {
     /// One object of the list in progress; folded with what the object held before the list,
     /// as `apply` does.
     pub fn reset_apply(&self, id: &SourceId, object: ObjectRef, decoded: Decoded) {
-        let Some(_) = self.read().sources.get(id).and_then(|s| s.pending.as_ref()) else {
-            // Without `reset_begin` (should not happen) the object is applied directly.
-            return self.apply(id, object, decoded);
-        };
         self.update(|inner| {
             let src = inner.sources.entry(id.clone()).or_default();
-            let (facts, problems) = counted(decoded, &mut src.status, &mut inner.templates);
+            if src.pending.is_none() {
+                // Without `reset_begin` (should not happen) the object is applied directly.
+                let changed = apply_to(src, &mut inner.templates, object, decoded);
+                return ((), changed);
+            }
+            let (facts, unresolved) = decode_into(src, &mut inner.templates, &object, decoded);
             src.status.last_event = Some(SystemTime::now());
-            let (facts, unresolved) = fold(
-                &object,
-                src.objects.get(&object),
-                src.unresolved.get(&object),
-                facts,
-                problems,
-            );
             if let Some((objects, pending_unresolved)) = &mut src.pending {
                 match unresolved {
                     Some(u) => pending_unresolved.insert(object.clone(), u),
@@ -566,6 +538,50 @@ fn status_mut<'a>(inner: &'a mut Inner, key: &StatusKey) -> &'a mut SourceStatus
         StatusKey::Source(id) => &mut inner.sources.entry(id.clone()).or_default().status,
         StatusKey::Node => &mut inner.node_status,
     }
+}
+
+/// The object's new facts, counted and folded with what it held (see [`fold`]).
+fn decode_into(
+    src: &mut SourceState,
+    templates: &mut Templates,
+    object: &ObjectRef,
+    decoded: Decoded,
+) -> (Arc<[RevisionFact]>, Option<Unresolved>) {
+    let (facts, problems) = counted(decoded, &mut src.status, templates);
+    fold(
+        object,
+        src.objects.get(object),
+        src.unresolved.get(object),
+        facts,
+        problems,
+    )
+}
+
+/// `apply` on one source: folds the object's new facts with what it held, marks the source
+/// flowing, and says whether the view changed significantly.
+fn apply_to(
+    src: &mut SourceState,
+    templates: &mut Templates,
+    object: ObjectRef,
+    decoded: Decoded,
+) -> bool {
+    let (facts, unresolved) = decode_into(src, templates, &object, decoded);
+    let changed = src.objects.get(&object) != Some(&facts)
+        || src.unresolved.contains_key(&object) != unresolved.is_some();
+    let touched = match unresolved {
+        Some(u) => {
+            src.unresolved.insert(object.clone(), u);
+            true
+        }
+        None => src.unresolved.remove(&object).is_some(),
+    };
+    if touched {
+        refresh_unresolved(src);
+    }
+    src.objects.insert(object, facts);
+    let was_error = mark_flowing(&mut src.status);
+    refresh_counts(src);
+    changed || was_error
 }
 
 /// Something arrived: the source answers. Returns whether it was in error.
