@@ -12,7 +12,7 @@ COPY . .
 # because the cached target/ is not part of the image layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin rollcache \
+    cargo build --release --locked -p rollcache --bin rollcache \
     && install -D -m 0755 target/release/rollcache /out/rollcache
 
 # distroless/cc rather than debian-slim: glibc and libgcc are all the binary links (TLS is rustls,

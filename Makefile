@@ -19,7 +19,7 @@ test-containerd-2: deps
 	ROLLCACHE_TEST_CONTAINERD=2 $(CARGO) test $(CONTAINERD_TESTS)
 
 demo: deps
-	RUST_LOG=$${RUST_LOG:-warn} $(CARGO) run --quiet -- demo --containerd $${ROLLCACHE_TEST_CONTAINERD:-1.7}
+	RUST_LOG=$${RUST_LOG:-warn} $(CARGO) run --quiet -p rollcache-testbed --bin rollcache-demo -- --containerd $${ROLLCACHE_TEST_CONTAINERD:-1.7}
 
 fmt:
 	$(CARGO) fmt

@@ -50,9 +50,6 @@ pub enum Command {
     Prefetch(rollcache::commands::status::PrefetchArgs),
     /// Talk to this node's container runtime directly (list, pull, pin, unpin, check).
     Node(NodeArgs),
-    /// The whole job on a private containerd + registry and a realistic history, no cluster needed;
-    /// then the registry goes away and the node shows which rollbacks still work.
-    Demo(DemoArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,26 +111,11 @@ pub enum NodeAction {
     Check,
 }
 
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// containerd version of the demo (`1.7` or `2`), from `scripts/install-deps.sh`'s cache.
-    #[arg(long, env = "ROLLCACHE_TEST_CONTAINERD", default_value = "1.7")]
-    pub containerd: String,
-    /// Size of the images' shared base layer in MiB.
-    #[arg(long, default_value_t = 16)]
-    pub base_mib: u64,
-    /// Keep the generated history in this directory (try `rollcache plan --from DIR` on it).
-    #[arg(long, value_name = "DIR")]
-    pub keep_history: Option<PathBuf>,
-}
-
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
     Node(#[from] NodeError),
-    #[error(transparent)]
-    Testbed(#[from] rollcache::testbed::TestbedError),
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
     #[error("encoding JSON output: {0}")]
@@ -158,16 +140,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => Ok(rollcache::commands::status::status(args).await?),
         Command::Prefetch(args) => Ok(rollcache::commands::status::prefetch(args).await?),
         Command::Node(args) => node(&args, &mut std::io::stdout().lock()).await,
-        Command::Demo(args) => {
-            let opts = rollcache::demo::DemoOptions {
-                containerd: args.containerd.parse()?,
-                base_mib: args.base_mib,
-                keep_history: args.keep_history,
-                ..Default::default()
-            };
-            rollcache::demo::run(opts).await?;
-            Ok(())
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::image_ref::ImageRef;
 
@@ -21,18 +21,7 @@ const DEFAULT_REGISTRY_HOST: &str = "index.docker.io";
 /// can name no registry, and each lookup globs every key against the image's host.
 const MAX_HOST_BYTES: usize = 253 + 6;
 
-/// A Secret by namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SecretRef {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl fmt::Display for SecretRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use rollcache_core::model::SecretRef;
 
 /// Credentials for one registry, shaped like the CRI `AuthConfig` (empty string = absent).
 /// `Debug` never shows secret values.

@@ -7,17 +7,13 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod credentials;
-pub mod demo;
 pub mod history;
 pub mod http;
-pub mod image_ref;
-pub mod inventory;
 pub mod memory;
 pub mod metrics;
-pub mod model;
 pub mod node;
-pub mod plan;
 pub mod plan_view;
 pub mod reconcile;
-pub mod report;
-pub mod testbed;
+
+/// The pure stages, from rollcache-core.
+pub use rollcache_core::{decide, image_ref, inventory, model, plan, report, status};

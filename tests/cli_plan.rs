@@ -229,7 +229,7 @@ fn a_named_node_missing_from_the_history_is_unknown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_plan_reports_cordon_and_a_missing_node() {
     use serde_json::json;
-    let api = rollcache::testbed::apiserver::ApiServer::start()
+    let api = rollcache_testbed::apiserver::ApiServer::start()
         .await
         .unwrap();
     let node = json!({

@@ -12,7 +12,7 @@ use rollcache::node::RegistryAuth;
 use rollcache::plan::{DesiredImage, Tier};
 use rollcache::reconcile::credentials::KubeCredentials;
 use rollcache::reconcile::daemon::{Credentials, NamespaceAuths};
-use rollcache::testbed::apiserver::ApiServer;
+use rollcache_testbed::apiserver::ApiServer;
 use serde_json::json;
 
 const REGISTRY: &str = "registry.example:5000";

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::daemon::*;
 use common::kube::*;
 use common::*;
-use rollcache::testbed::bombs;
+use rollcache_testbed::bombs;
 
 const NS: &str = "tenant-b";
 const SOON: Duration = Duration::from_secs(30);

@@ -54,7 +54,7 @@ fn release_in_b_claiming_a(image: &str) -> Value {
     serde_json::to_value(helm_gen::secret(&json)).expect("secret as JSON")
 }
 
-async fn start(bed: &Bed, api: &rollcache::testbed::apiserver::ApiServer) -> TestDaemon {
+async fn start(bed: &Bed, api: &rollcache_testbed::apiserver::ApiServer) -> TestDaemon {
     let mut settings = base_settings(bed.containerd.socket().as_path(), None);
     settings.insert("use_pull_secrets".into(), "true".into());
     TestDaemon::start(api, settings).await

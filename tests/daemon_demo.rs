@@ -2,9 +2,9 @@
 //! history, every held revision becomes offline-safe except the `imagePullPolicy: Always` one, and
 //! with the registry gone the kubelet's path starts exactly those from the cache.
 
-use rollcache::demo::{DemoOptions, history};
 use rollcache::report::Readiness;
-use rollcache::testbed::deps::ContainerdVersion;
+use rollcache_testbed::demo::{DemoOptions, history};
+use rollcache_testbed::deps::ContainerdVersion;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_shows_offline_rollbacks_and_explains_the_exception() {
@@ -13,7 +13,7 @@ async fn demo_shows_offline_rollbacks_and_explains_the_exception() {
         base_mib: 2,
         ..Default::default()
     };
-    let out = rollcache::demo::run(opts)
+    let out = rollcache_testbed::demo::run(opts)
         .await
         .expect("demo runs; if containerd is missing run `make test`");
     let summary = &out.before.report.summary;

@@ -11,9 +11,9 @@ use common::kube::*;
 use common::proxy::Proxy;
 use common::*;
 use rollcache::node::{Node, PinOwner};
-use rollcache::testbed::apiserver::Fault;
-use rollcache::testbed::containerd::Containerd;
-use rollcache::testbed::oci::{ImageSpec, LayerSpec, Platform};
+use rollcache_testbed::apiserver::Fault;
+use rollcache_testbed::containerd::Containerd;
+use rollcache_testbed::oci::{ImageSpec, LayerSpec, Platform};
 use serde_json::json;
 
 const NS: &str = "apps";
@@ -609,7 +609,7 @@ async fn cancel_mid_pull_stops_promptly_and_leaves_no_half_image() {
     let mut bed = Bed::start().await;
     let api = api().await;
     let proxy = Proxy::start(&bed.registry.addr()).await;
-    need(rollcache::testbed::registry::write_hosts_toml(
+    need(rollcache_testbed::registry::write_hosts_toml(
         &bed.containerd.hosts_dir(),
         &proxy.addr(),
     ));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use rollcache::history::{files, helm};
-use rollcache::testbed::bombs::{self, Bomb};
+use rollcache_testbed::bombs::{self, Bomb};
 
 /// The DaemonSet's memory limit.
 const LIMIT_BYTES: u64 = 128 * 1024 * 1024;

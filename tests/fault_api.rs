@@ -10,7 +10,7 @@ use common::daemon::*;
 use common::kube::*;
 use common::*;
 use rollcache::node::{Node, PinOwner};
-use rollcache::testbed::apiserver::ApiServer;
+use rollcache_testbed::apiserver::ApiServer;
 
 const NS: &str = "apps";
 const SOON: Duration = Duration::from_secs(20);

@@ -13,7 +13,7 @@ use common::daemon::*;
 use common::kube::*;
 use common::*;
 use rollcache::node::{Node, PinOwner};
-use rollcache::testbed::apiserver::{ApiServer, Fault};
+use rollcache_testbed::apiserver::{ApiServer, Fault};
 use serde_json::Value;
 
 const NS: &str = "apps";

@@ -12,7 +12,7 @@ use common::kube::*;
 use common::proxy::Proxy;
 use common::*;
 use rollcache::node::{ImageRuntime, PinOwner};
-use rollcache::testbed::oci::{ImageSpec, LayerSpec, Platform};
+use rollcache_testbed::oci::{ImageSpec, LayerSpec, Platform};
 
 const NS: &str = "apps";
 const SOON: Duration = Duration::from_secs(20);
@@ -25,7 +25,7 @@ async fn registry_killed_mid_pull_then_restored() {
     let mut bed = Bed::start().await;
     let api = api().await;
     let proxy = Proxy::start(&bed.registry.addr()).await;
-    need(rollcache::testbed::registry::write_hosts_toml(
+    need(rollcache_testbed::registry::write_hosts_toml(
         &bed.containerd.hosts_dir(),
         &proxy.addr(),
     ));

@@ -12,7 +12,7 @@ use common::daemon::*;
 use common::kube::*;
 use common::*;
 use rollcache::node::PinOwner;
-use rollcache::testbed::apiserver::Fault;
+use rollcache_testbed::apiserver::Fault;
 use serde_json::{Value, json};
 
 const NS: &str = "apps";
@@ -326,7 +326,7 @@ async fn missing_node_is_unknown_and_unpins_nothing_until_it_returns() {
     let ioc2 = revision(&s, "StatefulSet", NS, "ioc", 2).expect("reported");
     assert_eq!(ioc2["node_unknown"], true, "{ioc2:#}");
     assert!(
-        rollcache::report::render_table(&serde_json::from_value(s.clone()).unwrap())
+        rollcache::status::render_table(&serde_json::from_value(s.clone()).unwrap())
             .contains("node: UNKNOWN (Node object worker-1 not found)")
     );
     let m = d.metrics().await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rollcache::history::secrets::{SecretError, SecretReader};
-use rollcache::testbed::apiserver::{ApiServer, ApiServerOptions, Fault};
+use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions, Fault};
 use serde_json::{Value, json};
 
 async fn server() -> ApiServer {

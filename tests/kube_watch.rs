@@ -12,7 +12,7 @@ use rollcache::history::store::{HistoryStore, SourceId, SourceStatus, StatusKey}
 use rollcache::history::watch::{WatchConfig, run_source, spawn_watchers};
 use rollcache::history::{DecodeProblem, Decoded, ProblemKind};
 use rollcache::model::{ContainerImage, ObjectRef, RevisionFact, SourceKind, WorkloadId};
-use rollcache::testbed::apiserver::{ApiServer, ApiServerOptions};
+use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

@@ -11,7 +11,7 @@ use rollcache::node::{
     Deadlines, ImageRuntime, MARKER_LABEL, Node, NodeError, PINNED_LABEL, PinOutcome, PinOwner,
     PullOutcome, RegistryAuth, UnpinOutcome,
 };
-use rollcache::testbed::oci::{ImageSpec, LayerSpec, Platform};
+use rollcache_testbed::oci::{ImageSpec, LayerSpec, Platform};
 
 async fn records_of(node: &Node, id: &str, reference: &str) -> Vec<ImageRecord> {
     let repo = reference
@@ -361,7 +361,7 @@ async fn a_hung_registry_hits_the_deadline() {
             held.push(sock);
         }
     });
-    need(rollcache::testbed::registry::write_hosts_toml(
+    need(rollcache_testbed::registry::write_hosts_toml(
         &bed.containerd.hosts_dir(),
         &addr,
     ));

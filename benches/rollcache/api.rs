@@ -20,7 +20,7 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use rollcache::config::Config;
 use rollcache::history::watch::{HELM_OWNER_SELECTOR, HELM_SECRET_TYPE_SELECTOR};
-use rollcache::testbed::apiserver::ApiServer;
+use rollcache_testbed::apiserver::ApiServer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -38,7 +38,7 @@ pub const IN_FLIGHT: usize = 16;
 /// Which API server the Kubernetes figures are taken against.
 #[derive(Clone)]
 pub enum Target {
-    /// `rollcache::testbed::apiserver::ApiServer`, a fresh one per history.
+    /// `rollcache_testbed::apiserver::ApiServer`, a fresh one per history.
     InTest,
     /// The API server `KUBECONFIG` points at.
     Real(Arc<RealApi>),

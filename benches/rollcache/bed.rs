@@ -23,9 +23,9 @@ use rollcache::node::{
     RegistryAuth, UnpinOutcome,
 };
 use rollcache::reconcile::daemon::Daemon;
-use rollcache::testbed::containerd::Containerd;
-use rollcache::testbed::deps::ContainerdVersion;
-use rollcache::testbed::registry::Registry;
+use rollcache_testbed::containerd::Containerd;
+use rollcache_testbed::deps::ContainerdVersion;
+use rollcache_testbed::registry::Registry;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};

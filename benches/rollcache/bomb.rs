@@ -1,5 +1,5 @@
 //! `BENCH_ONLY=bomb`: peak memory and CPU of decoding hostile Helm releases (rule 9). Each bomb
-//! of `rollcache::testbed::bombs` is written as a release Secret into a history directory beside
+//! of `rollcache_testbed::bombs` is written as a release Secret into a history directory beside
 //! the exported fixture history; `rollcache plan --from` and `rollcache run --from` (with a real
 //! containerd) run on it as child processes, measured against the same history without bombs.
 
@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rollcache::testbed::bombs;
-use rollcache::testbed::containerd::Containerd;
-use rollcache::testbed::deps::ContainerdVersion;
+use rollcache_testbed::bombs;
+use rollcache_testbed::containerd::Containerd;
+use rollcache_testbed::deps::ContainerdVersion;
 
 use crate::bed;
 use crate::stats::{Report, Series, Unit};

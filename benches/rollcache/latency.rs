@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use rollcache::testbed::deps::ContainerdVersion;
-use rollcache::testbed::registry::Registry;
+use rollcache_testbed::deps::ContainerdVersion;
+use rollcache_testbed::registry::Registry;
 
 use crate::api::{History, Target};
 use crate::bed::{self, RunningDaemon, Timed};

@@ -16,10 +16,10 @@ mod stats;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rollcache::testbed::containerd::Containerd;
-use rollcache::testbed::deps::{self, ContainerdVersion};
-use rollcache::testbed::oci::{ImageSpec, LayerSpec, Platform, shared_base_set};
-use rollcache::testbed::registry::Registry;
+use rollcache_testbed::containerd::Containerd;
+use rollcache_testbed::deps::{self, ContainerdVersion};
+use rollcache_testbed::oci::{ImageSpec, LayerSpec, Platform, shared_base_set};
+use rollcache_testbed::registry::Registry;
 
 use api::{History, Target};
 use stats::{Report, Series, Unit, percentile};
@@ -129,7 +129,7 @@ async fn run() -> anyhow::Result<()> {
     let mut machine_notes = machine(version, quick);
     if kube_figures {
         machine_notes
-            .push("Kubernetes figures: in-test API server (rollcache::testbed::apiserver)".into());
+            .push("Kubernetes figures: in-test API server (rollcache_testbed::apiserver)".into());
     }
     if let Some(r) = &real {
         machine_notes.extend(r.describe());

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rollcache::testbed::apiserver::ApiServer;
-use rollcache::testbed::deps::ContainerdVersion;
-use rollcache::testbed::oci::{ImageSpec, OciLayout};
-use rollcache::testbed::registry::Registry;
+use rollcache_testbed::apiserver::ApiServer;
+use rollcache_testbed::deps::ContainerdVersion;
+use rollcache_testbed::oci::{ImageSpec, OciLayout};
+use rollcache_testbed::registry::Registry;
 
 use crate::bed::{self, RunningDaemon};
 use crate::history;

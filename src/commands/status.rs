@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::client;
 use crate::commands::plan::Output;
 use crate::http::{PrefetchAccepted, PrefetchRequest};
-use crate::report::{Status, render_table};
+use crate::status::{Status, render_table};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {

@@ -46,20 +46,7 @@ pub enum ConfigError {
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
-/// How the node's kubelet re-checks pull credentials for cached images (KEP-2535,
-/// `imagePullCredentialsVerificationPolicy`, Kubernetes >= 1.35).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-pub enum CredentialVerificationPolicy {
-    /// The kubelet's default: images pulled outside the kubelet (rollcache's) are trusted.
-    #[default]
-    NeverVerifyPreloadedImages,
-    /// Every pod with pull secrets goes to the registry, cached or not.
-    AlwaysVerify,
-    /// Like AlwaysVerify except for the images on `credential_verification_allowlist`.
-    NeverVerifyAllowlistedImages,
-    /// Credentials are never re-checked.
-    NeverVerify,
-}
+pub use rollcache_core::report::CredentialVerificationPolicy;
 
 /// Which history sources are watched.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

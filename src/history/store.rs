@@ -96,6 +96,21 @@ pub struct UnresolvedObject {
 }
 
 impl UnresolvedObject {
+    /// As `/status` shows it.
+    pub fn report(&self) -> rollcache_core::status::UnresolvedReport {
+        rollcache_core::status::UnresolvedReport {
+            object: self.object.to_string(),
+            problems: self
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.kind, p.message))
+                .collect(),
+            kept_facts: self.kept_facts,
+            ever_good: self.ever_good,
+            holds_unpins: self.holds_unpins(),
+        }
+    }
+
     /// No version decoded cleanly since start and not every problem is a refusal (a cap, a
     /// foreign namespace): the object may stand for history of unknown content, so nothing is
     /// unpinned while it stays so. Refused objects do not hold unpins: otherwise anyone who may

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::decide::{self, Decision, Held, Params, Waiting, Want};
 use crate::history::store::{HistorySnapshot, HistoryStore};
 use crate::http::{Health, PrefetchAccepted, PrefetchCommand, PrefetchRequest};
 use crate::image_ref::ImageRef;
@@ -22,8 +23,8 @@ use crate::model::NodeFacts;
 use crate::node::RegistryAuth;
 use crate::node::{ImageInfo, ImageRuntime, NodeError, PinOwner, PullOutcome};
 use crate::plan::{DesiredImage, NotHeld, Plan, PlanConfig, ThisNode};
-use crate::reconcile::decide::{self, Decision, Held, Params, Waiting, Want};
-use crate::report::{self, DiskHealth, Readiness, SourceHealth, Status};
+use crate::report::{self, Readiness};
+use crate::status::{DiskHealth, SourceHealth, Status};
 
 /// Where pull credentials come from (imagePullSecrets of the templates and service accounts).
 #[async_trait::async_trait]
@@ -667,7 +668,7 @@ impl Daemon {
                 },
                 objects: s.objects,
                 problems: s.problems_total(),
-                unresolved: s.unresolved.iter().map(report::unresolved).collect(),
+                unresolved: s.unresolved.iter().map(|u| u.report()).collect(),
             });
             *unresolved_by_kind.entry(kind).or_default() += s.unresolved.len();
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rollcache::client::{ClientError, request};
 use rollcache::commands::run::{BoundAddrs, RunOptions, run_with};
 use rollcache::config::ConfigArgs;
-use rollcache::testbed::apiserver::ApiServer;
+use rollcache_testbed::apiserver::ApiServer;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -298,8 +298,8 @@ where
 /// How long a test waits for rollcache to pin an image.
 pub const PIN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
-pub async fn api() -> rollcache::testbed::apiserver::ApiServer {
-    rollcache::testbed::apiserver::ApiServer::start()
+pub async fn api() -> rollcache_testbed::apiserver::ApiServer {
+    rollcache_testbed::apiserver::ApiServer::start()
         .await
         .expect("test API server starts")
 }

@@ -13,10 +13,10 @@ pub mod push;
 use std::time::Duration;
 
 use rollcache::node::{Deadlines, Node};
-use rollcache::testbed::TestbedError;
-use rollcache::testbed::containerd::Containerd;
-use rollcache::testbed::oci::{BuiltImage, ImageSpec, LayerSpec, OciLayout, Platform};
-use rollcache::testbed::registry::Registry;
+use rollcache_testbed::TestbedError;
+use rollcache_testbed::containerd::Containerd;
+use rollcache_testbed::oci::{BuiltImage, ImageSpec, LayerSpec, OciLayout, Platform};
+use rollcache_testbed::registry::Registry;
 
 pub const MIB: u64 = 1024 * 1024;
 

@@ -12,9 +12,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::history::{DecodeProblem, ProblemKind};
 use crate::image_ref::ImageRef;
 use crate::model::{ObjectRef, RevisionFact, Scheduling, SourceKind, WorkloadId};
+use crate::problem::{DecodeProblem, ProblemKind};
 
 /// `imagePullPolicy` after Kubernetes defaulting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -14,9 +14,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::credentials::SecretRef;
 use crate::image_ref::ImageRef;
 use crate::inventory::{Inventory, PullPolicy, Revision, RevisionKey};
+use crate::model::SecretRef;
 use crate::model::{
     NodeFacts, NodeSelectorRequirement, NodeSelectorTerm, Scheduling, Taint, Toleration,
 };

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::deps::{self, ContainerdVersion};
 use super::{Result, TestbedError, io_err, log_tail, path_str};
-use crate::node::cri_api::ImageFsInfoRequest;
-use crate::node::cri_api::image_service_client::ImageServiceClient;
+use rollcache::node::cri_api::ImageFsInfoRequest;
+use rollcache::node::cri_api::image_service_client::ImageServiceClient;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,7 +174,7 @@ state = "{d}/state"
 
     async fn wait_ready(&mut self) -> Result<()> {
         let started = Instant::now();
-        let channel = crate::node::unix_channel(&self.socket());
+        let channel = rollcache::node::unix_channel(&self.socket());
         let mut client = ImageServiceClient::new(channel);
         let mut last = String::from("socket not created yet");
         while started.elapsed() < START_TIMEOUT {

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use rollcache::testbed::containerd::Containerd;
-use rollcache::testbed::deps::ContainerdVersion;
-use rollcache::testbed::oci::{ImageSpec, LayerSpec, OciLayout, Platform};
-use rollcache::testbed::registry::Registry;
+use rollcache_testbed::containerd::Containerd;
+use rollcache_testbed::deps::ContainerdVersion;
+use rollcache_testbed::oci::{ImageSpec, LayerSpec, OciLayout, Platform};
+use rollcache_testbed::registry::Registry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

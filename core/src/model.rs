@@ -1,6 +1,7 @@
 //! The domain model shared by history, inventory, plan and report: plain values, no I/O.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -259,4 +260,17 @@ pub struct NodeFacts {
     /// `spec.unschedulable` (cordoned): reported, never planned on.
     #[serde(default)]
     pub unschedulable: bool,
+}
+
+/// A Secret by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ConfigArgs;
-use crate::node::{Deadlines, Node};
-use crate::report::{Readiness, Status, render_table};
-use crate::testbed::containerd::Containerd;
-use crate::testbed::deps::ContainerdVersion;
-use crate::testbed::oci::{ImageSpec, LayerSpec, OciLayout, Platform};
-use crate::testbed::registry::Registry;
+use crate::containerd::Containerd;
+use crate::deps::ContainerdVersion;
+use crate::oci::{ImageSpec, LayerSpec, OciLayout, Platform};
+use crate::registry::Registry;
+use rollcache::config::ConfigArgs;
+use rollcache::node::{Deadlines, Node};
+use rollcache::report::Readiness;
+use rollcache::status::{Status, render_table};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -80,7 +81,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         "building and pushing images: 3 IOC releases, a hook tool, 3 archiver releases, a dashboard",
     );
     let images = history::Images::new(&reg);
-    let work = crate::testbed::temp_dir("rollcache-demo-")?;
+    let work = crate::temp_dir("rollcache-demo-")?;
     let mut layout = OciLayout::create(&work.path().join("oci"))?;
     let base = LayerSpec::new(1, opts.base_mib * MIB, 50);
     let all: Vec<&String> = images
@@ -154,7 +155,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         ..ConfigArgs::default()
     };
     let cancel = CancellationToken::new();
-    let daemon = tokio::spawn(crate::commands::run::run_until(args, cancel.clone()));
+    let daemon = tokio::spawn(rollcache::commands::run::run_until(args, cancel.clone()));
     let result = async {
         let before = wait_ready(admin_addr, opts.timeout).await?;
         println!();
@@ -228,14 +229,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
 }
 
 fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(SocketAddr::from((
-        [127, 0, 0, 1],
-        crate::testbed::free_port()?,
-    )))
+    Ok(SocketAddr::from(([127, 0, 0, 1], crate::free_port()?)))
 }
 
 async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    Ok(crate::client::request(
+    Ok(rollcache::client::request(
         addr,
         hyper::Method::GET,
         path,

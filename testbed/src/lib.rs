@@ -1,10 +1,11 @@
-//! A private test bed: containerd, an OCI registry and a Kubernetes API server speaking the real
-//! wire protocol, each started on unix sockets / 127.0.0.1 in a temp dir. Used by the tests, the
-//! benchmarks and `rollcache demo`; never touches the system containerd.
+//! rollcache's test bed, never shipped: containerd, an OCI registry and a Kubernetes API server
+//! speaking the real wire protocol, each started on unix sockets / 127.0.0.1 in a temp dir. Used by
+//! the tests, the benchmarks and the demo (`rollcache-demo`); never touches the system containerd.
 
 pub mod apiserver;
 pub mod bombs;
 pub mod containerd;
+pub mod demo;
 pub mod deps;
 pub mod oci;
 pub mod registry;

@@ -7,7 +7,7 @@ use std::io::Write;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::history::helm::MAX_RELEASE_BYTES;
+use rollcache::history::helm::MAX_RELEASE_BYTES;
 
 /// One hostile release and what decoding it must report.
 #[derive(Debug, Clone)]
