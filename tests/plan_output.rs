@@ -569,7 +569,7 @@ proptest! {
 
 fn weather(unschedulable: bool, effect: &str) -> NodeFacts {
     NodeFacts {
-        taints: rollcache::plan::WEATHER_TAINTS
+        taints: rollcache::scheduling::WEATHER_TAINTS
             .iter()
             .map(|k| Taint {
                 key: (*k).into(),

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use rollcache::model::{
     NodeFacts, NodeSelectorRequirement, NodeSelectorTerm, Scheduling, Taint, Toleration,
 };
-use rollcache::plan::{NotHeld, SchedulingError, check_scheduling, tolerates};
+use rollcache::plan::NotHeld;
+use rollcache::scheduling::{SchedulingError, check_scheduling, tolerates};
 
 fn node(name: &str, labels: &[(&str, &str)], taints: &[(&str, Option<&str>, &str)]) -> NodeFacts {
     NodeFacts {
@@ -402,7 +403,7 @@ fn weather_taints_never_exclude_whatever_their_effect() {
         node_selector: BTreeMap::from([("zone".into(), "a".into())]),
         ..Default::default()
     };
-    for key in rollcache::plan::WEATHER_TAINTS {
+    for key in rollcache::scheduling::WEATHER_TAINTS {
         for effect in ["NoSchedule", "NoExecute", "PreferNoSchedule"] {
             let mut n = node("n", &[("zone", "a")], &[(key, None, effect)]);
             n.unschedulable = key == "node.kubernetes.io/unschedulable";
@@ -418,7 +419,7 @@ fn weather_taints_never_exclude_whatever_their_effect() {
         }
     }
     // All of them at once, with a value, as a drained node under pressure looks.
-    let all: Vec<(&str, Option<&str>, &str)> = rollcache::plan::WEATHER_TAINTS
+    let all: Vec<(&str, Option<&str>, &str)> = rollcache::scheduling::WEATHER_TAINTS
         .iter()
         .map(|k| (*k, Some("true"), "NoExecute"))
         .collect();

@@ -10,4 +10,5 @@ pub mod model;
 pub mod plan;
 pub mod problem;
 pub mod report;
+pub mod scheduling;
 pub mod status;
