@@ -85,7 +85,7 @@ impl MemoryRuntime {
     /// Puts `reference` on the node directly (as if pulled before), without a registry contact.
     pub fn insert_present(&self, reference: &str, size: u64) -> ImageInfo {
         let remote = self.publish(reference, size);
-        let info = info_of(&remote);
+        let info = info_of(&remote, remote.reference.contains('@'));
         self.lock().images.insert(info.id.clone(), info.clone());
         info
     }
@@ -208,12 +208,14 @@ impl ImageRuntime for MemoryRuntime {
                 });
             }
         }
-        let info = info_of(&remote);
+        // Like containerd: a pull by digest names the digest only, a pull by tag adds the tag.
+        let by_digest = reference.contains('@');
+        let info = info_of(&remote, by_digest);
         let entry = s
             .images
             .entry(info.id.clone())
             .or_insert_with(|| info.clone());
-        if !entry.repo_tags.contains(&remote.reference) && !remote.reference.contains('@') {
+        if !by_digest && !entry.repo_tags.contains(&remote.reference) {
             entry.repo_tags.push(remote.reference.clone());
         }
         Ok(PullOutcome::Pulled(entry.clone()))
@@ -289,11 +291,10 @@ fn repo_of(reference: &str) -> &str {
     }
 }
 
-fn info_of(remote: &RemoteImage) -> ImageInfo {
-    let by_digest = remote.reference.contains('@');
+fn info_of(remote: &RemoteImage, by_digest: bool) -> ImageInfo {
     ImageInfo {
         id: remote.id.clone(),
-        repo_tags: if by_digest {
+        repo_tags: if by_digest || remote.reference.contains('@') {
             vec![]
         } else {
             vec![remote.reference.clone()]
@@ -322,18 +323,15 @@ fn not_present(image: &str) -> NodeError {
     }
 }
 
+/// Rejects what containerd's reference parser rejects, with the same error kind.
 fn validate(image: &str) -> Result<(), NodeError> {
-    let bad = image.is_empty()
-        || image
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_ascii_uppercase() && !image.contains('@'));
-    if bad {
-        return Err(NodeError::InvalidReference {
+    match crate::image_ref::ImageRef::parse(image) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(NodeError::InvalidReference {
             image: image.into(),
-            detail: "empty, whitespace or uppercase repository".into(),
-        });
+            detail: e.reason,
+        }),
     }
-    Ok(())
 }
 
 #[cfg(test)]
