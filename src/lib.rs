@@ -16,4 +16,4 @@ pub mod plan_view;
 pub mod reconcile;
 
 /// The pure stages, from rollcache-core.
-pub use rollcache_core::{decide, image_ref, inventory, model, plan, report, status};
+pub use rollcache_core::{decide, image_ref, inventory, model, plan, report, scheduling, status};
