@@ -23,7 +23,8 @@ const MAX_HOST_BYTES: usize = 253 + 6;
 
 pub use rollcache_core::model::SecretRef;
 
-/// Credentials for one registry, shaped like the CRI `AuthConfig` (empty string = absent).
+/// Credentials for one registry, shaped like the CRI `AuthConfig` (empty string = absent): as a
+/// pull secret's entry wrote them, and (after `for_pull`) as a pull sends them.
 /// `Debug` never shows secret values.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct RegistryAuth {
@@ -35,6 +36,46 @@ pub struct RegistryAuth {
     pub server_address: String,
     pub identity_token: String,
     pub registry_token: String,
+}
+
+impl RegistryAuth {
+    /// Basic credentials (username + password or token).
+    pub fn basic(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            username: username.into(),
+            password: password.into(),
+            ..Self::default()
+        }
+    }
+
+    /// An OAuth identity (refresh) token.
+    pub fn identity_token(token: impl Into<String>) -> Self {
+        Self {
+            identity_token: token.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn with_server(mut self, server: impl Into<String>) -> Self {
+        self.server_address = server.into();
+        self
+    }
+
+    /// What a pull sends, as the kubelet sends a secret's entry: a token when there is one (the
+    /// identity token, else the registry token), else the user and password (`auth` decoded).
+    pub fn for_pull(&self) -> RegistryAuth {
+        let token = if self.identity_token.is_empty() {
+            &self.registry_token
+        } else {
+            &self.identity_token
+        };
+        let auth = if token.is_empty() {
+            RegistryAuth::basic(self.username.clone(), self.password.clone())
+        } else {
+            RegistryAuth::identity_token(token.clone())
+        };
+        auth.with_server(self.server_address.clone())
+    }
 }
 
 impl fmt::Debug for RegistryAuth {

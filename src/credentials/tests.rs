@@ -66,3 +66,29 @@ fn keys_are_normalised_like_the_kubelet() {
         assert_eq!(keyring_key(loc).as_deref(), want, "{loc}");
     }
 }
+
+#[test]
+fn a_pull_sends_a_token_when_there_is_one_else_user_and_password() {
+    let entry = |identity: &str, registry: &str| RegistryAuth {
+        username: "robot".into(),
+        password: "pw".into(),
+        auth: "cm9ib3Q6cHc=".into(),
+        server_address: "reg.example:5000".into(),
+        identity_token: identity.into(),
+        registry_token: registry.into(),
+    };
+    assert_eq!(
+        entry("id", "reg").for_pull(),
+        RegistryAuth::identity_token("id").with_server("reg.example:5000")
+    );
+    assert_eq!(
+        entry("", "reg").for_pull(),
+        RegistryAuth::identity_token("reg").with_server("reg.example:5000")
+    );
+    let basic = entry("", "").for_pull();
+    assert_eq!(
+        basic,
+        RegistryAuth::basic("robot", "pw").with_server("reg.example:5000")
+    );
+    assert!(basic.auth.is_empty(), "the encoded form is not sent twice");
+}

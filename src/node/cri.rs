@@ -72,8 +72,8 @@ impl CriImages {
             image: Some(spec(image)),
             auth: auth.map(|a| AuthConfig {
                 username: a.username.clone(),
-                password: a.password().to_string(),
-                identity_token: a.token().to_string(),
+                password: a.password.clone(),
+                identity_token: a.identity_token.clone(),
                 server_address: server_url(&a.server_address),
                 ..Default::default()
             }),

@@ -200,7 +200,7 @@ impl ImageRuntime for MemoryRuntime {
                 detail: "not in the memory registry".into(),
             })?;
         if let Some((user, pass)) = &remote.credentials {
-            let ok = auth.is_some_and(|a| &a.username == user && a.password() == pass);
+            let ok = auth.is_some_and(|a| &a.username == user && &a.password == pass);
             if !ok {
                 return Err(NodeError::Unauthorized {
                     image: image.into(),

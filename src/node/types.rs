@@ -127,62 +127,8 @@ impl Default for Deadlines {
     }
 }
 
-/// Registry credentials for one pull. Debug never shows the secrets.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RegistryAuth {
-    pub username: String,
-    password: String,
-    identity_token: String,
-    /// The registry host these credentials belong to (informational for CRI).
-    pub server_address: String,
-}
-
-impl RegistryAuth {
-    /// Basic credentials (username + password or token).
-    pub fn basic(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Self {
-            username: username.into(),
-            password: password.into(),
-            identity_token: String::new(),
-            server_address: String::new(),
-        }
-    }
-
-    /// An OAuth identity (refresh) token.
-    pub fn identity_token(token: impl Into<String>) -> Self {
-        Self {
-            username: String::new(),
-            password: String::new(),
-            identity_token: token.into(),
-            server_address: String::new(),
-        }
-    }
-
-    pub fn with_server(mut self, server: impl Into<String>) -> Self {
-        self.server_address = server.into();
-        self
-    }
-
-    pub(crate) fn password(&self) -> &str {
-        &self.password
-    }
-
-    pub(crate) fn token(&self) -> &str {
-        &self.identity_token
-    }
-}
-
-impl std::fmt::Debug for RegistryAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redact = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
-        f.debug_struct("RegistryAuth")
-            .field("username", &self.username)
-            .field("password", &redact(&self.password))
-            .field("identity_token", &redact(&self.identity_token))
-            .field("server_address", &self.server_address)
-            .finish()
-    }
-}
+/// Registry credentials for one pull: one type from the pull secret to the CRI call.
+pub use crate::credentials::RegistryAuth;
 
 #[cfg(test)]
 mod tests {

@@ -15,18 +15,6 @@ pub struct KubeCredentials {
     pub reader: SecretReader,
 }
 
-/// CRI-shaped credentials from a keyring entry.
-pub fn to_node_auth(a: &crate::credentials::RegistryAuth) -> RegistryAuth {
-    let auth = if !a.identity_token.is_empty() {
-        RegistryAuth::identity_token(a.identity_token.clone())
-    } else if !a.registry_token.is_empty() {
-        RegistryAuth::identity_token(a.registry_token.clone())
-    } else {
-        RegistryAuth::basic(a.username.clone(), a.password.clone())
-    };
-    auth.with_server(a.server_address.clone())
-}
-
 #[async_trait::async_trait]
 impl Credentials for KubeCredentials {
     async fn for_image(&self, image: &DesiredImage) -> Vec<NamespaceAuths> {
@@ -54,7 +42,7 @@ impl Credentials for KubeCredentials {
                 auths: keyring
                     .lookup_name(&name)
                     .into_iter()
-                    .map(to_node_auth)
+                    .map(RegistryAuth::for_pull)
                     .collect(),
             });
         }
