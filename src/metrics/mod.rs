@@ -3,67 +3,59 @@
 //! Names start with `rollcache_`, units are in the names, labels stay low-cardinality: no image
 //! references or digests as labels (the `/status` report carries those).
 
-use prometheus_client::encoding::EncodeLabelSet;
+mod labels;
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: String,
-}
+use labels::{
+    NodeStateLabel, OpResultLabel, PrefetchResultLabel, ProblemLabel, ReadinessLabel,
+    ReconcileResultLabel, ReloadResultLabel, SourceLabel,
+};
+pub use labels::{
+    NodeStateValue, OpResult, PrefetchResult, Problem, ReadinessValue, ReconcileResult,
+    ReloadResult, Source,
+};
+use rollcache_core::problem::ProblemKind;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReadinessLabel {
-    pub readiness: String,
-}
+use crate::report::Readiness;
+use crate::status::DiskHealth;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabel {
-    pub source: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NodeStateLabel {
-    pub state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProblemLabel {
-    pub source: String,
-    pub kind: String,
-}
-
+/// The metric families; the daemon, the HTTP handlers and the config reload change them through
+/// the verbs below.
 pub struct Metrics {
     registry: Registry,
-    pub images_desired: Gauge,
-    pub images_present: Gauge,
-    pub images_missing: Gauge,
-    pub images_pinned: Gauge,
-    pub revisions: Family<ReadinessLabel, Gauge>,
-    pub pulls: Family<ResultLabel, Counter>,
-    pub pull_duration: Histogram,
-    pub pulled_bytes: Counter,
-    pub pins: Family<ResultLabel, Counter>,
-    pub unpins: Family<ResultLabel, Counter>,
-    pub source_synced: Family<SourceLabel, Gauge>,
-    pub source_errors: Family<SourceLabel, Counter>,
-    pub decode_problems: Family<ProblemLabel, Counter>,
-    pub unresolved_objects: Family<SourceLabel, Gauge>,
-    pub image_fs_used_bytes: Gauge,
-    pub image_fs_capacity_bytes: Gauge,
-    pub disk_budget_ratio: Gauge<f64, AtomicU64>,
-    pub disk_budget_reached: Gauge,
-    pub image_fs_size_known: Gauge,
-    pub last_reconcile_timestamp: Gauge<f64, AtomicU64>,
-    pub reconciles: Family<ResultLabel, Counter>,
-    pub runtime_can_pin: Gauge,
-    pub node_state: Family<NodeStateLabel, Gauge>,
-    pub config_reloads: Family<ResultLabel, Counter>,
-    pub prefetch_requests: Family<ResultLabel, Counter>,
+    pub(crate) images_desired: Gauge,
+    pub(crate) images_present: Gauge,
+    pub(crate) images_missing: Gauge,
+    pub(crate) images_pinned: Gauge,
+    pub(crate) revisions: Family<ReadinessLabel, Gauge>,
+    pub(crate) pulls: Family<OpResultLabel, Counter>,
+    pub(crate) pull_duration: Histogram,
+    pub(crate) pulled_bytes: Counter,
+    pub(crate) pins: Family<OpResultLabel, Counter>,
+    pub(crate) unpins: Family<OpResultLabel, Counter>,
+    pub(crate) source_synced: Family<SourceLabel, Gauge>,
+    pub(crate) source_errors: Family<SourceLabel, Counter>,
+    pub(crate) decode_problems: Family<ProblemLabel, Counter>,
+    pub(crate) unresolved_objects: Family<SourceLabel, Gauge>,
+    pub(crate) image_fs_used_bytes: Gauge,
+    pub(crate) image_fs_capacity_bytes: Gauge,
+    pub(crate) disk_budget_ratio: Gauge<f64, AtomicU64>,
+    pub(crate) disk_budget_reached: Gauge,
+    pub(crate) image_fs_size_known: Gauge,
+    pub(crate) last_reconcile_timestamp: Gauge<f64, AtomicU64>,
+    pub(crate) reconciles: Family<ReconcileResultLabel, Counter>,
+    pub(crate) runtime_can_pin: Gauge,
+    pub(crate) node_state: Family<NodeStateLabel, Gauge>,
+    pub(crate) config_reloads: Family<ReloadResultLabel, Counter>,
+    pub(crate) prefetch_requests: Family<PrefetchResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -232,6 +224,86 @@ impl Metrics {
         out
     }
 
+    pub fn pull_finished(&self, result: OpResult) {
+        self.pulls.get_or_create(&OpResultLabel { result }).inc();
+    }
+
+    /// A pull that transferred the image (not one that found it present).
+    pub fn image_pulled(&self, took: Duration, bytes: u64) {
+        self.pull_duration.observe(took.as_secs_f64());
+        self.pulled_bytes.inc_by(bytes);
+    }
+
+    pub fn pin_finished(&self, result: OpResult) {
+        self.pins.get_or_create(&OpResultLabel { result }).inc();
+    }
+
+    pub fn unpin_finished(&self, result: OpResult) {
+        self.unpins.get_or_create(&OpResultLabel { result }).inc();
+    }
+
+    /// A pass ended; a successful one also stamps the time of the last reconcile.
+    pub fn reconcile_finished(&self, result: ReconcileResult) {
+        self.reconciles
+            .get_or_create(&ReconcileResultLabel { result })
+            .inc();
+        if result == ReconcileResult::Success {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            self.last_reconcile_timestamp.set(now as f64);
+        }
+    }
+
+    pub fn config_reloaded(&self, result: ReloadResult) {
+        self.config_reloads
+            .get_or_create(&ReloadResultLabel { result })
+            .inc();
+    }
+
+    pub fn prefetch_answered(&self, result: PrefetchResult) {
+        self.prefetch_requests
+            .get_or_create(&PrefetchResultLabel { result })
+            .inc();
+    }
+
+    /// The images the plan wants, how many of them are present, and how many of those pinned.
+    pub fn set_images(&self, desired: usize, present: usize, pinned: usize) {
+        self.images_desired.set(desired as i64);
+        self.images_present.set(present as i64);
+        self.images_missing
+            .set(desired.saturating_sub(present) as i64);
+        self.images_pinned.set(pinned as i64);
+    }
+
+    /// Revisions by readiness; every readiness is exported, 0 when none is in it.
+    pub fn set_revisions(&self, summary: &std::collections::BTreeMap<Readiness, usize>) {
+        for r in Readiness::ALL {
+            let n = summary.get(&r).copied().unwrap_or(0);
+            self.revisions
+                .get_or_create(&ReadinessLabel {
+                    readiness: ReadinessValue(r),
+                })
+                .set(n as i64);
+        }
+    }
+
+    pub fn set_disk(&self, disk: &DiskHealth) {
+        self.image_fs_used_bytes.set(disk.used_bytes as i64);
+        self.image_fs_capacity_bytes
+            .set(disk.capacity_bytes.unwrap_or(0) as i64);
+        self.disk_budget_ratio
+            .set(f64::from(disk.budget_percent) / 100.0);
+        self.disk_budget_reached.set(i64::from(disk.over_budget));
+        self.image_fs_size_known
+            .set(i64::from(disk.size_unknown.is_none()));
+    }
+
+    pub fn set_can_pin(&self, can_pin: bool) {
+        self.runtime_can_pin.set(i64::from(can_pin));
+    }
+
     /// Every state is always exported (0 or 1), so that alerts see it clear.
     pub fn set_node_state(&self, n: &crate::plan::NodeState) {
         let taint = |key: &str| {
@@ -239,37 +311,56 @@ impl Metrics {
                 .iter()
                 .any(|t| t.split(':').next() == Some(key))
         };
+        use NodeStateValue as S;
         let states = [
-            ("unknown", !n.known),
-            ("cordoned", n.cordoned),
-            ("not_ready", taint("node.kubernetes.io/not-ready")),
-            ("unreachable", taint("node.kubernetes.io/unreachable")),
+            (S::Unknown, !n.known),
+            (S::Cordoned, n.cordoned),
+            (S::NotReady, taint("node.kubernetes.io/not-ready")),
+            (S::Unreachable, taint("node.kubernetes.io/unreachable")),
             (
-                "memory_pressure",
+                S::MemoryPressure,
                 taint("node.kubernetes.io/memory-pressure"),
             ),
-            ("disk_pressure", taint("node.kubernetes.io/disk-pressure")),
-            ("pid_pressure", taint("node.kubernetes.io/pid-pressure")),
+            (S::DiskPressure, taint("node.kubernetes.io/disk-pressure")),
+            (S::PidPressure, taint("node.kubernetes.io/pid-pressure")),
             (
-                "network_unavailable",
+                S::NetworkUnavailable,
                 taint("node.kubernetes.io/network-unavailable"),
             ),
         ];
         for (state, on) in states {
             self.node_state
-                .get_or_create(&NodeStateLabel {
-                    state: state.to_owned(),
-                })
+                .get_or_create(&NodeStateLabel { state })
                 .set(i64::from(on));
         }
     }
 
-    pub fn result(family: &Family<ResultLabel, Counter>, result: &str) {
-        family
-            .get_or_create(&ResultLabel {
-                result: result.to_owned(),
-            })
+    pub fn set_source_synced(&self, source: Source, synced: bool) {
+        self.source_synced
+            .get_or_create(&SourceLabel { source })
+            .set(i64::from(synced));
+    }
+
+    pub fn source_failed(&self, source: Source) {
+        self.source_errors
+            .get_or_create(&SourceLabel { source })
             .inc();
+    }
+
+    /// `n` more objects (or parts) of `source` skipped as undecodable.
+    pub fn decode_problems_found(&self, source: Source, kind: ProblemKind, n: u64) {
+        self.decode_problems
+            .get_or_create(&ProblemLabel {
+                source,
+                kind: Problem(kind),
+            })
+            .inc_by(n);
+    }
+
+    pub fn set_unresolved(&self, source: Source, objects: usize) {
+        self.unresolved_objects
+            .get_or_create(&SourceLabel { source })
+            .set(objects as i64);
     }
 }
 
@@ -280,14 +371,9 @@ mod tests {
     #[test]
     fn names_follow_prometheus_conventions() {
         let m = Metrics::new();
-        Metrics::result(&m.pulls, "success");
-        m.pull_duration.observe(1.5);
-        m.pulled_bytes.inc_by(42);
-        m.revisions
-            .get_or_create(&ReadinessLabel {
-                readiness: "offline_safe".into(),
-            })
-            .set(3);
+        m.pull_finished(OpResult::Success);
+        m.image_pulled(Duration::from_secs_f64(1.5), 42);
+        m.set_revisions(&[(Readiness::OfflineSafe, 3)].into());
         let text = m.encode();
         for needle in [
             "rollcache_pulls_total{result=\"success\"} 1",
