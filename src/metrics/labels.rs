@@ -46,15 +46,26 @@ pub enum OpResult {
     Success,
     /// The pull task panicked or was cancelled before the runtime answered.
     TaskFailed,
-    /// The runtime or the registry refused: the error's kind (`unauthorized`, ...).
-    Failed(&'static str),
+    /// The runtime or the registry refused.
+    Failed(ErrorKind),
+}
+
+/// A runtime error's kind (`unauthorized`, `registry_unreachable`, ...), only ever taken from a
+/// `NodeError`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct ErrorKind(&'static str);
+
+impl From<&NodeError> for ErrorKind {
+    fn from(e: &NodeError) -> Self {
+        Self(e.metric_label())
+    }
 }
 
 impl OpResult {
     pub fn of<T>(result: &Result<T, NodeError>) -> Self {
         match result {
             Ok(_) => Self::Success,
-            Err(e) => Self::Failed(e.metric_label()),
+            Err(e) => Self::Failed(e.into()),
         }
     }
 
@@ -62,7 +73,7 @@ impl OpResult {
         match self {
             Self::Success => "success",
             Self::TaskFailed => "task_failed",
-            Self::Failed(kind) => kind,
+            Self::Failed(ErrorKind(kind)) => kind,
         }
     }
 }

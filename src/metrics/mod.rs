@@ -14,13 +14,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+pub use labels::{
+    ErrorKind, NodeStateValue, OpResult, PrefetchResult, Problem, ReadinessValue, ReconcileResult,
+    ReloadResult, Source,
+};
 use labels::{
     NodeStateLabel, OpResultLabel, PrefetchResultLabel, ProblemLabel, ReadinessLabel,
     ReconcileResultLabel, ReloadResultLabel, SourceLabel,
-};
-pub use labels::{
-    NodeStateValue, OpResult, PrefetchResult, Problem, ReadinessValue, ReconcileResult,
-    ReloadResult, Source,
 };
 use rollcache_core::problem::ProblemKind;
 
@@ -384,6 +384,45 @@ mod tests {
             "rollcache_disk_budget_ratio 0",
             "rollcache_last_reconcile_timestamp_seconds",
             "# EOF",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+    }
+
+    /// The typed label values print as the documented strings that alerts and dashboards match.
+    #[test]
+    fn label_values_print_as_documented() {
+        let m = Metrics::new();
+        let refused = crate::node::NodeError::Unauthorized {
+            image: "reg.example/app:1".into(),
+            detail: "denied".into(),
+        };
+        m.pull_finished(OpResult::of::<()>(&Err(refused)));
+        m.pull_finished(OpResult::TaskFailed);
+        m.unpin_finished(OpResult::Success);
+        m.reconcile_finished(ReconcileResult::RuntimeUnreachable);
+        m.config_reloaded(ReloadResult::Rejected);
+        m.prefetch_answered(PrefetchResult::Timeout);
+        m.set_source_synced(Source::History(crate::model::SourceKind::HelmRelease), true);
+        m.source_failed(Source::Node);
+        m.decode_problems_found(Source::Inventory, ProblemKind::InvalidImageRef, 2);
+        m.set_node_state(&crate::plan::NodeState {
+            ignored_taints: vec!["node.kubernetes.io/memory-pressure:NoSchedule".into()],
+            ..Default::default()
+        });
+        let text = m.encode();
+        for needle in [
+            "rollcache_pulls_total{result=\"unauthorized\"} 1",
+            "rollcache_pulls_total{result=\"task_failed\"} 1",
+            "rollcache_unpins_total{result=\"success\"} 1",
+            "rollcache_reconciles_total{result=\"runtime_unreachable\"} 1",
+            "rollcache_config_reloads_total{result=\"rejected\"} 1",
+            "rollcache_prefetch_requests_total{result=\"timeout\"} 1",
+            "rollcache_source_synced{source=\"helm\"} 1",
+            "rollcache_source_errors_total{source=\"node\"} 1",
+            "rollcache_decode_problems_total{source=\"inventory\",kind=\"invalid_image_ref\"} 2",
+            "rollcache_node_state{state=\"memory_pressure\"} 1",
+            "rollcache_node_state{state=\"unknown\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }
