@@ -189,4 +189,46 @@ mod tests {
         snap.node_status.in_error = true;
         assert!(!Progress::new(&snap, true).fresh(), "node watch in error");
     }
+
+    #[test]
+    fn the_node_is_known_bare_or_unknown_by_one_rule() {
+        let inventory = Inventory::default();
+        let cfg = Config {
+            node_name: Some("n1".into()),
+            ..Config::default()
+        };
+        let hints = HashMap::new();
+        let state =
+            |node: &NodeLookup<'_>| plan_for_node(&inventory, node, &cfg, [], &hints).node_state;
+        let n1 = NodeFacts {
+            name: "n1".into(),
+            ..NodeFacts::default()
+        };
+        let nodes = std::slice::from_ref(&n1);
+        assert!(state(&NodeLookup::among(&cfg, nodes, None)).known);
+        let denied = state(&NodeLookup::among(&cfg, &[], Some("forbidden")));
+        assert!(!denied.known);
+        assert_eq!(
+            denied.unknown_reason.as_deref(),
+            Some("Node object n1 cannot be read: forbidden")
+        );
+        // No Node object expected (no source can provide one): a node without labels or taints.
+        let snap = HistorySnapshot::default();
+        assert!(state(&NodeLookup::in_snapshot(&snap, &cfg, false)).known);
+        assert!(!state(&NodeLookup::in_snapshot(&snap, &cfg, true)).known);
+        // No name: the plan does not look for a Node object.
+        let unnamed = Config::default();
+        assert!(NodeLookup::among(&unnamed, nodes, None).facts.is_none());
+        assert!(!NodeLookup::among(&unnamed, nodes, None).expected);
+    }
+
+    #[test]
+    fn a_node_that_cannot_be_read_answers_but_is_not_listed() {
+        let mut snap = HistorySnapshot::default();
+        snap.node_status.in_error = true;
+        let expected = Progress::new(&snap, true);
+        assert!(expected.answered());
+        assert!(!expected.listed());
+        assert!(Progress::new(&snap, false).listed());
+    }
 }
