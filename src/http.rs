@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PrefetchResult};
 
 /// What `POST /prefetch` accepts. Exactly one scope: everything (empty body or `{}`), a namespace,
 /// a workload, or explicit images.
@@ -281,7 +281,7 @@ async fn prefetch(State(s): State<HttpState>, body: axum::body::Bytes) -> Respon
         match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => {
-                Metrics::result(&s.metrics.prefetch_requests, "invalid");
+                s.metrics.prefetch_answered(PrefetchResult::Invalid);
                 return error(
                     StatusCode::BAD_REQUEST,
                     format!("invalid request body: {e}"),
@@ -290,13 +290,13 @@ async fn prefetch(State(s): State<HttpState>, body: axum::body::Bytes) -> Respon
         }
     };
     if let Err(e) = request.validate() {
-        Metrics::result(&s.metrics.prefetch_requests, "invalid");
+        s.metrics.prefetch_answered(PrefetchResult::Invalid);
         return error(StatusCode::BAD_REQUEST, e);
     }
     let (reply, rx) = oneshot::channel();
     let cmd = PrefetchCommand { request, reply };
     if s.prefetch.try_send(cmd).is_err() {
-        Metrics::result(&s.metrics.prefetch_requests, "busy");
+        s.metrics.prefetch_answered(PrefetchResult::Busy);
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the reconcile loop is busy or stopping; try again",
@@ -304,15 +304,15 @@ async fn prefetch(State(s): State<HttpState>, body: axum::body::Bytes) -> Respon
     }
     match tokio::time::timeout(PREFETCH_REPLY_TIMEOUT, rx).await {
         Ok(Ok(Ok(accepted))) => {
-            Metrics::result(&s.metrics.prefetch_requests, "accepted");
+            s.metrics.prefetch_answered(PrefetchResult::Accepted);
             (StatusCode::ACCEPTED, Json(accepted)).into_response()
         }
         Ok(Ok(Err(e))) => {
-            Metrics::result(&s.metrics.prefetch_requests, "rejected");
+            s.metrics.prefetch_answered(PrefetchResult::Rejected);
             error(StatusCode::UNPROCESSABLE_ENTITY, e)
         }
         Ok(Err(_)) | Err(_) => {
-            Metrics::result(&s.metrics.prefetch_requests, "timeout");
+            s.metrics.prefetch_answered(PrefetchResult::Timeout);
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the reconcile loop did not answer in time",

@@ -10,8 +10,7 @@ use rollcache::credentials::SecretRef;
 use rollcache::history::secrets::{MAX_CACHED, SecretReader};
 use rollcache::node::RegistryAuth;
 use rollcache::plan::{DesiredImage, Tier};
-use rollcache::reconcile::credentials::KubeCredentials;
-use rollcache::reconcile::daemon::{Credentials, NamespaceAuths};
+use rollcache::reconcile::credentials::{Credentials, KubeCredentials, NamespaceAuths};
 use rollcache_testbed::apiserver::ApiServer;
 use serde_json::json;
 

@@ -13,7 +13,12 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use rollcache::config::{
     Config, ConfigArgs, CredentialVerificationPolicy, FileConfig, SourcesConfig,
 };
-use rollcache::metrics::{Metrics, ProblemLabel, ReadinessLabel, ResultLabel, SourceLabel};
+use rollcache::history::ProblemKind;
+use rollcache::metrics::{
+    Metrics, OpResult, PrefetchResult, ReconcileResult, ReloadResult, Source,
+};
+use rollcache::model::SourceKind;
+use rollcache::report::Readiness;
 use serde_json::{Value, json};
 
 /// Readiness values the report puts on `rollcache_revisions{readiness}`.
@@ -1012,37 +1017,19 @@ fn exposed_series() -> BTreeSet<String> {
 /// The series names and the `# TYPE` families (name -> type) of the exposition.
 fn exposition() -> (BTreeSet<String>, BTreeMap<String, String>) {
     let m = Metrics::new();
-    let result = ResultLabel {
-        result: "success".into(),
-    };
-    for family in [
-        &m.pulls,
-        &m.pins,
-        &m.unpins,
-        &m.reconciles,
-        &m.config_reloads,
-        &m.prefetch_requests,
-    ] {
-        family.get_or_create(&result).inc();
-    }
-    let source = SourceLabel {
-        source: "pods".into(),
-    };
-    m.source_synced.get_or_create(&source).set(1);
-    m.source_errors.get_or_create(&source).inc();
+    m.pull_finished(OpResult::Success);
+    m.pin_finished(OpResult::Success);
+    m.unpin_finished(OpResult::Success);
+    m.reconcile_finished(ReconcileResult::Success);
+    m.config_reloaded(ReloadResult::Applied);
+    m.prefetch_answered(PrefetchResult::Accepted);
+    let source = Source::History(SourceKind::Pod);
+    m.set_source_synced(source, true);
+    m.source_failed(source);
     m.set_node_state(&Default::default());
-    m.unresolved_objects.get_or_create(&source).set(0);
-    m.decode_problems
-        .get_or_create(&ProblemLabel {
-            source: "pods".into(),
-            kind: "x".into(),
-        })
-        .inc();
-    m.revisions
-        .get_or_create(&ReadinessLabel {
-            readiness: "offline_safe".into(),
-        })
-        .set(1);
+    m.set_unresolved(source, 0);
+    m.decode_problems_found(source, ProblemKind::Json, 1);
+    m.set_revisions(&[(Readiness::OfflineSafe, 1)].into());
     let text = m.encode();
     let mut names = BTreeSet::new();
     let mut families = BTreeMap::new();

@@ -16,8 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rollcache::config::Config;
 use rollcache::history::store::HistoryStore;
 use rollcache::history::watch::spawn_watchers;
-use rollcache::http::{Health, StatusDoc};
-use rollcache::metrics::Metrics;
+use rollcache::http::StatusDoc;
 use rollcache::node::{
     Deadlines, FsInfo, ImageInfo, ImageRuntime, Node, NodeError, PinOutcome, PullOutcome,
     RegistryAuth, UnpinOutcome,
@@ -118,19 +117,9 @@ impl RunningDaemon {
         let (config_tx, config_rx) = watch::channel(Arc::new(cfg));
         let (status_tx, status_rx) = watch::channel(StatusDoc::from_json(br#"{"starting":true}"#));
         let (prefetch_tx, prefetch_rx) = mpsc::channel(1);
-        let daemon = Daemon {
-            runtime,
-            store: store.clone(),
-            config: config_rx,
-            metrics: Arc::new(Metrics::new()),
-            health: Arc::new(Health::default()),
-            status: status_tx,
-            prefetch: prefetch_rx,
-            credentials: None,
-            can_pin: true,
-            expect_node: false,
-            runtime_events: None,
-        };
+        let daemon = Daemon::new(runtime, store.clone(), config_rx)
+            .with_status(status_tx)
+            .with_prefetch(prefetch_rx);
         let handle = tokio::spawn(daemon.run(cancel.clone()));
         Self {
             store,

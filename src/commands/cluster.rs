@@ -15,6 +15,7 @@ use crate::history::store::{HistoryStore, SourceId, StatusKey};
 use crate::history::supervise::{RestartBackoff, supervise};
 use crate::history::watch::{WatchConfig, spawn_watchers};
 use crate::model::SourceKind;
+use crate::reconcile::planning::{Progress, expects_node};
 
 /// The watchers' settings from the config.
 pub fn watch_config(cfg: &Config) -> WatchConfig {
@@ -229,13 +230,9 @@ pub async fn load_history(cfg: &Config) -> anyhow::Result<History> {
     start_sources(cfg, &store, &cancel, &mut tasks).await?;
     let started = Instant::now();
     let mut rx = store.subscribe();
-    let expect_node = cfg.kubernetes && cfg.node_name.is_some();
     loop {
         let snap = store.snapshot();
-        // A Node that cannot be read (RBAC, errors) makes the node unknown, not the plan late.
-        let synced = snap.sources.values().all(|s| s.synced)
-            && (!expect_node || snap.node_status.synced || snap.node_status.in_error);
-        if synced {
+        if Progress::new(&snap, expects_node(cfg)).answered() {
             break;
         }
         if started.elapsed() > SYNC_TIMEOUT {

@@ -9,7 +9,8 @@ use crate::config::{Config, ConfigArgs};
 use crate::history::{DecodeProblem, files};
 use crate::inventory::Inventory;
 use crate::model::{NodeFacts, RevisionFact};
-use crate::plan::{Plan, PlanConfig, ThisNode};
+use crate::plan::Plan;
+use crate::reconcile::planning::{NodeLookup, plan_for_node};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -56,47 +57,16 @@ pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
     })
 }
 
-/// This node's facts: the named Node object from the history when there is one; Err(why) when a
-/// node is named but its Node object is missing or unreadable (the node is unknown); a node with
-/// no name, labels or taints when none is named.
-pub fn node_facts(
-    cfg: &Config,
-    nodes: &[NodeFacts],
-    node_error: Option<&str>,
-) -> Result<NodeFacts, String> {
-    let Some(name) = cfg.node_name.clone().filter(|n| !n.is_empty()) else {
-        return Ok(NodeFacts::default());
-    };
-    if let Some(n) = nodes.iter().find(|n| n.name == name) {
-        return Ok(n.clone());
-    }
-    let reason = match node_error {
-        Some(e) => format!("Node object {name} cannot be read: {e}"),
-        None => format!("Node object {name} not found"),
-    };
-    tracing::warn!(node = %name, "{reason}: revisions with scheduling constraints are shown waiting for it");
-    Err(reason)
-}
-
 pub fn compute(cfg: &Config, history: &History) -> Plan {
     let (inventory, problems) = Inventory::build(&history.facts);
     for p in problems {
         tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
     }
-    let pcfg = PlanConfig {
-        hold_everything: cfg.hold_everything,
-        extra_images: cfg.extra_images.clone(),
-    };
-    let name = cfg.node_name.as_deref().unwrap_or_default();
-    let found = node_facts(cfg, &history.nodes, history.node_error.as_deref());
-    let node = match &found {
-        Ok(n) => ThisNode::Known(n),
-        Err(reason) => ThisNode::Unknown {
-            name,
-            reason: reason.clone(),
-        },
-    };
-    let mut plan = crate::plan::plan_for(&inventory, &node, &pcfg, &HashMap::new());
+    let node = NodeLookup::among(cfg, &history.nodes, history.node_error.as_deref());
+    let mut plan = plan_for_node(&inventory, &node, cfg, [], &HashMap::new());
+    if let Some(reason) = &plan.node_state.unknown_reason {
+        tracing::warn!(node = %node.name, "{reason}: revisions with scheduling constraints are shown waiting for it");
+    }
     plan.problems
         .extend(history.problems.iter().map(|p| crate::plan::PlanProblem {
             revision: None,

@@ -14,14 +14,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigArgs;
-use crate::config::reload::{self, ReloadOutcome};
+use crate::config::reload;
 use crate::history::secrets::SecretReader;
 use crate::history::store::HistoryStore;
 use crate::http::{self, Health, HttpState, StatusDoc};
 use crate::metrics::Metrics;
 use crate::node::{Deadlines, ImageRuntime, Node};
-use crate::reconcile::credentials::KubeCredentials;
-use crate::reconcile::daemon::{Credentials, Daemon};
+use crate::reconcile::credentials::{Credentials, KubeCredentials};
+use crate::reconcile::daemon::Daemon;
+use crate::reconcile::planning::expects_node;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -120,12 +121,7 @@ pub async fn run_with(
 
     let reload_metrics = metrics.clone();
     let (config_rx, reload_task) = reload::spawn(args, cfg.clone(), cancel.clone(), move |o| {
-        let label = match o {
-            ReloadOutcome::Applied { .. } => "applied",
-            ReloadOutcome::Unchanged => "unchanged",
-            ReloadOutcome::Rejected { .. } => "rejected",
-        };
-        Metrics::result(&reload_metrics.config_reloads, label);
+        reload_metrics.config_reloaded(o.into());
     })?;
 
     let node = Node::connect(
@@ -136,7 +132,7 @@ pub async fn run_with(
         },
     );
     let can_pin = detect_pinning(&node, &health, &cancel).await;
-    metrics.runtime_can_pin.set(i64::from(can_pin));
+    metrics.set_can_pin(can_pin);
     let node = Arc::new(node);
     let runtime: Arc<dyn ImageRuntime> = node.clone();
 
@@ -157,28 +153,23 @@ pub async fn run_with(
         _ => None,
     };
 
-    let daemon = Daemon {
-        runtime,
-        store,
-        config: config_rx,
-        metrics,
-        health,
-        status: status_tx,
-        prefetch: prefetch_rx,
-        credentials,
-        can_pin,
-        // A named node whose Node object the sources should provide (API or directory).
-        expect_node: cfg.node_name.is_some() && (cfg.kubernetes || cfg.from_dir.is_some()),
-        runtime_events: Some(crate::node::events::watch_image_events(
-            cfg.containerd_socket.clone(),
-            cancel.clone(),
-        )),
-    };
     tasks.spawn(crate::memory::trim_after_bursts(
-        daemon.status.subscribe(),
+        status_tx.subscribe(),
         MEMORY_TRIM_QUIET,
         cancel.clone(),
     ));
+    let daemon = Daemon::new(runtime, store, config_rx)
+        .with_metrics(metrics)
+        .with_health(health)
+        .with_status(status_tx)
+        .with_prefetch(prefetch_rx)
+        .with_credentials(credentials)
+        .with_can_pin(can_pin)
+        .expecting_node(expects_node(&cfg))
+        .with_runtime_events(crate::node::events::watch_image_events(
+            cfg.containerd_socket.clone(),
+            cancel.clone(),
+        ));
     let loop_cancel = cancel.clone();
     let mut daemon_task = tokio::spawn(daemon.run(loop_cancel));
 

@@ -6,10 +6,52 @@
 
 use crate::credentials::{Keyring, SecretRef};
 use crate::history::secrets::SecretReader;
-use crate::node::RegistryAuth;
+use crate::node::{ImageRuntime, NodeError, PullOutcome, RegistryAuth};
 use crate::plan::DesiredImage;
 
-use super::daemon::{Credentials, NamespaceAuths};
+/// Where pull credentials come from (imagePullSecrets of the templates and service accounts).
+#[async_trait::async_trait]
+pub trait Credentials: Send + Sync {
+    /// One set per namespace whose workloads need `image`, each from that namespace's secrets
+    /// alone and in the kubelet's order (empty: that namespace's pods would pull anonymously).
+    /// Sets are never merged: one namespace's secrets never pull for another (rule 10).
+    async fn for_image(&self, image: &DesiredImage) -> Vec<NamespaceAuths>;
+}
+
+/// The credentials of one namespace for one image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceAuths {
+    pub namespace: String,
+    pub auths: Vec<RegistryAuth>,
+}
+
+/// Tries each namespace's credentials in turn, each credential in the kubelet's order; then
+/// anonymous once, when some namespace has none for this image (its pods would pull that way) or
+/// no namespace asks (extra and manual images). A namespace's credentials are only ever used for
+/// an image that namespace's workloads need: `sets` comes from those workloads alone.
+pub async fn pull_with(
+    runtime: &dyn ImageRuntime,
+    image: &str,
+    sets: &[NamespaceAuths],
+) -> Result<PullOutcome, NodeError> {
+    let mut last = None;
+    for set in sets {
+        for auth in &set.auths {
+            match runtime.pull(image, Some(auth)).await {
+                Ok(o) => return Ok(o),
+                Err(e @ NodeError::Unauthorized { .. }) => {
+                    tracing::debug!(image, namespace = %set.namespace, "a pull secret of this namespace was refused; trying the next");
+                    last = Some(e)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if sets.is_empty() || sets.iter().any(|s| s.auths.is_empty()) {
+        return runtime.pull(image, None).await;
+    }
+    Err(last.expect("at least one credential was tried"))
+}
 
 pub struct KubeCredentials {
     pub reader: SecretReader,

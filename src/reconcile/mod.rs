@@ -1,5 +1,10 @@
 //! Reconcile: desired vs present → pulls (bounded, prioritised, jittered, backed off, deduplicated),
-//! pins, and safe unpins. the pure `decide` (rollcache-core) chooses; this loop does the I/O.
+//! pins, and safe unpins. The pure `decide` (rollcache-core) chooses; this loop does the I/O.
 
 pub mod credentials;
 pub mod daemon;
+mod pass;
+pub mod planning;
+mod prefetch;
+mod publish;
+mod pulls;

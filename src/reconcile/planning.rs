@@ -1,0 +1,234 @@
+//! What this node should hold, and how far the history has come: the planning path and the
+//! synced predicates that the daemon and `rollcache plan` share.
+
+use std::collections::HashMap;
+
+use crate::config::Config;
+use crate::history::store::HistorySnapshot;
+use crate::inventory::Inventory;
+use crate::model::NodeFacts;
+use crate::plan::{Plan, PlanConfig, ThisNode};
+
+/// Whether a Node object should describe this node: it is named, and a source (the API or the
+/// directory) can provide its object.
+pub fn expects_node(cfg: &Config) -> bool {
+    cfg.node_name.is_some() && (cfg.kubernetes || cfg.from_dir.is_some())
+}
+
+/// This node as the history knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeLookup<'a> {
+    /// The configured name (empty when none is).
+    pub name: &'a str,
+    /// Without its expected Node object the node is unknown, not a node without labels or taints.
+    pub expected: bool,
+    pub facts: Option<&'a NodeFacts>,
+    /// Whether the Node objects have been listed (a missing one is then not found, not late).
+    pub listed: bool,
+    /// Why the Node object cannot be read, if so.
+    pub error: Option<&'a str>,
+}
+
+impl<'a> NodeLookup<'a> {
+    /// From the daemon's view: the store holds this node's object, or says why not.
+    pub fn in_snapshot(snap: &'a HistorySnapshot, cfg: &'a Config, expected: bool) -> Self {
+        let status = &snap.node_status;
+        Self {
+            name: cfg.node_name.as_deref().unwrap_or_default(),
+            expected,
+            facts: snap.node.as_ref(),
+            listed: status.synced,
+            error: status
+                .in_error
+                .then_some(status.last_error.as_deref())
+                .flatten(),
+        }
+    }
+
+    /// From Node objects listed once (a one-shot plan): the one named in the config, expected when
+    /// a name is given.
+    pub fn among(cfg: &'a Config, nodes: &'a [NodeFacts], error: Option<&'a str>) -> Self {
+        let name = cfg.node_name.as_deref().unwrap_or_default();
+        let expected = !name.is_empty();
+        Self {
+            name,
+            expected,
+            facts: nodes.iter().find(|n| expected && n.name == name),
+            listed: true,
+            error,
+        }
+    }
+
+    /// Why the expected Node object is not known, for the plan and the report.
+    pub fn unknown_reason(&self) -> String {
+        let name = self.name;
+        match (self.error, self.listed) {
+            (Some(e), _) => format!("Node object {name} cannot be read: {e}"),
+            (None, false) => format!("Node object {name} not listed yet"),
+            (None, true) => format!("Node object {name} not found"),
+        }
+    }
+}
+
+/// What this node should hold: the inventory planned for the node as the history knows it, with
+/// the configured extra images and `manual` ones (a prefetch's) held on every node.
+pub fn plan_for_node(
+    inventory: &Inventory,
+    node: &NodeLookup<'_>,
+    cfg: &Config,
+    manual: impl IntoIterator<Item = String>,
+    size_hints: &HashMap<String, u64>,
+) -> Plan {
+    let nameless = NodeFacts::default();
+    let this = match node.facts {
+        Some(n) => ThisNode::Known(n),
+        None if node.expected => ThisNode::Unknown {
+            name: node.name,
+            reason: node.unknown_reason(),
+        },
+        None => ThisNode::Known(&nameless),
+    };
+    let mut extra_images = cfg.extra_images.clone();
+    extra_images.extend(manual);
+    let pcfg = PlanConfig {
+        hold_everything: cfg.hold_everything,
+        extra_images,
+    };
+    crate::plan::plan_for(inventory, &this, &pcfg, size_hints)
+}
+
+/// How far the history has come: what readiness, a one-shot plan and unpinning each wait for.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
+    snap: &'a HistorySnapshot,
+    expect_node: bool,
+}
+
+impl<'a> Progress<'a> {
+    pub fn new(snap: &'a HistorySnapshot, expect_node: bool) -> Self {
+        Self { snap, expect_node }
+    }
+
+    fn sources_listed(&self) -> bool {
+        self.snap.sources.values().all(|s| s.synced)
+    }
+
+    /// Every source, and the Node watch when a Node is expected, has listed once: the daemon is
+    /// ready.
+    pub fn listed(&self) -> bool {
+        self.sources_listed() && (!self.expect_node || self.snap.node_status.synced)
+    }
+
+    /// Listed, or the Node watch failed: a Node that cannot be read (RBAC, errors) makes the node
+    /// unknown, not a one-shot plan late.
+    pub fn answered(&self) -> bool {
+        let node = &self.snap.node_status;
+        self.sources_listed() && (!self.expect_node || node.synced || node.in_error)
+    }
+
+    /// Fresh enough to unpin: every source fresh, no object that never decoded (it may describe
+    /// anything) and, when a Node is expected, that Node known. A node without its Node object
+    /// cannot tell which constrained revisions it holds, so their pins stay until it is back.
+    pub fn fresh(&self) -> bool {
+        let snap = self.snap;
+        snap.all_sources_fresh()
+            && snap.complete()
+            && (!self.expect_node || (snap.node_status.is_fresh() && snap.node.is_some()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::store::SourceStatus;
+
+    fn reason(status: SourceStatus) -> String {
+        let snap = HistorySnapshot {
+            node_status: status,
+            ..HistorySnapshot::default()
+        };
+        let cfg = Config {
+            node_name: Some("n1".into()),
+            ..Config::default()
+        };
+        NodeLookup::in_snapshot(&snap, &cfg, true).unknown_reason()
+    }
+
+    #[test]
+    fn unknown_node_says_why() {
+        let listing = SourceStatus::default();
+        assert_eq!(reason(listing), "Node object n1 not listed yet");
+        let gone = SourceStatus {
+            synced: true,
+            ..SourceStatus::default()
+        };
+        assert_eq!(reason(gone), "Node object n1 not found");
+        // RBAC denying nodes: the watch never lists, and says why.
+        let denied = SourceStatus {
+            in_error: true,
+            last_error: Some("nodes \"n1\" is forbidden".into()),
+            ..SourceStatus::default()
+        };
+        assert_eq!(
+            reason(denied),
+            "Node object n1 cannot be read: nodes \"n1\" is forbidden"
+        );
+    }
+
+    #[test]
+    fn a_missing_node_makes_the_view_unfit_for_unpinning() {
+        let mut snap = HistorySnapshot::default();
+        snap.node_status.synced = true;
+        assert!(Progress::new(&snap, false).fresh(), "no Node expected");
+        assert!(
+            !Progress::new(&snap, true).fresh(),
+            "Node expected and missing"
+        );
+        snap.node = Some(NodeFacts::default());
+        assert!(Progress::new(&snap, true).fresh());
+        snap.node_status.in_error = true;
+        assert!(!Progress::new(&snap, true).fresh(), "node watch in error");
+    }
+
+    #[test]
+    fn the_node_is_known_bare_or_unknown_by_one_rule() {
+        let inventory = Inventory::default();
+        let cfg = Config {
+            node_name: Some("n1".into()),
+            ..Config::default()
+        };
+        let hints = HashMap::new();
+        let state =
+            |node: &NodeLookup<'_>| plan_for_node(&inventory, node, &cfg, [], &hints).node_state;
+        let n1 = NodeFacts {
+            name: "n1".into(),
+            ..NodeFacts::default()
+        };
+        let nodes = std::slice::from_ref(&n1);
+        assert!(state(&NodeLookup::among(&cfg, nodes, None)).known);
+        let denied = state(&NodeLookup::among(&cfg, &[], Some("forbidden")));
+        assert!(!denied.known);
+        assert_eq!(
+            denied.unknown_reason.as_deref(),
+            Some("Node object n1 cannot be read: forbidden")
+        );
+        // No Node object expected (no source can provide one): a node without labels or taints.
+        let snap = HistorySnapshot::default();
+        assert!(state(&NodeLookup::in_snapshot(&snap, &cfg, false)).known);
+        assert!(!state(&NodeLookup::in_snapshot(&snap, &cfg, true)).known);
+        // No name: the plan does not look for a Node object.
+        let unnamed = Config::default();
+        assert!(NodeLookup::among(&unnamed, nodes, None).facts.is_none());
+        assert!(!NodeLookup::among(&unnamed, nodes, None).expected);
+    }
+
+    #[test]
+    fn a_node_that_cannot_be_read_answers_but_is_not_listed() {
+        let mut snap = HistorySnapshot::default();
+        snap.node_status.in_error = true;
+        let expected = Progress::new(&snap, true);
+        assert!(expected.answered());
+        assert!(!expected.listed());
+        assert!(Progress::new(&snap, false).listed());
+    }
+}
