@@ -1,6 +1,5 @@
 //! The CLI's commands beyond `node`: each a function the clap layer calls.
 
-pub mod cluster;
 pub mod plan;
 pub mod run;
 pub mod status;

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use anyhow::Context;
 
 use crate::config::{Config, ConfigArgs};
-use crate::history::{DecodeProblem, files};
+use crate::history::once::{self, History};
 use crate::inventory::Inventory;
-use crate::model::{NodeFacts, RevisionFact};
+use crate::model::NodeFacts;
 use crate::plan::{Plan, PlanConfig, ThisNode};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -25,35 +25,6 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-}
-
-/// What a plan is computed from.
-pub struct History {
-    pub facts: Vec<RevisionFact>,
-    pub nodes: Vec<NodeFacts>,
-    /// Why this node's Node object could not be read (the node watch's error), if so.
-    pub node_error: Option<String>,
-    /// What could not be decoded: shown with the plan, which may lack what those objects need.
-    pub problems: Vec<DecodeProblem>,
-}
-
-/// Load a directory source, logging every problem with the object it came from.
-pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
-    anyhow::ensure!(
-        dir.is_dir(),
-        "--from {}: not a directory (give a folder of YAML/JSON objects as `kubectl get -o yaml` prints them)",
-        dir.display()
-    );
-    let snap = files::load_dir(dir);
-    for p in snap.all_problems() {
-        tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
-    }
-    Ok(History {
-        facts: snap.facts().cloned().collect(),
-        problems: snap.all_problems().cloned().collect(),
-        nodes: snap.nodes,
-        node_error: None,
-    })
 }
 
 /// This node's facts: the named Node object from the history when there is one; Err(why) when a
@@ -109,8 +80,8 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
     let cfg = args.config.resolve().context("invalid configuration")?;
     // With --from, plan from the directory alone (a dry run needs no cluster).
     let history = match &cfg.from_dir {
-        Some(dir) => load_dir(dir)?,
-        None => crate::commands::cluster::load_history(&cfg).await?,
+        Some(dir) => once::load_dir(dir)?,
+        None => once::load_history(&cfg).await?,
     };
     let plan = compute(&cfg, &history);
     match args.output {

@@ -145,10 +145,10 @@ pub async fn run_with(
     tasks.spawn(follow_pull_timeout(node, config_rx.clone(), cancel.clone()));
     let client = match (&opts.kube_client, cfg.kubernetes) {
         (Some(c), true) => Some(c.clone()),
-        (None, true) => Some(crate::commands::cluster::client().await?),
+        (None, true) => Some(crate::history::sources::client().await?),
         (_, false) => None,
     };
-    crate::commands::cluster::start_sources_with(&cfg, client.clone(), &store, &cancel, &mut tasks)
+    crate::history::sources::start_sources_with(&cfg, client.clone(), &store, &cancel, &mut tasks)
         .await?;
     let credentials: Option<Arc<dyn Credentials>> = match client {
         Some(client) if cfg.use_pull_secrets => Some(Arc::new(KubeCredentials {

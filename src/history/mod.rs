@@ -7,15 +7,21 @@
 pub use rollcache_core::problem::{DecodeProblem, Decoded, ProblemKind};
 
 pub mod bounded;
+pub mod change;
 pub mod controller_revisions;
+pub mod dir_source;
+pub mod dirwatch;
+mod drive;
 pub mod files;
 pub mod helm;
 pub mod manifest;
 pub mod meta;
 pub mod nodes;
+pub mod once;
 pub mod pods;
 pub mod replicasets;
 pub mod secrets;
+pub mod sources;
 pub mod store;
 pub mod supervise;
 pub mod template;
