@@ -5,18 +5,12 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 
+use crate::commands::Output;
 use crate::config::{Config, ConfigArgs};
 use crate::history::once::{self, History};
 use crate::inventory::Inventory;
 use crate::model::NodeFacts;
 use crate::plan::{Plan, PlanConfig, ThisNode};
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    #[default]
-    Table,
-    Json,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {

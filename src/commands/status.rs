@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::client;
-use crate::commands::plan::Output;
+use crate::commands::Output;
 use crate::http::{PrefetchAccepted, PrefetchRequest};
 use crate::status::{Status, render_table};
 
