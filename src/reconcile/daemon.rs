@@ -619,16 +619,16 @@ impl Daemon {
         let mut out = Vec::new();
         let mut synced_by_kind: HashMap<String, bool> = HashMap::new();
         let mut unresolved_by_kind: HashMap<String, usize> = HashMap::new();
-        let node_entry = self
-            .expect_node
-            .then_some(("node".to_string(), &snap.node_status));
+        let node_entry =
+            self.expect_node
+                .then_some(("node", "node".to_string(), &snap.node_status));
         let entries = snap
             .sources
             .iter()
-            .map(|(id, s)| (id.to_string(), s))
+            .map(|(id, s)| (id.kind.as_str(), id.to_string(), s))
             .chain(node_entry);
-        for (name, s) in entries {
-            let kind = name.split(' ').next().unwrap_or(&name).to_string();
+        for (kind, name, s) in entries {
+            let kind = kind.to_string();
             *synced_by_kind.entry(kind.clone()).or_insert(true) &= s.is_fresh();
             if s.in_error {
                 let err = s.last_error.clone().unwrap_or_default();
