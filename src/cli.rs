@@ -1,5 +1,6 @@
-//! The command line's shape: clap definitions (every flag has a `ROLLCACHE_…` env twin) and the
-//! dispatch to `rollcache::commands`. New subcommands are new `Command` variants.
+//! The command line's shape: clap definitions and the dispatch to `rollcache::commands`.
+//!
+//! Every flag has a `ROLLCACHE_…` env twin. New subcommands are new `Command` variants.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rollcache::commands::{self, node, plan, status};

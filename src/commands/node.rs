@@ -1,5 +1,6 @@
-//! `rollcache node`: the operator's direct view of and hand on this node's image store (list, pull,
-//! pin, unpin, check), through the same runtime adapter the daemon uses.
+//! `rollcache node`: list, pull, pin, unpin and check on this node's image store, by hand.
+//!
+//! It goes through the same runtime adapter as the daemon.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -277,4 +278,45 @@ fn print_list(
 /// A command-line duration in the config file's syntax (`10s`, `2m`, `1h30m`, `1h 30m`).
 pub fn duration(s: &str) -> Result<Duration, String> {
     parse_duration("duration", s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(tag: &str, digest: Option<&str>, size: u64, owner: PinOwner) -> ImageInfo {
+        ImageInfo {
+            id: "sha256:0".into(),
+            repo_tags: vec![tag.into()],
+            repo_digests: digest.map(|d| format!("r/x@{d}")).into_iter().collect(),
+            size,
+            pinned: owner != PinOwner::None,
+            pin_owner: owner,
+        }
+    }
+
+    /// The layout `node list` has always printed: a fixed digest column of 19 characters and a
+    /// right-aligned size column of at least 9.
+    #[test]
+    fn the_list_table_keeps_its_layout() {
+        let images = [
+            image(
+                "reg.example/app:1",
+                Some("sha256:0123456789abcdef0123"),
+                50 * 1024 * 1024,
+                PinOwner::Rollcache,
+            ),
+            image("b:2", None, 512, PinOwner::None),
+        ];
+        let mut out = Vec::new();
+        print_list(&images, Output::Table, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\
+REFERENCE          DIGEST                    SIZE  PINNED  MANAGED
+reg.example/app:1  sha256:0123456789ab   50.0 MiB  yes     rollcache
+b:2                -                        512 B  no      -
+"
+        );
+    }
 }

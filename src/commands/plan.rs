@@ -1,5 +1,6 @@
-//! `rollcache plan`: what this node would hold and why — from a directory of exported objects or
-//! from the cluster. A dry run: nothing is pulled or pinned.
+//! `rollcache plan`: a dry run of what this node would hold and why; nothing is pulled or pinned.
+//!
+//! The history comes from a directory of exported objects or from the cluster.
 
 use std::collections::HashMap;
 

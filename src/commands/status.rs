@@ -1,5 +1,6 @@
-//! `rollcache status` and `rollcache prefetch`: the running daemon's readiness report, and its
-//! manual prefetch trigger, over its admin listener.
+//! `rollcache status` and `rollcache prefetch`: the running daemon's report and prefetch trigger.
+//!
+//! Both talk to the daemon's admin listener.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,6 +1,7 @@
-//! Hot reload of the config file. The file's directory is watched, not the file: a ConfigMap mount
-//! swaps a `..data` symlink, which replaces the file without writing to it. A bad reload keeps the
-//! last good config and says why.
+//! Hot reload of the config file; a bad reload keeps the last good config and says why.
+//!
+//! The file's directory is watched, not the file: a ConfigMap mount swaps a `..data` symlink,
+//! which replaces the file without writing to it.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,7 @@
-//! The directory source (`--from DIR`): loads the directory into the store, reloads it on change,
-//! keeps what unreadable files held, and survives its root being removed and recreated.
+//! The directory source (`--from DIR`): its loads into the store, its reloads, its root checks.
+//!
+//! It reloads on change, keeps what unreadable files held, and survives its root being removed
+//! and recreated.
 //!
 //! Across reloads (`DirState`) a file that cannot be read or parsed now (half-written, truncated,
 //! over the size cap) counts as unchanged: the objects it held stay, with the problem.

@@ -1,5 +1,4 @@
-//! A debounced notify watch of one directory: one notice per burst of changes, for the directory
-//! source and the config file's hot reload alike.
+//! A debounced notify watch of one directory, for the directory source and the config reload.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,5 +1,7 @@
-//! Runs one kube watcher into the store through its `Sink`: a failing watch marks its source in
-//! error once, and a quiet resume (a watch that resumes emits nothing) is told by a probe list.
+//! Drives one kube watcher into the store: its events, its failures, its quiet resumes.
+//!
+//! Events go to the watcher's `Sink`; a failing watch marks its source in error once; a quiet
+//! resume (a watch that resumes emits nothing) is told by a probe list.
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
-//! The file source: a directory of `.yaml`/`.yml`/`.json` files holding objects as `kubectl get
-//! -o yaml|json` prints them, read once and decoded with the same decoders as the cluster sources.
-//! Keeping it loaded across changes is `dir_source`'s.
+//! A directory of exported objects read once, with the decoders of the cluster sources.
+//!
+//! Its `.yaml`/`.yml`/`.json` files hold objects as `kubectl get -o yaml|json` prints them.
+//! Keeping the directory loaded across changes is `dir_source`'s.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -13,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    DecodeProblem, Decoded, ProblemKind, controller_revisions, helm, manifest, nodes, pods,
+    DecodeProblem, Decoded, ProblemKind, controller_revisions, helm, manifest, meta, nodes, pods,
     replicasets, template,
 };
 use crate::model::{NodeFacts, ObjectRef, RevisionFact, SourceKind, WorkloadId};
@@ -296,27 +297,27 @@ pub fn decode_value(value: Value, origin: &ObjectRef, snap: &mut DirSnapshot) {
     let value = Value::Object(map);
     match (group, kind.as_str()) {
         ("apps", "ReplicaSet") => typed(value, origin, snap, |rs: ReplicaSet| {
-            let object = super::meta::object_ref("ReplicaSet", &rs.metadata);
+            let object = meta::object_ref_of(&rs);
             Some((object, replicasets::decode(&rs)))
         }),
         ("apps", "ControllerRevision") => typed(value, origin, snap, |cr: ControllerRevision| {
-            let object = super::meta::object_ref("ControllerRevision", &cr.metadata);
+            let object = meta::object_ref_of(&cr);
             Some((object, controller_revisions::decode(&cr)))
         }),
         ("", "Secret") => typed(value, origin, snap, |s: Secret| {
             helm::is_release_secret(&s).then(|| {
-                let object = super::meta::object_ref("Secret", &s.metadata);
+                let object = meta::object_ref_of(&s);
                 (object, helm::decode_secret(&s))
             })
         }),
         ("", "ConfigMap") => typed(value, origin, snap, |cm: ConfigMap| {
             helm::is_release_configmap(&cm).then(|| {
-                let object = super::meta::object_ref("ConfigMap", &cm.metadata);
+                let object = meta::object_ref_of(&cm);
                 (object, helm::decode_configmap(&cm))
             })
         }),
         ("", "Pod") => typed(value, origin, snap, |pod: Pod| {
-            let object = super::meta::object_ref("Pod", &pod.metadata);
+            let object = meta::object_ref_of(&pod);
             Some((object, pods::decode(&pod)))
         }),
         ("", "Node") => match serde_json::from_value::<Node>(value) {

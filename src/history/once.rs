@@ -1,5 +1,4 @@
-//! History read once, for one-shot commands (`rollcache plan`): a directory loaded, or every
-//! source listed until it has synced.
+//! History read once for `rollcache plan`: a directory loaded, or every source listed.
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,6 @@
-//! Starting the history sources from the config: the Kubernetes watchers and the directory, each
-//! under its supervisor, all feeding one `HistoryStore`.
+//! Starting every enabled history source from the config, each under its supervisor.
+//!
+//! The Kubernetes watchers and the directory source all feed one `HistoryStore`.
 
 use std::sync::Arc;
 

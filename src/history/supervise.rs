@@ -1,6 +1,7 @@
-//! Keeps a history source's task running: a task that panics or ends on its own marks its source
-//! in error (so nothing is unpinned on a view it no longer keeps up to date) and is started again
-//! after a backoff.
+//! Keeps each history source's task running, restarting it after a backoff when it fails.
+//!
+//! A task that panics or ends on its own marks its source in error (so nothing is unpinned on a
+//! view it no longer keeps up to date) until it has listed again.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,5 +1,4 @@
-//! kube-runtime watchers that feed the history store: one per resource (and per namespace when
-//! namespaces are configured), each object decoded into facts and then dropped.
+//! The Kubernetes watchers: one per resource and namespace, each object decoded, then dropped.
 //!
 //! Failures never stop a source: kube's default backoff paces retries, a `410 Gone` makes the
 //! watcher re-list (the store forgets what disappeared at the end of the list), and the source is
@@ -290,7 +289,7 @@ impl<K: Resource<DynamicType = ()> + Send> FactSink<K> {
     /// The object's identity and facts; the object itself is dropped here, before the store
     /// takes the facts.
     fn decode(&self, obj: K) -> (ObjectRef, Decoded) {
-        (object_ref(&obj), (self.decode)(&obj))
+        (meta::object_ref_of(&obj), (self.decode)(&obj))
     }
 }
 
@@ -311,14 +310,10 @@ impl<K: Resource<DynamicType = ()> + Send> Sink<K> for FactSink<K> {
                 let (object, decoded) = self.decode(obj);
                 Change::Apply(object, decoded)
             }
-            watcher::Event::Delete(obj) => Change::Delete(object_ref(&obj)),
+            watcher::Event::Delete(obj) => Change::Delete(meta::object_ref_of(&obj)),
         };
         fold(store, &self.id, change);
     }
-}
-
-fn object_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef {
-    meta::object_ref(&K::kind(&()), obj.meta())
 }
 
 struct NodeSink {
