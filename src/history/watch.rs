@@ -124,66 +124,49 @@ pub fn spawn_watchers(
         cfg.namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
     let base = cfg.watcher_config();
+    let mut spawner = Spawner {
+        client,
+        store,
+        token,
+        tasks,
+        probe_interval: cfg.probe_interval,
+    };
     for ns in namespaces {
+        let id = |kind, resource| SourceId::new(kind, resource, ns);
         if cfg.replicasets {
-            spawn_source(
-                tasks,
-                api::<ReplicaSet>(client, ns),
+            spawner.source::<ReplicaSet>(
+                ns,
                 base.clone(),
-                SourceId::new(SourceKind::ReplicaSet, "replicasets", ns),
+                id(SourceKind::ReplicaSet, "replicasets"),
                 replicasets::decode,
-                store,
-                token,
-                cfg.probe_interval,
             );
         }
         if cfg.controller_revisions {
-            spawn_source(
-                tasks,
-                api::<ControllerRevision>(client, ns),
+            spawner.source::<ControllerRevision>(
+                ns,
                 base.clone(),
-                SourceId::new(SourceKind::ControllerRevision, "controllerrevisions", ns),
+                id(SourceKind::ControllerRevision, "controllerrevisions"),
                 controller_revisions::decode,
-                store,
-                token,
-                cfg.probe_interval,
             );
         }
         if cfg.helm_secrets {
-            spawn_source(
-                tasks,
-                api::<Secret>(client, ns),
+            spawner.source::<Secret>(
+                ns,
                 cfg.helm_secrets_config(),
-                SourceId::new(SourceKind::HelmRelease, "secrets", ns),
+                id(SourceKind::HelmRelease, "secrets"),
                 helm::decode_secret,
-                store,
-                token,
-                cfg.probe_interval,
             );
         }
         if cfg.helm_configmaps {
-            spawn_source(
-                tasks,
-                api::<ConfigMap>(client, ns),
+            spawner.source::<ConfigMap>(
+                ns,
                 cfg.helm_configmaps_config(),
-                SourceId::new(SourceKind::HelmRelease, "configmaps", ns),
+                id(SourceKind::HelmRelease, "configmaps"),
                 helm::decode_configmap,
-                store,
-                token,
-                cfg.probe_interval,
             );
         }
         if cfg.pods {
-            spawn_source(
-                tasks,
-                api::<Pod>(client, ns),
-                base.clone(),
-                SourceId::new(SourceKind::Pod, "pods", ns),
-                pods::decode,
-                store,
-                token,
-                cfg.probe_interval,
-            );
+            spawner.source::<Pod>(ns, base.clone(), id(SourceKind::Pod, "pods"), pods::decode);
         }
     }
     if let Some(name) = &cfg.node_name {
@@ -207,42 +190,50 @@ pub fn spawn_watchers(
     }
 }
 
-fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
+/// What the watchers one `spawn_watchers` starts share.
+struct Spawner<'a> {
+    client: &'a Client,
+    store: &'a Arc<HistoryStore>,
+    token: &'a CancellationToken,
+    tasks: &'a mut JoinSet<()>,
+    probe_interval: Duration,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn spawn_source<K>(
-    tasks: &mut JoinSet<()>,
-    api: Api<K>,
-    wc: watcher::Config,
-    id: SourceId,
-    decode: fn(&K) -> Decoded,
-    store: &Arc<HistoryStore>,
-    token: &CancellationToken,
-    probe_interval: Duration,
-) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (store_, token_, key) = (store.clone(), token.clone(), StatusKey::Source(id.clone()));
-    spawn_supervised(tasks, store, key, token, move || {
-        run_source(
-            api.clone(),
-            wc.clone(),
-            id.clone(),
-            decode,
-            store_.clone(),
-            token_.clone(),
-            probe_interval,
-        )
-    });
+impl Spawner<'_> {
+    /// Starts the watcher of resource `K` in namespace `ns` (None: all), under its supervisor.
+    fn source<K>(
+        &mut self,
+        ns: Option<&str>,
+        wc: watcher::Config,
+        id: SourceId,
+        decode: fn(&K) -> Decoded,
+    ) where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let api: Api<K> = match ns {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let (store, token, probe) = (self.store.clone(), self.token.clone(), self.probe_interval);
+        let key = StatusKey::Source(id.clone());
+        spawn_supervised(self.tasks, self.store, key, self.token, move || {
+            run_source(
+                api.clone(),
+                wc.clone(),
+                id.clone(),
+                decode,
+                store.clone(),
+                token.clone(),
+                probe,
+            )
+        });
+    }
 }
 
 /// Watches one resource into the store until `token` is cancelled.
