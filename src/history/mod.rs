@@ -3,6 +3,11 @@
 //! Decoders are pure (object in, facts out) so that the kube watchers, the file source and the
 //! tests share them. A decoder never panics on bad input: it returns what it could decode plus one
 //! `DecodeProblem` per thing it had to skip, each naming the object it came from.
+//!
+//! Drivers: the Kubernetes watchers (`watch`, each stream driven by `drive`) and the directory
+//! source (`dir_source`, its files read by `files`, its changes seen through `dirwatch`) say what
+//! changed as a `change::Change`, which `change::fold` applies to the `store`; each runs under
+//! `supervise`. `sources` starts them from the config; `once` reads history once for `plan`.
 
 pub use rollcache_core::problem::{DecodeProblem, Decoded, ProblemKind};
 
