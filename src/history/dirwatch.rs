@@ -104,3 +104,31 @@ pub fn watch_dir(
 fn is_read(kind: &EventKind) -> bool {
     matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn noticed(rx: &mut mpsc::Receiver<()>, wait: Duration) -> bool {
+        tokio::time::timeout(wait, rx.recv())
+            .await
+            .is_ok_and(|v| v.is_some())
+    }
+
+    /// The config reload's watch: its own entries only, and reading the file is not a change.
+    #[tokio::test]
+    async fn an_entries_watch_sees_its_files_not_reads_or_subdirectories() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("config.yaml"), "a: 1\n").unwrap();
+        let (mut rx, _watch) = watch_dir(d, Depth::Entries, DEBOUNCE).unwrap();
+
+        let _ = std::fs::read_to_string(d.join("config.yaml")).unwrap();
+        std::fs::write(d.join("sub/other.yaml"), "b: 2\n").unwrap();
+        assert!(!noticed(&mut rx, Duration::from_millis(600)).await);
+
+        std::fs::write(d.join("config.yaml"), "a: 2\n").unwrap();
+        assert!(noticed(&mut rx, Duration::from_secs(3)).await);
+    }
+}
