@@ -38,7 +38,7 @@ async fn async_main() {
     }
     if let Err(e) = cli::run(cli).await {
         // The whole cause chain on one line, without a backtrace: this is for people.
-        eprintln!("error: {:#}", anyhow::Error::from(e));
+        eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }

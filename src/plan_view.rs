@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use rollcache_core::text::{Column, human_size, table};
+
 use crate::inventory::RevisionKey;
 use crate::plan::{Plan, PlannedRevision, Tier};
 
@@ -106,7 +108,8 @@ pub fn render_table(plan: &Plan) -> String {
                 ]
             })
             .collect();
-        write_table(&mut out, ["WORKLOAD", "REVISION", "WHY"], &rows);
+        let columns = ["WORKLOAD", "REVISION", "WHY"].map(Column::left);
+        out.push_str(&table("  ", &columns, &rows));
     }
 
     if !plan.problems.is_empty() {
@@ -141,44 +144,4 @@ fn ns_name(k: &RevisionKey) -> String {
 
 fn display_or<'a>(s: &'a str, fallback: &'a str) -> &'a str {
     if s.is_empty() { fallback } else { s }
-}
-
-fn write_table<const N: usize>(out: &mut String, header: [&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut line = |cells: Vec<&str>| {
-        let mut s = String::from("  ");
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == N {
-                s.push_str(c);
-            } else {
-                let _ = write!(s, "{c:<w$}  ", w = widths[i]);
-            }
-        }
-        let _ = writeln!(out, "{}", s.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
-/// Binary units, one decimal: `12.3 MiB`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rollcache::history::ProblemKind;
+use rollcache::history::dir_source;
 use rollcache::history::files::{self, DirSnapshot, MAX_FILE_BYTES};
 use rollcache::history::store::{HistoryStore, SourceId};
 use rollcache::model::SourceKind;
@@ -237,7 +238,7 @@ async fn watch_reports_bursts_once_symlink_swaps_and_not_its_own_reads() {
     write(&d, "..v1/web.yaml", DEPLOYMENT);
     symlink("..v1", d.join("..data")).unwrap();
     symlink("..data/web.yaml", d.join("web.yaml")).unwrap();
-    let (mut rx, guard) = files::watch_dir(&d).unwrap();
+    let (mut rx, guard) = dir_source::watch(&d).unwrap();
 
     // A burst of writes is one notice.
     for i in 0..10 {
@@ -316,7 +317,7 @@ fn an_unreadable_file_keeps_its_objects_until_it_is_good_again_or_deleted() {
     write(d, "rs.yaml", REPLICASET);
     let store = HistoryStore::new();
     let id = SourceId::new(SourceKind::File, "files", None);
-    let mut state = files::DirState::default();
+    let mut state = dir_source::DirState::default();
     state.load_into(d, &id, &store);
     assert_eq!(held(&store), (vec!["api".into(), "web".into()], vec![]));
 
@@ -371,7 +372,7 @@ fn a_broken_document_keeps_its_object_and_the_others_update() {
     write(d, "all.yaml", &two(DEPLOYMENT, REPLICASET));
     let store = HistoryStore::new();
     let id = SourceId::new(SourceKind::File, "files", None);
-    let mut state = files::DirState::default();
+    let mut state = dir_source::DirState::default();
     state.load_into(d, &id, &store);
     write(
         d,
@@ -402,7 +403,7 @@ fn a_file_that_never_decoded_makes_the_view_incomplete() {
     write(d, "new.json", "{\"kind\": ");
     let store = HistoryStore::new();
     let id = SourceId::new(SourceKind::File, "files", None);
-    let mut state = files::DirState::default();
+    let mut state = dir_source::DirState::default();
     state.load_into(d, &id, &store);
     let (names, unresolved) = held(&store);
     assert_eq!(names, ["web"]);

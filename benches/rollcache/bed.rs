@@ -109,7 +109,7 @@ impl RunningDaemon {
         let mut tasks = JoinSet::new();
         spawn_watchers(
             client,
-            &rollcache::commands::cluster::watch_config(&cfg),
+            &rollcache::history::sources::watch_config(&cfg),
             &store,
             &cancel,
             &mut tasks,

@@ -12,3 +12,4 @@ pub mod problem;
 pub mod report;
 pub mod scheduling;
 pub mod status;
+pub mod text;

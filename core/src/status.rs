@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::report::Report;
+use crate::text::{Column, table};
 
 /// A history source's health as `/status` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,13 +153,7 @@ pub fn render_table(s: &Status) -> String {
             s.disk.budget_percent
         );
     }
-    let mut rows = vec![[
-        "WORKLOAD".to_string(),
-        "REVISION".into(),
-        "STATUS".into(),
-        "READINESS".into(),
-        "WHY".into(),
-    ]];
+    let mut rows = Vec::new();
     for w in &s.report.workloads {
         let name = format!("{}/{}/{}", w.kind, w.namespace, w.name);
         for r in &w.revisions {
@@ -184,17 +179,8 @@ pub fn render_table(s: &Status) -> String {
             rows.push([name.clone(), rev, status, readiness, why]);
         }
     }
-    let widths: Vec<usize> = (0..4)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for r in rows {
-        let mut line = String::new();
-        for (c, w) in widths.iter().enumerate() {
-            let _ = write!(line, "{:<w$}  ", r[c], w = *w);
-        }
-        line.push_str(&r[4]);
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
+    let columns = ["WORKLOAD", "REVISION", "STATUS", "READINESS", "WHY"].map(Column::left);
+    out.push_str(&table("", &columns, &rows));
     out
 }
 

@@ -1,23 +1,17 @@
-//! `rollcache plan`: what this node would hold and why — from a directory of exported objects or
-//! from the cluster. A dry run: nothing is pulled or pinned.
+//! `rollcache plan`: a dry run of what this node would hold and why; nothing is pulled or pinned.
+//!
+//! The history comes from a directory of exported objects or from the cluster.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
 
+use crate::commands::Output;
 use crate::config::{Config, ConfigArgs};
-use crate::history::{DecodeProblem, files};
+use crate::history::once::{self, History};
 use crate::inventory::Inventory;
-use crate::model::{NodeFacts, RevisionFact};
 use crate::plan::Plan;
 use crate::reconcile::planning::{NodeLookup, plan_for_node};
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    #[default]
-    Table,
-    Json,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -26,35 +20,6 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-}
-
-/// What a plan is computed from.
-pub struct History {
-    pub facts: Vec<RevisionFact>,
-    pub nodes: Vec<NodeFacts>,
-    /// Why this node's Node object could not be read (the node watch's error), if so.
-    pub node_error: Option<String>,
-    /// What could not be decoded: shown with the plan, which may lack what those objects need.
-    pub problems: Vec<DecodeProblem>,
-}
-
-/// Load a directory source, logging every problem with the object it came from.
-pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
-    anyhow::ensure!(
-        dir.is_dir(),
-        "--from {}: not a directory (give a folder of YAML/JSON objects as `kubectl get -o yaml` prints them)",
-        dir.display()
-    );
-    let snap = files::load_dir(dir);
-    for p in snap.all_problems() {
-        tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
-    }
-    Ok(History {
-        facts: snap.facts().cloned().collect(),
-        problems: snap.all_problems().cloned().collect(),
-        nodes: snap.nodes,
-        node_error: None,
-    })
 }
 
 pub fn compute(cfg: &Config, history: &History) -> Plan {
@@ -79,8 +44,8 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
     let cfg = args.config.resolve().context("invalid configuration")?;
     // With --from, plan from the directory alone (a dry run needs no cluster).
     let history = match &cfg.from_dir {
-        Some(dir) => load_dir(dir)?,
-        None => crate::commands::cluster::load_history(&cfg).await?,
+        Some(dir) => once::load_dir(dir)?,
+        None => once::load_history(&cfg).await?,
     };
     let plan = compute(&cfg, &history);
     match args.output {

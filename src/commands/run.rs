@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigArgs;
 use crate::config::reload;
+use crate::history::progress::expects_node;
 use crate::history::secrets::SecretReader;
 use crate::history::store::HistoryStore;
 use crate::http::{self, Health, HttpState, StatusDoc};
@@ -22,7 +23,6 @@ use crate::metrics::Metrics;
 use crate::node::{Deadlines, ImageRuntime, Node};
 use crate::reconcile::credentials::{Credentials, KubeCredentials};
 use crate::reconcile::daemon::Daemon;
-use crate::reconcile::planning::expects_node;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -141,10 +141,10 @@ pub async fn run_with(
     tasks.spawn(follow_pull_timeout(node, config_rx.clone(), cancel.clone()));
     let client = match (&opts.kube_client, cfg.kubernetes) {
         (Some(c), true) => Some(c.clone()),
-        (None, true) => Some(crate::commands::cluster::client().await?),
+        (None, true) => Some(crate::history::sources::client().await?),
         (_, false) => None,
     };
-    crate::commands::cluster::start_sources_with(&cfg, client.clone(), &store, &cancel, &mut tasks)
+    crate::history::sources::start_sources_with(&cfg, client.clone(), &store, &cancel, &mut tasks)
         .await?;
     let credentials: Option<Arc<dyn Credentials>> = match client {
         Some(client) if cfg.use_pull_secrets => Some(Arc::new(KubeCredentials {

@@ -1,5 +1,6 @@
-//! `rollcache status` and `rollcache prefetch`: the running daemon's readiness report, and its
-//! manual prefetch trigger, over its admin listener.
+//! `rollcache status` and `rollcache prefetch`: the running daemon's report and prefetch trigger.
+//!
+//! Both talk to the daemon's admin listener.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::client;
-use crate::commands::plan::Output;
+use crate::commands::Output;
 use crate::http::{PrefetchAccepted, PrefetchRequest};
 use crate::status::{Status, render_table};
 

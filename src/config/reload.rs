@@ -1,16 +1,17 @@
-//! Hot reload of the config file. The file's directory is watched, not the file: a ConfigMap mount
-//! swaps a `..data` symlink, which replaces the file without writing to it. A bad reload keeps the
-//! last good config and says why.
+//! Hot reload of the config file; a bad reload keeps the last good config and says why.
+//!
+//! The file's directory is watched, not the file: a ConfigMap mount swaps a `..data` symlink,
+//! which replaces the file without writing to it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Config, args::ConfigArgs};
+use crate::history::dirwatch::{self, Depth};
 
 /// What one reload attempt did, for logs and metrics.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +21,7 @@ pub enum ReloadOutcome {
     Rejected { error: String },
 }
 
-/// How long file events are collected before a reload: a ConfigMap update is several events.
+/// Quiet time before a reload: a ConfigMap update is several events.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Watch `args.config`'s directory and publish each good config on the returned channel. Returns
@@ -40,24 +41,15 @@ pub fn spawn(
         return Ok((rx, handle));
     };
     let dir = watched_dir(&path);
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            let _ = ev_tx.send(());
-        }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    let (mut changes, watch) = dirwatch::watch_dir(&dir, Depth::Entries, DEBOUNCE)?;
     tracing::info!(file = %path.display(), dir = %dir.display(), "watching config for changes");
     let handle = tokio::spawn(async move {
-        let _watcher = watcher; // keep it alive as long as the task
+        let _watch = watch; // the watch lives as long as the task
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                ev = ev_rx.recv() => if ev.is_none() { return },
+                ev = changes.recv() => if ev.is_none() { return },
             }
-            // Collect the burst of events a single update produces.
-            tokio::time::sleep(DEBOUNCE).await;
-            while ev_rx.try_recv().is_ok() {}
             let outcome = reload_once(&args, &tx);
             match &outcome {
                 ReloadOutcome::Applied { restart_needed } if restart_needed.is_empty() => {

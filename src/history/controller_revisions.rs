@@ -1,5 +1,6 @@
-//! ControllerRevisions of StatefulSets and DaemonSets: `revision`, and `data` holding the
-//! controller's patch with `spec.template`.
+//! ControllerRevisions: StatefulSet and DaemonSet history, decoded into facts.
+//!
+//! Each has a `revision`, and `data` holding the controller's patch with `spec.template`.
 //!
 //! Both controllers store `{"spec":{"template":{"$patch":"replace","metadata":…,"spec":…}}}`
 //! (their `getPatch`), so the pod spec is at `data.spec.template.spec`.

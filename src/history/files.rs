@@ -1,25 +1,20 @@
-//! The file source: a directory of `.yaml`/`.yml`/`.json` files holding objects as `kubectl get
-//! -o yaml|json` prints them, decoded with the same decoders as the cluster sources; plus a
-//! debounced watch of that directory.
+//! A directory of exported objects read once, with the decoders of the cluster sources.
 //!
-//! Across reloads (`DirState`) a file that cannot be read or parsed now (half-written, truncated,
-//! over the size cap) counts as unchanged: the objects it held stay, with the problem.
+//! Its `.yaml`/`.yml`/`.json` files hold objects as `kubectl get -o yaml|json` prints them.
+//! Keeping the directory loaded across changes is `dir_source`'s.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
-use super::store::{HistoryStore, SourceId, StatusKey};
 use super::{
-    DecodeProblem, Decoded, ProblemKind, controller_revisions, helm, manifest, nodes, pods,
+    DecodeProblem, Decoded, ProblemKind, controller_revisions, helm, manifest, meta, nodes, pods,
     replicasets, template,
 };
 use crate::model::{NodeFacts, ObjectRef, RevisionFact, SourceKind, WorkloadId};
@@ -28,10 +23,6 @@ use crate::model::{NodeFacts, ObjectRef, RevisionFact, SourceKind, WorkloadId};
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// Directory depth followed below the root (symlinked directories can loop).
 const MAX_DEPTH: usize = 32;
-/// Quiet time after the last change before a watch reports it.
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
-/// A watch reports at the latest this long after the first of a burst of changes.
-const MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// Everything a directory holds, decoded.
 #[derive(Debug, Default)]
@@ -69,17 +60,6 @@ impl DirSnapshot {
     }
 }
 
-/// Errors of the directory watch (loading never fails as a whole: it reports problems).
-#[derive(Debug, thiserror::Error)]
-pub enum FilesError {
-    #[error("cannot watch directory {path}: {source}; check that it exists and is readable")]
-    Watch {
-        path: PathBuf,
-        #[source]
-        source: notify::Error,
-    },
-}
-
 /// Reads every `.yaml`, `.yml` and `.json` file below `dir` (following symlinks, skipping
 /// dot-entries such as a ConfigMap mount's `..data`), in name order.
 pub fn load_dir(dir: &Path) -> DirSnapshot {
@@ -108,128 +88,7 @@ pub fn load_dir(dir: &Path) -> DirSnapshot {
     snap
 }
 
-/// The directory source across reloads: which objects each file yielded when last read.
-#[derive(Debug, Default)]
-pub struct DirState {
-    by_file: HashMap<PathBuf, Vec<ObjectRef>>,
-}
-
-impl DirState {
-    /// Replaces the source `id`'s objects in `store` with what `dir` holds now (files that cannot
-    /// be read keep what they held), logging every problem; returns the Node objects read.
-    pub fn load_into(&mut self, dir: &Path, id: &SourceId, store: &HistoryStore) -> Vec<NodeFacts> {
-        let mut snap = load_dir(dir);
-        // Problems of files that keep objects are counted with those objects by the store.
-        for p in self.carry_over(&mut snap) {
-            tracing::warn!(object = %p.object, kind = %p.kind, "cannot be read: {}", p.message);
-        }
-        for p in &snap.problems {
-            tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
-            store.count_problem(&StatusKey::Source(id.clone()), p.kind);
-        }
-        store.reset_begin(id);
-        let objects = snap.objects.len();
-        for (object, decoded) in snap.objects {
-            for p in &decoded.problems {
-                tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
-            }
-            store.reset_apply(id, object, decoded);
-        }
-        store.reset_done(id);
-        tracing::info!(dir = %dir.display(), objects, "directory source loaded");
-        snap.nodes
-    }
-
-    /// Completes a fresh `snap` with what files that cannot be read or parsed now held before:
-    /// each object such a file no longer yields is added back as undecodable (so that the store
-    /// keeps its last good facts), and a failing file that yielded nothing before is added as an
-    /// object of its own that never decoded (what it holds is unknown). Files under a directory
-    /// that cannot be listed keep their objects the same way; deleted files lose theirs.
-    /// Returns the file problems taken out of `snap.problems`: the added objects carry them.
-    pub fn carry_over(&mut self, snap: &mut DirSnapshot) -> Vec<DecodeProblem> {
-        let produced: HashSet<ObjectRef> = snap.objects.iter().map(|(o, _)| o.clone()).collect();
-        let mut by_file: HashMap<PathBuf, Vec<ObjectRef>> = HashMap::new();
-        let mut added: Vec<(ObjectRef, Decoded)> = Vec::new();
-        let mut moved = vec![false; snap.problems.len()];
-        for f in &snap.files {
-            let mine: Vec<ObjectRef> = snap.objects[f.objects.clone()]
-                .iter()
-                .map(|(o, _)| o.clone())
-                .collect();
-            let file_problem = snap.problems[f.problems.clone()].first();
-            let object_problem = snap.objects[f.objects.clone()]
-                .iter()
-                .find_map(|(_, d)| d.problems.first());
-            let Some(why) = file_problem.or(object_problem) else {
-                by_file.insert(f.path.clone(), mine);
-                continue;
-            };
-            let missing: Vec<ObjectRef> = self
-                .by_file
-                .get(&f.path)
-                .into_iter()
-                .flatten()
-                .filter(|o| !produced.contains(*o))
-                .cloned()
-                .collect();
-            let reason = format!(
-                "{} cannot be read or parsed now ({}: {}); its last good objects are kept",
-                f.path.display(),
-                why.kind,
-                why.message
-            );
-            if let Some(p) = file_problem {
-                if missing.is_empty() {
-                    let object = file_ref(&f.path, None);
-                    added.push((
-                        object.clone(),
-                        Decoded::skipped(object, p.kind, reason.clone()),
-                    ));
-                }
-                moved[f.problems.clone()].fill(true);
-            }
-            for o in &missing {
-                added.push((o.clone(), Decoded::skipped(o.clone(), why.kind, &reason)));
-            }
-            by_file.insert(f.path.clone(), mine.into_iter().chain(missing).collect());
-        }
-        for (path, objects) in &self.by_file {
-            if by_file.contains_key(path)
-                || !snap.unreadable_dirs.iter().any(|d| path.starts_with(d))
-            {
-                continue;
-            }
-            let reason = format!(
-                "{}: its directory cannot be listed now; its last good objects are kept",
-                path.display()
-            );
-            let kept: Vec<ObjectRef> = objects
-                .iter()
-                .filter(|o| !produced.contains(*o))
-                .cloned()
-                .collect();
-            for o in &kept {
-                added.push((
-                    o.clone(),
-                    Decoded::skipped(o.clone(), ProblemKind::InvalidField, &reason),
-                ));
-            }
-            by_file.insert(path.clone(), kept);
-        }
-        let (carried, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut snap.problems)
-            .into_iter()
-            .zip(moved)
-            .partition(|(_, moved)| *moved);
-        snap.problems = rest.into_iter().map(|(p, _)| p).collect();
-        snap.objects.extend(added);
-        // The problem ranges no longer hold.
-        snap.files.clear();
-        self.by_file = by_file;
-        carried.into_iter().map(|(p, _)| p).collect()
-    }
-}
-
-fn file_ref(path: &Path, doc: Option<String>) -> ObjectRef {
+pub(super) fn file_ref(path: &Path, doc: Option<String>) -> ObjectRef {
     let name = match doc {
         Some(doc) => format!("{}: {doc}", path.display()),
         None => path.display().to_string(),
@@ -438,27 +297,27 @@ pub fn decode_value(value: Value, origin: &ObjectRef, snap: &mut DirSnapshot) {
     let value = Value::Object(map);
     match (group, kind.as_str()) {
         ("apps", "ReplicaSet") => typed(value, origin, snap, |rs: ReplicaSet| {
-            let object = super::meta::object_ref("ReplicaSet", &rs.metadata);
+            let object = meta::object_ref_of(&rs);
             Some((object, replicasets::decode(&rs)))
         }),
         ("apps", "ControllerRevision") => typed(value, origin, snap, |cr: ControllerRevision| {
-            let object = super::meta::object_ref("ControllerRevision", &cr.metadata);
+            let object = meta::object_ref_of(&cr);
             Some((object, controller_revisions::decode(&cr)))
         }),
         ("", "Secret") => typed(value, origin, snap, |s: Secret| {
             helm::is_release_secret(&s).then(|| {
-                let object = super::meta::object_ref("Secret", &s.metadata);
+                let object = meta::object_ref_of(&s);
                 (object, helm::decode_secret(&s))
             })
         }),
         ("", "ConfigMap") => typed(value, origin, snap, |cm: ConfigMap| {
             helm::is_release_configmap(&cm).then(|| {
-                let object = super::meta::object_ref("ConfigMap", &cm.metadata);
+                let object = meta::object_ref_of(&cm);
                 (object, helm::decode_configmap(&cm))
             })
         }),
         ("", "Pod") => typed(value, origin, snap, |pod: Pod| {
-            let object = super::meta::object_ref("Pod", &pod.metadata);
+            let object = meta::object_ref_of(&pod);
             Some((object, pods::decode(&pod)))
         }),
         ("", "Node") => match serde_json::from_value::<Node>(value) {
@@ -552,72 +411,4 @@ fn plain_workload(kind: &str, value: &Value, origin: &ObjectRef) -> (ObjectRef, 
         template: template.into(),
     });
     (object, decoded)
-}
-
-/// Keeps a directory watch alive; dropping it stops the watch.
-pub struct DirWatch {
-    _watcher: notify::RecommendedWatcher,
-    debouncer: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for DirWatch {
-    fn drop(&mut self) {
-        self.debouncer.abort();
-    }
-}
-
-/// Watches `dir` (recursively, so a ConfigMap mount's `..data` symlink swap is seen) and sends
-/// one `()` per burst of changes, after `DEBOUNCE` of quiet. Must be called inside a tokio
-/// runtime. The receiver ends when the guard is dropped.
-pub fn watch_dir(dir: &Path) -> Result<(mpsc::Receiver<()>, DirWatch), FilesError> {
-    use notify::{EventKind, RecursiveMode, Watcher, event::AccessKind};
-    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        match res {
-            // Reading the files (our own reload) opens them: not a change.
-            Ok(ev) if matches!(ev.kind, EventKind::Access(a) if a != AccessKind::Close(notify::event::AccessMode::Write)) => {}
-            Ok(_) => {
-                let _ = raw_tx.send(());
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "directory watch error; reloading to be safe");
-                let _ = raw_tx.send(());
-            }
-        }
-    })
-    .map_err(|source| FilesError::Watch {
-        path: dir.to_owned(),
-        source,
-    })?;
-    watcher
-        .watch(dir, RecursiveMode::Recursive)
-        .map_err(|source| FilesError::Watch {
-            path: dir.to_owned(),
-            source,
-        })?;
-    let (tx, rx) = mpsc::channel(1);
-    let debouncer = tokio::spawn(async move {
-        while raw_rx.recv().await.is_some() {
-            let deadline = tokio::time::Instant::now() + MAX_DELAY;
-            loop {
-                let quiet = tokio::time::sleep(DEBOUNCE);
-                tokio::select! {
-                    more = raw_rx.recv() => if more.is_none() { return },
-                    _ = quiet => break,
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-            // A full channel already holds a pending notice: that one covers this burst too.
-            if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
-                return;
-            }
-        }
-    });
-    Ok((
-        rx,
-        DirWatch {
-            _watcher: watcher,
-            debouncer,
-        },
-    ))
 }

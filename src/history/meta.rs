@@ -4,12 +4,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 
 use crate::model::{ObjectRef, WorkloadId};
 
+/// The identity of the object `meta` belongs to.
 pub fn object_ref(kind: &str, meta: &ObjectMeta) -> ObjectRef {
     ObjectRef::new(
         kind.to_owned(),
         meta.namespace.clone().unwrap_or_default(),
         meta.name.clone().unwrap_or_default(),
     )
+}
+
+/// The identity of a typed object, its kind taken from its type.
+pub fn object_ref_of<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectRef {
+    object_ref(&K::kind(&()), obj.meta())
 }
 
 /// `creationTimestamp` in seconds since the epoch.

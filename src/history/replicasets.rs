@@ -1,5 +1,6 @@
-//! ReplicaSets: Deployment history. Revision from `deployment.kubernetes.io/revision`, owner from
-//! ownerReferences.
+//! ReplicaSets: Deployment history, decoded into facts.
+//!
+//! Revision from `deployment.kubernetes.io/revision`, owner from ownerReferences.
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 

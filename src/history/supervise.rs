@@ -1,11 +1,13 @@
-//! Keeps a history source's task running: a task that panics or ends on its own marks its source
-//! in error (so nothing is unpinned on a view it no longer keeps up to date) and is started again
-//! after a backoff.
+//! Keeps each history source's task running, restarting it after a backoff when it fails.
+//!
+//! A task that panics or ends on its own marks its source in error (so nothing is unpinned on a
+//! view it no longer keeps up to date) until it has listed again.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -35,6 +37,40 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The name logs give the source `key`.
+pub fn key_name(key: &StatusKey) -> String {
+    match key {
+        StatusKey::Source(id) => id.to_string(),
+        StatusKey::Node => "node".to_string(),
+    }
+}
+
+/// Starts a source in `tasks`: registers it in `store` (so that freshness checks wait for it),
+/// then keeps the task `make_task` makes running, with the default backoff, until `token` is
+/// cancelled. Every source, Kubernetes watch or directory, is started this way.
+pub fn spawn_supervised<F, Fut>(
+    tasks: &mut JoinSet<()>,
+    store: &Arc<HistoryStore>,
+    key: StatusKey,
+    token: &CancellationToken,
+    make_task: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    if let StatusKey::Source(id) = &key {
+        store.register(id);
+    }
+    tasks.spawn(supervise(
+        key_name(&key),
+        store.clone(),
+        key,
+        token.clone(),
+        RestartBackoff::default(),
+        make_task,
+    ));
 }
 
 /// Runs the task `make_task` makes, for the source `key`, until `token` is cancelled.

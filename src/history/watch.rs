@@ -1,5 +1,4 @@
-//! kube-runtime watchers that feed the history store: one per resource (and per namespace when
-//! namespaces are configured), each object decoded into facts and then dropped.
+//! The Kubernetes watchers: one per resource and namespace, each object decoded, then dropped.
 //!
 //! Failures never stop a source: kube's default backoff paces retries, a `410 Gone` makes the
 //! watcher re-list (the store forgets what disappeared at the end of the list), and the source is
@@ -7,29 +6,27 @@
 //! from its resourceVersion emits nothing (bookmarks are absorbed by the watcher), so a source in
 //! error is also cleared when the watcher's retry has been due for a second without a new error
 //! and a probe list answers; anything that arrives first clears it at once. Each watcher runs
-//! under [`supervise`], which restarts it (source in error meanwhile) if it panics.
+//! under `supervise`, which restarts it (source in error meanwhile) if it panics.
 
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
-use kube::api::{Api, ListParams};
-use kube::runtime::utils::Backoff;
-use kube::runtime::watcher::DefaultBackoff;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::api::Api;
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
+use super::change::{Change, fold};
+use super::drive::{Sink, drive};
 use super::store::{HistoryStore, SourceId, StatusKey};
-use super::supervise::{RestartBackoff, supervise};
-use super::{Decoded, controller_revisions, helm, nodes, pods, replicasets};
+use super::supervise::spawn_supervised;
+use super::{Decoded, controller_revisions, helm, meta, nodes, pods, replicasets};
 use crate::model::{NodeFacts, ObjectRef, SourceKind};
 
 /// Label selector of Helm release Secrets and ConfigMaps.
@@ -127,66 +124,49 @@ pub fn spawn_watchers(
         cfg.namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
     let base = cfg.watcher_config();
+    let mut spawner = Spawner {
+        client,
+        store,
+        token,
+        tasks,
+        probe_interval: cfg.probe_interval,
+    };
     for ns in namespaces {
+        let id = |kind, resource| SourceId::new(kind, resource, ns);
         if cfg.replicasets {
-            spawn_source(
-                tasks,
-                api::<ReplicaSet>(client, ns),
+            spawner.source::<ReplicaSet>(
+                ns,
                 base.clone(),
-                SourceId::new(SourceKind::ReplicaSet, "replicasets", ns),
+                id(SourceKind::ReplicaSet, "replicasets"),
                 replicasets::decode,
-                store,
-                token,
-                cfg.probe_interval,
             );
         }
         if cfg.controller_revisions {
-            spawn_source(
-                tasks,
-                api::<ControllerRevision>(client, ns),
+            spawner.source::<ControllerRevision>(
+                ns,
                 base.clone(),
-                SourceId::new(SourceKind::ControllerRevision, "controllerrevisions", ns),
+                id(SourceKind::ControllerRevision, "controllerrevisions"),
                 controller_revisions::decode,
-                store,
-                token,
-                cfg.probe_interval,
             );
         }
         if cfg.helm_secrets {
-            spawn_source(
-                tasks,
-                api::<Secret>(client, ns),
+            spawner.source::<Secret>(
+                ns,
                 cfg.helm_secrets_config(),
-                SourceId::new(SourceKind::HelmRelease, "secrets", ns),
+                id(SourceKind::HelmRelease, "secrets"),
                 helm::decode_secret,
-                store,
-                token,
-                cfg.probe_interval,
             );
         }
         if cfg.helm_configmaps {
-            spawn_source(
-                tasks,
-                api::<ConfigMap>(client, ns),
+            spawner.source::<ConfigMap>(
+                ns,
                 cfg.helm_configmaps_config(),
-                SourceId::new(SourceKind::HelmRelease, "configmaps", ns),
+                id(SourceKind::HelmRelease, "configmaps"),
                 helm::decode_configmap,
-                store,
-                token,
-                cfg.probe_interval,
             );
         }
         if cfg.pods {
-            spawn_source(
-                tasks,
-                api::<Pod>(client, ns),
-                base.clone(),
-                SourceId::new(SourceKind::Pod, "pods", ns),
-                pods::decode,
-                store,
-                token,
-                cfg.probe_interval,
-            );
+            spawner.source::<Pod>(ns, base.clone(), id(SourceKind::Pod, "pods"), pods::decode);
         }
     }
     if let Some(name) = &cfg.node_name {
@@ -197,70 +177,63 @@ pub fn spawn_watchers(
             token.clone(),
             cfg.probe_interval,
         );
-        tasks.spawn(supervise(
-            "node".into(),
-            store.clone(),
-            StatusKey::Node,
-            token.clone(),
-            RestartBackoff::default(),
-            move || {
-                run_node(
-                    api.clone(),
-                    name.clone(),
-                    nodes::decode,
-                    store_.clone(),
-                    token_.clone(),
-                    probe,
-                )
-            },
-        ));
+        spawn_supervised(tasks, store, StatusKey::Node, token, move || {
+            run_node(
+                api.clone(),
+                name.clone(),
+                nodes::decode,
+                store_.clone(),
+                token_.clone(),
+                probe,
+            )
+        });
     }
 }
 
-fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn spawn_source<K>(
-    tasks: &mut JoinSet<()>,
-    api: Api<K>,
-    wc: watcher::Config,
-    id: SourceId,
-    decode: fn(&K) -> Decoded,
-    store: &Arc<HistoryStore>,
-    token: &CancellationToken,
+/// What the watchers one `spawn_watchers` starts share.
+struct Spawner<'a> {
+    client: &'a Client,
+    store: &'a Arc<HistoryStore>,
+    token: &'a CancellationToken,
+    tasks: &'a mut JoinSet<()>,
     probe_interval: Duration,
-) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    store.register(&id);
-    let (store_, token_) = (store.clone(), token.clone());
-    tasks.spawn(supervise(
-        id.to_string(),
-        store.clone(),
-        StatusKey::Source(id.clone()),
-        token.clone(),
-        RestartBackoff::default(),
-        move || {
+}
+
+impl Spawner<'_> {
+    /// Starts the watcher of resource `K` in namespace `ns` (None: all), under its supervisor.
+    fn source<K>(
+        &mut self,
+        ns: Option<&str>,
+        wc: watcher::Config,
+        id: SourceId,
+        decode: fn(&K) -> Decoded,
+    ) where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let api: Api<K> = match ns {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let (store, token, probe) = (self.store.clone(), self.token.clone(), self.probe_interval);
+        let key = StatusKey::Source(id.clone());
+        spawn_supervised(self.tasks, self.store, key, self.token, move || {
             run_source(
                 api.clone(),
                 wc.clone(),
                 id.clone(),
                 decode,
-                store_.clone(),
-                token_.clone(),
-                probe_interval,
+                store.clone(),
+                token.clone(),
+                probe,
             )
-        },
-    ));
+        });
+    }
 }
 
 /// Watches one resource into the store until `token` is cancelled.
@@ -298,42 +271,16 @@ pub async fn run_node(
     drive(api, wc, sink, store, token, probe_interval).await;
 }
 
-/// What a watcher's events do to the store.
-trait Sink<K>: Send {
-    fn key(&self) -> StatusKey;
-    fn event(&mut self, store: &HistoryStore, event: watcher::Event<K>);
-}
-
 struct FactSink<K> {
     id: SourceId,
     decode: fn(&K) -> Decoded,
 }
 
-fn object_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef {
-    ObjectRef::new(
-        K::kind(&()).into_owned(),
-        obj.meta().namespace.clone().unwrap_or_default(),
-        obj.meta().name.clone().unwrap_or_default(),
-    )
-}
-
 impl<K: Resource<DynamicType = ()> + Send> FactSink<K> {
-    /// Decodes and logs what had to be skipped; the object itself is dropped by the caller.
-    fn decode_logged(&self, obj: &K) -> (ObjectRef, Decoded) {
-        let oref = object_ref(obj);
-        let decoded = (self.decode)(obj);
-        for p in &decoded.problems {
-            warn!(
-                source = %self.id,
-                kind = %p.object.kind,
-                namespace = %p.object.namespace,
-                name = %p.object.name,
-                problem = %p.kind,
-                message = %p.message,
-                "skipped part of an object that cannot be decoded"
-            );
-        }
-        (oref, decoded)
+    /// The object's identity and facts; the object itself is dropped here, before the store
+    /// takes the facts.
+    fn decode(&self, obj: K) -> (ObjectRef, Decoded) {
+        (meta::object_ref_of(&obj), (self.decode)(&obj))
     }
 }
 
@@ -343,24 +290,20 @@ impl<K: Resource<DynamicType = ()> + Send> Sink<K> for FactSink<K> {
     }
 
     fn event(&mut self, store: &HistoryStore, event: watcher::Event<K>) {
-        match event {
-            watcher::Event::Init => {
-                debug!(source = %self.id, "listing");
-                store.reset_begin(&self.id);
-            }
+        let change = match event {
+            watcher::Event::Init => Change::ResetBegin,
             watcher::Event::InitApply(obj) => {
-                let (oref, decoded) = self.decode_logged(&obj);
-                drop(obj);
-                store.reset_apply(&self.id, oref, decoded);
+                let (object, decoded) = self.decode(obj);
+                Change::ResetApply(object, decoded)
             }
-            watcher::Event::InitDone => store.reset_done(&self.id),
+            watcher::Event::InitDone => Change::ResetDone,
             watcher::Event::Apply(obj) => {
-                let (oref, decoded) = self.decode_logged(&obj);
-                drop(obj);
-                store.apply(&self.id, oref, decoded);
+                let (object, decoded) = self.decode(obj);
+                Change::Apply(object, decoded)
             }
-            watcher::Event::Delete(obj) => store.delete(&self.id, &object_ref(&obj)),
-        }
+            watcher::Event::Delete(obj) => Change::Delete(meta::object_ref_of(&obj)),
+        };
+        fold(store, &self.id, change);
     }
 }
 
@@ -394,156 +337,6 @@ impl Sink<Node> for NodeSink {
                 warn!(node = %n.name_any(), "this node's Node object was deleted: the node is unknown; nothing is unpinned and revisions with scheduling constraints wait until it is back");
                 store.set_node(None);
             }
-        }
-    }
-}
-
-/// Once a retry of the watcher was due this long ago without a new error, and a probe answers,
-/// the watch is taken as resumed.
-const RESUME_SETTLE: Duration = Duration::from_secs(1);
-
-/// kube's default watcher backoff, remembering when the next retry is due so that a quiet
-/// resume (no event) can be told from a retry still waiting.
-struct ObservedBackoff {
-    inner: DefaultBackoff,
-    retry_at: Arc<Mutex<Option<Instant>>>,
-}
-
-impl Iterator for ObservedBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let delay = self.inner.next();
-        if let Some(d) = delay {
-            *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + d);
-        }
-        delay
-    }
-}
-
-impl Backoff for ObservedBackoff {
-    fn reset(&mut self) {
-        self.inner.reset();
-    }
-}
-
-async fn drive<K, S>(
-    api: Api<K>,
-    wc: watcher::Config,
-    mut sink: S,
-    store: Arc<HistoryStore>,
-    token: CancellationToken,
-    probe_interval: Duration,
-) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    S: Sink<K>,
-{
-    let key = sink.key();
-    let name = match &key {
-        StatusKey::Source(id) => id.to_string(),
-        StatusKey::Node => "node".to_string(),
-    };
-    let retry_at = Arc::new(Mutex::new(None));
-    let new_stream = || {
-        let backoff = ObservedBackoff {
-            inner: DefaultBackoff::default(),
-            retry_at: retry_at.clone(),
-        };
-        watcher(api.clone(), wc.clone()).backoff(backoff).boxed()
-    };
-    let mut stream = new_stream();
-    let mut probe_at: Option<Instant> = None;
-    let mut last_error: Option<Instant> = None;
-    // One log line per change of state, not per attempt: a failing watch is announced once and
-    // its end once, however many retries (and re-lists, when lists answer but watches do not)
-    // happen in between. Only a watch delivering changes, or a quiet resume, ends it.
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            item = stream.next() => match item {
-                Some(Ok(event)) => {
-                    let (listed, watched) = match &event {
-                        watcher::Event::InitDone => (true, false),
-                        watcher::Event::Apply(_) | watcher::Event::Delete(_) => (false, true),
-                        _ => (false, false),
-                    };
-                    sink.event(&store, event);
-                    if watched && failing {
-                        info!(source = %name, "watch resumed");
-                        failing = false;
-                    }
-                    if !failing {
-                        probe_at = None;
-                    }
-                    if listed {
-                        let objects = match &key {
-                            StatusKey::Source(id) => store.status(id).map_or(0, |s| s.objects),
-                            StatusKey::Node => usize::from(store.snapshot().node.is_some()),
-                        };
-                        if failing {
-                            debug!(source = %name, objects, "re-listed while the watch fails");
-                        } else {
-                            info!(source = %name, objects, "listed");
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    if failing {
-                        debug!(source = %name, error = %e, "watch still failing");
-                    } else {
-                        warn!(source = %name, error = %e, "watch failed; the source is in error (nothing is unpinned) until it answers again; retrying with backoff");
-                        failing = true;
-                    }
-                    store.set_error(&key, e.to_string());
-                    last_error = Some(Instant::now());
-                    probe_at.get_or_insert_with(|| Instant::now() + probe_interval);
-                }
-                // The watcher never ends on its own; start a new one if it does.
-                None => {
-                    stream = new_stream();
-                }
-            },
-            _ = sleep_until_opt(probe_at) => {
-                let due = *retry_at.lock().unwrap_or_else(|e| e.into_inner());
-                // A retry that was due a while ago and produced no error since has resumed the
-                // watch; the probe confirms that the API answers.
-                let resumed = due.is_some_and(|t| {
-                    Instant::now() >= t + RESUME_SETTLE && last_error.is_none_or(|e| e < t)
-                });
-                if resumed && (failing || store.in_error(&key)) && probe(&api, &wc).await {
-                    info!(source = %name, "watch resumed");
-                    store.set_ok(&key);
-                    failing = false;
-                    probe_at = None;
-                } else {
-                    probe_at = Some(Instant::now() + probe_interval);
-                }
-            }
-        }
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// One cheap list (a single object, same selectors) to tell whether the API answers.
-async fn probe<K>(api: &Api<K>, wc: &watcher::Config) -> bool
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-{
-    let mut lp = ListParams::default().limit(1);
-    lp.label_selector = wc.label_selector.clone();
-    lp.field_selector = wc.field_selector.clone();
-    match api.list(&lp).await {
-        Ok(_) => true,
-        Err(e) => {
-            debug!(error = %e, "API probe failed");
-            false
         }
     }
 }

@@ -122,7 +122,7 @@ impl Daemon {
         self
     }
 
-    /// Whether a Node object should describe this node (see `planning::expects_node`).
+    /// Whether a Node object should describe this node (see `history::progress::expects_node`).
     pub fn expecting_node(mut self, expect_node: bool) -> Self {
         self.node.expect_node = expect_node;
         self

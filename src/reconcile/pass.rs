@@ -18,8 +18,9 @@ use crate::node::{FsInfo, ImageInfo, PinOutcome, PinOwner};
 use crate::plan::Plan;
 
 use super::daemon::{Daemon, LoopState, next_wake};
-use super::planning::{NodeLookup, Progress, plan_for_node};
+use super::planning::{NodeLookup, plan_for_node};
 use super::publish::PassView;
+use crate::history::progress::Progress;
 
 /// How long to wait before asking an unreachable runtime again.
 const RUNTIME_RETRY: Duration = Duration::from_secs(5);

@@ -1,5 +1,5 @@
-//! What this node should hold, and how far the history has come: the planning path and the
-//! synced predicates that the daemon and `rollcache plan` share.
+//! What this node should hold: the one planning path the daemon and `rollcache plan` share, with
+//! this node as the history knows it (known, bare or unknown).
 
 use std::collections::HashMap;
 
@@ -8,12 +8,6 @@ use crate::history::store::HistorySnapshot;
 use crate::inventory::Inventory;
 use crate::model::NodeFacts;
 use crate::plan::{Plan, PlanConfig, ThisNode};
-
-/// Whether a Node object should describe this node: it is named, and a source (the API or the
-/// directory) can provide its object.
-pub fn expects_node(cfg: &Config) -> bool {
-    cfg.node_name.is_some() && (cfg.kubernetes || cfg.from_dir.is_some())
-}
 
 /// This node as the history knows it.
 #[derive(Clone, Copy, Debug)]
@@ -97,46 +91,6 @@ pub fn plan_for_node(
     crate::plan::plan_for(inventory, &this, &pcfg, size_hints)
 }
 
-/// How far the history has come: what readiness, a one-shot plan and unpinning each wait for.
-#[derive(Clone, Copy, Debug)]
-pub struct Progress<'a> {
-    snap: &'a HistorySnapshot,
-    expect_node: bool,
-}
-
-impl<'a> Progress<'a> {
-    pub fn new(snap: &'a HistorySnapshot, expect_node: bool) -> Self {
-        Self { snap, expect_node }
-    }
-
-    fn sources_listed(&self) -> bool {
-        self.snap.sources.values().all(|s| s.synced)
-    }
-
-    /// Every source, and the Node watch when a Node is expected, has listed once: the daemon is
-    /// ready.
-    pub fn listed(&self) -> bool {
-        self.sources_listed() && (!self.expect_node || self.snap.node_status.synced)
-    }
-
-    /// Listed, or the Node watch failed: a Node that cannot be read (RBAC, errors) makes the node
-    /// unknown, not a one-shot plan late.
-    pub fn answered(&self) -> bool {
-        let node = &self.snap.node_status;
-        self.sources_listed() && (!self.expect_node || node.synced || node.in_error)
-    }
-
-    /// Fresh enough to unpin: every source fresh, no object that never decoded (it may describe
-    /// anything) and, when a Node is expected, that Node known. A node without its Node object
-    /// cannot tell which constrained revisions it holds, so their pins stay until it is back.
-    pub fn fresh(&self) -> bool {
-        let snap = self.snap;
-        snap.all_sources_fresh()
-            && snap.complete()
-            && (!self.expect_node || (snap.node_status.is_fresh() && snap.node.is_some()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,21 +130,6 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_node_makes_the_view_unfit_for_unpinning() {
-        let mut snap = HistorySnapshot::default();
-        snap.node_status.synced = true;
-        assert!(Progress::new(&snap, false).fresh(), "no Node expected");
-        assert!(
-            !Progress::new(&snap, true).fresh(),
-            "Node expected and missing"
-        );
-        snap.node = Some(NodeFacts::default());
-        assert!(Progress::new(&snap, true).fresh());
-        snap.node_status.in_error = true;
-        assert!(!Progress::new(&snap, true).fresh(), "node watch in error");
-    }
-
-    #[test]
     fn the_node_is_known_bare_or_unknown_by_one_rule() {
         let inventory = Inventory::default();
         let cfg = Config {
@@ -220,15 +159,5 @@ mod tests {
         let unnamed = Config::default();
         assert!(NodeLookup::among(&unnamed, nodes, None).facts.is_none());
         assert!(!NodeLookup::among(&unnamed, nodes, None).expected);
-    }
-
-    #[test]
-    fn a_node_that_cannot_be_read_answers_but_is_not_listed() {
-        let mut snap = HistorySnapshot::default();
-        snap.node_status.in_error = true;
-        let expected = Progress::new(&snap, true);
-        assert!(expected.answered());
-        assert!(!expected.listed());
-        assert!(Progress::new(&snap, false).listed());
     }
 }

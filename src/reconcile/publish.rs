@@ -18,7 +18,7 @@ use crate::report;
 use crate::status::{DiskHealth, SourceHealth, Status};
 
 use super::daemon::{Daemon, LoopState};
-use super::planning::Progress;
+use crate::history::progress::Progress;
 
 /// What one pass saw, for `/status` and the metrics.
 pub(super) struct PassView<'a> {

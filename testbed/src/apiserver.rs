@@ -354,7 +354,7 @@ impl ApiServer {
             .parse()
             .map_err(|e: http::uri::InvalidUri| ApiServerError::BadObject(e.to_string()))?;
         let mut config = kube::Config::new(uri);
-        rollcache::commands::cluster::tune_client_config(&mut config);
+        rollcache::history::sources::tune_client_config(&mut config);
         kube::Client::try_from(config).map_err(|source| ApiServerError::Client { url, source })
     }
 

@@ -1,0 +1,90 @@
+//! History read once for `rollcache plan`: a directory loaded, or every source listed.
+
+use super::progress::{Progress, expects_node};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::sources::start_sources;
+use super::store::HistoryStore;
+use super::{DecodeProblem, files};
+use crate::config::Config;
+use crate::model::{NodeFacts, RevisionFact};
+
+/// What a plan is computed from.
+pub struct History {
+    pub facts: Vec<RevisionFact>,
+    pub nodes: Vec<NodeFacts>,
+    /// Why this node's Node object could not be read (the node watch's error), if so.
+    pub node_error: Option<String>,
+    /// What could not be decoded: shown with the plan, which may lack what those objects need.
+    pub problems: Vec<DecodeProblem>,
+}
+
+/// Load a directory source, logging every problem with the object it came from.
+pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
+    anyhow::ensure!(
+        dir.is_dir(),
+        "--from {}: not a directory (give a folder of YAML/JSON objects as `kubectl get -o yaml` prints them)",
+        dir.display()
+    );
+    let snap = files::load_dir(dir);
+    for p in snap.all_problems() {
+        tracing::warn!(object = %p.object, kind = %p.kind, "skipped: {}", p.message);
+    }
+    Ok(History {
+        facts: snap.facts().cloned().collect(),
+        problems: snap.all_problems().cloned().collect(),
+        nodes: snap.nodes,
+        node_error: None,
+    })
+}
+
+/// How long a one-shot command waits for every source to list.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// List everything once (for `plan`): start the sources, wait until each has synced, stop.
+pub async fn load_history(cfg: &Config) -> anyhow::Result<History> {
+    let store = HistoryStore::new();
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    start_sources(cfg, &store, &cancel, &mut tasks).await?;
+    let started = Instant::now();
+    let mut rx = store.subscribe();
+    loop {
+        let snap = store.snapshot();
+        if Progress::new(&snap, expects_node(cfg)).answered() {
+            break;
+        }
+        if started.elapsed() > SYNC_TIMEOUT {
+            let waiting: Vec<String> = snap
+                .sources
+                .iter()
+                .filter(|(_, s)| !s.synced)
+                .map(|(id, s)| format!("{id}: {}", s.last_error.as_deref().unwrap_or("no answer")))
+                .collect();
+            cancel.cancel();
+            anyhow::bail!(
+                "sources did not sync within {SYNC_TIMEOUT:?}: {}",
+                waiting.join("; ")
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
+    }
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    let snap = store.snapshot();
+    Ok(History {
+        facts: snap.facts().cloned().collect(),
+        problems: snap
+            .unresolved()
+            .flat_map(|u| u.problems.iter().cloned())
+            .collect(),
+        nodes: snap.node.clone().into_iter().collect(),
+        node_error: snap
+            .node_status
+            .in_error
+            .then(|| snap.node_status.last_error.clone().unwrap_or_default()),
+    })
+}
