@@ -1,20 +1,28 @@
 //! Helm release decoding: real Helm 4 output, generated releases, and hostile or broken input.
 
-#[path = "fixtures/helm_gen.rs"]
-mod helm_gen;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use helm_gen::{
-    Hook, b64, configmap, gzip, release_json, secret, secret_with_payload, statefulset_doc,
-};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use rollcache::history::{Decoded, ProblemKind, helm, manifest};
 use rollcache::model::{RevisionFact, SourceKind};
+use rollcache_testbed::history::helm::{Hook, release_json, statefulset_doc};
+use rollcache_testbed::history::{b64, gzip, helm as built};
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/history/helm");
+
+fn secret(release: &Value) -> Secret {
+    serde_json::from_value(built::secret(release)).expect("a Secret")
+}
+
+fn secret_with_payload(release: &Value, payload: &[u8]) -> Secret {
+    serde_json::from_value(built::secret_with_payload(release, payload)).expect("a Secret")
+}
+
+fn configmap(release: &Value) -> ConfigMap {
+    serde_json::from_value(built::configmap(release)).expect("a ConfigMap")
+}
 
 fn list_items<T: serde::de::DeserializeOwned>(file: &str) -> Vec<T> {
     let text = std::fs::read_to_string(format!("{FIXTURES}/{file}")).expect("fixture");

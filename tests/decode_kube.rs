@@ -7,6 +7,7 @@ use rollcache::history::{
     ProblemKind, controller_revisions, manifest, nodes, pods, replicasets, template,
 };
 use rollcache::model::{ObjectRef, SourceKind};
+use rollcache_testbed::history;
 use serde_json::{Value, json};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/history");
@@ -278,16 +279,19 @@ fn pods_with_their_digests() {
 #[test]
 fn bare_and_finished_pods() {
     let pod = |phase: &str| -> Pod {
-        serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "debug", "namespace": "ns"},
-            "spec": {"containers": [{"name": "c", "image": "i:1"}, {"name": "d", "image": "j:1"}],
-                     "ephemeralContainers": [{"name": "e", "image": "debugger:1"}]},
-            "status": {"phase": phase, "containerStatuses": [
+        let mut pod = history::pod(
+            "ns",
+            "debug",
+            json!({"containers": [{"name": "c", "image": "i:1"}, {"name": "d", "image": "j:1"}],
+                   "ephemeralContainers": [{"name": "e", "image": "debugger:1"}]}),
+        );
+        history::merge(
+            &mut pod,
+            json!({"status": {"phase": phase, "containerStatuses": [
                 {"name": "d", "image": "j:1", "imageID": "", "ready": false, "restartCount": 0},
-                {"name": "c", "image": "i:1", "imageID": "docker.io/library/i@sha256:ab", "ready": true, "restartCount": 0}]}
-        }))
-        .unwrap()
+                {"name": "c", "image": "i:1", "imageID": "docker.io/library/i@sha256:ab", "ready": true, "restartCount": 0}]}}),
+        );
+        serde_json::from_value(pod).unwrap()
     };
     let d = pods::decode(&pod("Pending"));
     let f = &d.facts[0];

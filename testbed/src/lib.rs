@@ -7,6 +7,7 @@ pub mod bombs;
 pub mod containerd;
 pub mod demo;
 pub mod deps;
+pub mod history;
 pub mod oci;
 pub mod registry;
 
