@@ -7,18 +7,9 @@ use std::io::Read;
 
 use base64::Engine;
 use rollcache_testbed::history::{
-    ControllerRevision, Owner, ReplicaSet, containers, helm, node, pod, replicaset,
+    ControllerRevision, Owner, ReplicaSet, containers, helm, node, pod, recorded, replicaset,
 };
 use serde_json::{Value, json};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/history");
-
-/// The items of a recorded `kubectl get -o yaml|json` list.
-fn recorded(file: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(format!("{FIXTURES}/{file}")).expect("fixture");
-    let list = rollcache::history::manifest::parse(&text).expect("fixture parses");
-    list["items"].as_array().expect("a List").clone()
-}
 
 /// Every field path of `v` (`.spec.template.spec.containers[].image`); the keys of label,
 /// annotation and selector maps are data, not format, so paths stop there.
@@ -54,8 +45,8 @@ fn all_paths(objects: &[Value]) -> BTreeSet<String> {
 }
 
 #[track_caller]
-fn assert_fields_recorded(built: &Value, recorded: &[Value]) {
-    let known = all_paths(recorded);
+fn assert_fields_recorded(built: &Value, real: &[Value]) {
+    let known = all_paths(real);
     let extra: Vec<_> = paths(built).difference(&known).cloned().collect();
     assert!(extra.is_empty(), "fields no recorded object has: {extra:?}");
 }
@@ -85,7 +76,7 @@ fn release_in(secret: &Value) -> Value {
 
 #[test]
 fn replicasets_are_what_the_deployment_controller_writes() {
-    let real = recorded("apps/replicasets.json");
+    let real = recorded::<Value>("apps/replicasets.json");
     let hashed = ReplicaSet {
         template_hash: Some("6m2vdhd6dr".into()),
         created: Some("2026-11-25T09:58:44Z".into()),
@@ -160,10 +151,10 @@ fn controller_revisions_are_the_controllers_patch_of_the_template() {
 fn nodes_and_pods_have_only_recorded_fields() {
     assert_fields_recorded(
         &node("n", json!({"kubernetes.io/os": "linux"})),
-        &recorded("core/nodes.yaml"),
+        &recorded::<Value>("core/nodes.yaml"),
     );
     let spec = json!({"containers": containers(&["a:1"], None), "nodeName": "n"});
-    assert_fields_recorded(&pod("ns", "p", spec), &recorded("core/pods.yaml"));
+    assert_fields_recorded(&pod("ns", "p", spec), &recorded::<Value>("core/pods.yaml"));
 }
 
 /// Helm 4's own Secrets and ConfigMaps: the same labels, type and data key, and a release JSON
@@ -223,7 +214,7 @@ fn helm_releases_are_what_helm_stores() {
     );
 
     assert_eq!(release_in(&secret), release);
-    let real: Vec<Value> = recorded("helm/release-secrets.yaml")
+    let real: Vec<Value> = recorded::<Value>("helm/release-secrets.yaml")
         .iter()
         .map(release_in)
         .collect();

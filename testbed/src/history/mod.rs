@@ -5,6 +5,7 @@
 mod apps;
 mod cluster;
 pub mod helm;
+mod recorded;
 
 use std::io::Write;
 
@@ -13,6 +14,7 @@ use serde_json::{Value, json};
 
 pub use apps::*;
 pub use cluster::*;
+pub use recorded::recorded;
 
 /// Standard padded base64, as Secret data travels on the wire and as Helm encodes its releases.
 pub fn b64(bytes: &[u8]) -> String {
@@ -24,6 +26,7 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     gzip_at(bytes, flate2::Compression::default())
 }
 
+/// gzip at `level`.
 pub fn gzip_at(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), level);
     enc.write_all(bytes).expect("gzip to memory");
