@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use rollcache::credentials::SecretRef;
 use rollcache::history::secrets::{MAX_CACHED, SecretReader};
 use rollcache::node::RegistryAuth;
@@ -17,11 +16,7 @@ use serde_json::json;
 const REGISTRY: &str = "registry.example:5000";
 
 fn pull_secret(ns: &str, name: &str, user: &str, pass: &str) -> serde_json::Value {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let config = json!({"auths": {REGISTRY: {"username": user, "password": pass}}});
-    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": name, "namespace": ns},
-        "data": {".dockerconfigjson": b64(&config.to_string())}})
+    rollcache_testbed::history::pull_secret(ns, name, REGISTRY, user, pass)
 }
 
 fn service_account(ns: &str, name: &str, secrets: &[&str]) -> serde_json::Value {

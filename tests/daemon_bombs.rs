@@ -9,9 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::*;
-use common::kube::*;
 use common::*;
 use rollcache_testbed::bombs;
+use rollcache_testbed::history::*;
 
 const NS: &str = "tenant-b";
 const SOON: Duration = Duration::from_secs(30);
@@ -25,7 +25,7 @@ async fn bombs_are_skipped_and_named_and_the_good_release_is_pinned_then_unpinne
     for b in &all {
         api.apply(b.secret(NS)).expect("apply bomb");
     }
-    api.apply(helm_release(NS, "good", 1, &good))
+    api.apply(helm::deployment_release(NS, "good", 1, &good))
         .expect("apply good release");
     let d = TestDaemon::start(&api, base_settings(bed.containerd.socket().as_path(), None)).await;
 

@@ -8,11 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use base64::Engine;
 use common::daemon::*;
-use common::helm_gen;
-use common::kube::*;
 use common::*;
+use rollcache_testbed::history::*;
 use serde_json::{Value, json};
 
 const A: &str = "team-a";
@@ -20,14 +18,6 @@ const B: &str = "team-b";
 const SOON: Duration = Duration::from_secs(20);
 const USER: &str = "alice";
 const PASS: &str = "wonderland";
-
-fn pull_secret(ns: &str, registry: &str, user: &str, pass: &str) -> Value {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let config = json!({"auths": {registry: {"username": user, "password": pass}}});
-    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": "regcred", "namespace": ns},
-        "data": {".dockerconfigjson": b64(&config.to_string())}})
-}
 
 fn with_pull_secret(mut rs: Value) -> Value {
     pod_spec(&mut rs)["imagePullSecrets"] = json!([{"name": "regcred"}]);
@@ -42,7 +32,7 @@ fn release_in_b_claiming_a(image: &str) -> Value {
          spec:\n  template:\n    spec:\n      imagePullSecrets: [{{name: regcred}}]\n      \
          containers:\n        - name: app\n          image: {image}\n"
     );
-    let json = helm_gen::release_json(
+    let json = helm::release_json(
         "smuggled",
         B,
         1,
@@ -51,7 +41,7 @@ fn release_in_b_claiming_a(image: &str) -> Value {
         &manifest,
         &[],
     );
-    serde_json::to_value(helm_gen::secret(&json)).expect("secret as JSON")
+    helm::secret(&json)
 }
 
 async fn start(bed: &Bed, api: &rollcache_testbed::apiserver::ApiServer) -> TestDaemon {
@@ -71,7 +61,8 @@ async fn another_namespaces_secret_never_pulls_an_image() {
     let (y, _, _) = bed.push_small(302, "team-b/y:1");
     let (z, _, _) = bed.push_small(303, "team-b/z:1");
     let registry = bed.registry.addr();
-    api.apply(pull_secret(A, &registry, USER, PASS)).unwrap();
+    api.apply(pull_secret(A, "regcred", &registry, USER, PASS))
+        .unwrap();
     api.apply(with_pull_secret(replicaset(A, "x", 1, &[&x], 1)))
         .unwrap();
     api.apply(with_pull_secret(replicaset(B, "y", 1, &[&y], 1)))
@@ -132,8 +123,10 @@ async fn a_namespaces_own_secret_pulls_its_image() {
     let (x, _, _) = bed.push_small(301, "team-a/x:1");
     let (y, _, _) = bed.push_small(302, "team-b/y:1");
     let registry = bed.registry.addr();
-    api.apply(pull_secret(A, &registry, USER, PASS)).unwrap();
-    api.apply(pull_secret(B, &registry, USER, PASS)).unwrap();
+    api.apply(pull_secret(A, "regcred", &registry, USER, PASS))
+        .unwrap();
+    api.apply(pull_secret(B, "regcred", &registry, USER, PASS))
+        .unwrap();
     api.apply(with_pull_secret(replicaset(A, "x", 1, &[&x], 1)))
         .unwrap();
     api.apply(with_pull_secret(replicaset(B, "y", 1, &[&y], 1)))

@@ -7,12 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
-use common::kube::*;
 use common::proxy::Proxy;
 use common::*;
 use rollcache::node::{Node, PinOwner};
 use rollcache_testbed::apiserver::Fault;
 use rollcache_testbed::containerd::Containerd;
+use rollcache_testbed::history::*;
 use rollcache_testbed::oci::{ImageSpec, LayerSpec, Platform};
 use serde_json::json;
 
@@ -46,7 +46,7 @@ async fn new_revisions_are_pulled_and_pinned_promptly() {
     );
     api.apply(controller_revision(NS, "ioc", 1, &[&cr_img]))
         .expect("apply");
-    api.apply(helm_release(NS, "chart-app", 1, &helm_img))
+    api.apply(helm::deployment_release(NS, "chart-app", 1, &helm_img))
         .expect("apply");
 
     for r in [&rs_img, &cr_img, &helm_img] {

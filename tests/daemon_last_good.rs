@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
-use common::kube::*;
 use common::*;
+use rollcache_testbed::history::*;
 use serde_json::{Value, json};
 
 const NS: &str = "apps";
@@ -196,14 +196,14 @@ async fn an_undecodable_helm_release_keeps_its_pins_and_a_deleted_one_is_unpinne
     let mut bed = Bed::start().await;
     let api = api().await;
     let (image, _, _) = bed.push_small(821, "lastgood/helm:1");
-    let release = helm_release(NS, "shop", 1, &image);
+    let release = helm::deployment_release(NS, "shop", 1, &image);
     let name = release["metadata"]["name"].as_str().unwrap().to_string();
     api.apply(release.clone()).expect("apply");
     let d = TestDaemon::start(&api, fast_settings(&bed)).await;
     wait_pinned_by_us(&bed.node, &image).await;
 
     let mut broken = release;
-    broken["data"]["release"] = json!(base64_of(b"this is not a helm release"));
+    broken["data"]["release"] = json!(b64(b"this is not a helm release"));
     api.apply(broken).expect("update");
     let s = d
         .wait_status(SOON, "the undecodable release is reported", |s| {
@@ -232,11 +232,6 @@ async fn an_undecodable_helm_release_keeps_its_pins_and_a_deleted_one_is_unpinne
     d.stop().await;
 }
 
-fn base64_of(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 /// (d) `kubectl delete sts db --cascade=orphan`: the garbage collector removes the owner
 /// references of its ControllerRevisions, which stay; their images stay pinned. The control: a
 /// ControllerRevision deleted is unpinned.
@@ -248,10 +243,15 @@ async fn orphaned_controller_revisions_keep_their_pins_and_deleted_ones_are_unpi
     let (two, _, _) = bed.push_small(832, "lastgood/db:2");
     // As the StatefulSet controller names and labels them: `<sts>-<hash>`.
     let revision = |n: i64, image: &str, hash: &str| {
-        let mut cr = controller_revision(NS, "db", n, &[image]);
-        cr["metadata"]["name"] = json!(format!("db-{hash}"));
-        cr["metadata"]["labels"]["controller.kubernetes.io/hash"] = json!(hash);
-        cr
+        let template = json!({
+            "metadata": {"labels": {"app": "db"}},
+            "spec": {"containers": containers(&[image], None)},
+        });
+        ControllerRevision {
+            hash: Some(hash.into()),
+            ..ControllerRevision::new(NS, Owner::new("StatefulSet", "db"), n, template)
+        }
+        .build()
     };
     let crs = [
         revision(1, &one, "6b9f7c4d5"),
@@ -304,9 +304,9 @@ async fn an_object_that_never_decoded_holds_every_unpin_until_it_goes() {
         .expect("apply");
     api.apply(replicaset(NS, "web", 2, &[&new], 1))
         .expect("apply");
-    let mut broken = helm_release(NS, "legacy", 3, "reg.example/unknown:1");
+    let mut broken = helm::deployment_release(NS, "legacy", 3, "reg.example/unknown:1");
     let name = broken["metadata"]["name"].as_str().unwrap().to_string();
-    broken["data"]["release"] = json!(base64_of(b"H4sI truncated"));
+    broken["data"]["release"] = json!(b64(b"H4sI truncated"));
     api.apply(broken).expect("apply");
     let d = TestDaemon::start(&api, fast_settings(&bed)).await;
     wait_pinned_by_us(&bed.node, &old).await;

@@ -76,7 +76,7 @@ fn small_releases_of_the_same_shapes_still_decode() {
     ];
     for (i, manifest) in small.iter().enumerate() {
         let json = bombs::release_with_manifest("ok", manifest);
-        let text = bombs::b64(&bombs::gzip(&json));
+        let text = rollcache_testbed::history::b64(&bombs::gzip(&json));
         let s: Secret =
             serde_json::from_value(bombs::release_secret("tenant-b", "ok", &text)).unwrap();
         let d = helm::decode_secret(&s);

@@ -1,30 +1,25 @@
 //! Helm release decoding: real Helm 4 output, generated releases, and hostile or broken input.
 
-#[path = "fixtures/helm_gen.rs"]
-mod helm_gen;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use helm_gen::{
-    Hook, b64, configmap, gzip, release_json, secret, secret_with_payload, statefulset_doc,
-};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use rollcache::history::{Decoded, ProblemKind, helm, manifest};
+use rollcache::history::{Decoded, ProblemKind, helm};
 use rollcache::model::{RevisionFact, SourceKind};
+use rollcache_testbed::history::helm::{Hook, release_json, statefulset_doc};
+use rollcache_testbed::history::{b64, gzip, helm as built, recorded};
 use serde_json::Value;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/history/helm");
+fn secret(release: &Value) -> Secret {
+    serde_json::from_value(built::secret(release)).expect("a Secret")
+}
 
-fn list_items<T: serde::de::DeserializeOwned>(file: &str) -> Vec<T> {
-    let text = std::fs::read_to_string(format!("{FIXTURES}/{file}")).expect("fixture");
-    let list = manifest::parse(&text).expect("fixture is YAML");
-    list["items"]
-        .as_array()
-        .expect("a List")
-        .iter()
-        .map(|i| serde_json::from_value(i.clone()).expect("a valid object"))
-        .collect()
+fn secret_with_payload(release: &Value, payload: &[u8]) -> Secret {
+    serde_json::from_value(built::secret_with_payload(release, payload)).expect("a Secret")
+}
+
+fn configmap(release: &Value) -> ConfigMap {
+    serde_json::from_value(built::configmap(release)).expect("a ConfigMap")
 }
 
 fn fact<'a>(d: &'a Decoded, kind: &str) -> &'a RevisionFact {
@@ -45,7 +40,7 @@ fn images(f: &RevisionFact) -> Vec<(&str, bool)> {
 /// Secrets written by Helm 4.1 itself (tests/fixtures/history-src/regenerate.sh).
 #[test]
 fn real_helm4_secrets_decode_into_one_fact_per_workload() {
-    let secrets: Vec<Secret> = list_items("release-secrets.yaml");
+    let secrets: Vec<Secret> = recorded("helm/release-secrets.yaml");
     assert_eq!(secrets.len(), 3);
     let mut by_version = Vec::new();
     for s in &secrets {
@@ -126,7 +121,7 @@ fn real_helm4_secrets_decode_into_one_fact_per_workload() {
 
 #[test]
 fn real_helm4_configmaps_decode_like_secrets() {
-    let cms: Vec<ConfigMap> = list_items("release-configmaps.yaml");
+    let cms: Vec<ConfigMap> = recorded("helm/release-configmaps.yaml");
     assert_eq!(cms.len(), 2);
     for cm in &cms {
         let d = helm::decode_configmap(cm);

@@ -3,32 +3,14 @@
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet};
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
-use rollcache::history::{
-    ProblemKind, controller_revisions, manifest, nodes, pods, replicasets, template,
-};
+use rollcache::history::{ProblemKind, controller_revisions, nodes, pods, replicasets, template};
 use rollcache::model::{ObjectRef, SourceKind};
+use rollcache_testbed::history;
 use serde_json::{Value, json};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/history");
-
-fn items<T: serde::de::DeserializeOwned>(file: &str) -> Vec<T> {
-    let text = std::fs::read_to_string(format!("{FIXTURES}/{file}")).expect("fixture");
-    let list: Value = if file.ends_with(".json") {
-        serde_json::from_str(&text).expect("fixture is JSON")
-    } else {
-        manifest::parse(&text).expect("fixture is YAML")
-    };
-    list["items"]
-        .as_array()
-        .expect("a List")
-        .iter()
-        .map(|i| serde_json::from_value(i.clone()).expect("a valid object"))
-        .collect()
-}
 
 #[test]
 fn replicasets_of_a_deployment() {
-    let rss: Vec<ReplicaSet> = items("apps/replicasets.json");
+    let rss: Vec<ReplicaSet> = history::recorded("apps/replicasets.json");
     assert_eq!(rss.len(), 4);
     let mut seen = Vec::new();
     for rs in &rss {
@@ -117,7 +99,7 @@ fn replicaset_without_owner_is_its_own_workload_and_bad_revision_is_kept_unnumbe
 
 #[test]
 fn controller_revisions_of_statefulsets_and_daemonsets() {
-    let crs: Vec<ControllerRevision> = items("apps/controllerrevisions.yaml");
+    let crs: Vec<ControllerRevision> = history::recorded("apps/controllerrevisions.yaml");
     assert_eq!(crs.len(), 5);
     let mut sts = Vec::new();
     let mut ds = Vec::new();
@@ -170,7 +152,7 @@ fn controller_revisions_of_statefulsets_and_daemonsets() {
 /// references; the revisions stay under the workload their hash label and name say.
 #[test]
 fn orphaned_controller_revisions_stay_under_their_workload() {
-    let crs: Vec<ControllerRevision> = items("apps/controllerrevisions.yaml");
+    let crs: Vec<ControllerRevision> = history::recorded("apps/controllerrevisions.yaml");
     let mut workloads = Vec::new();
     for mut cr in crs {
         let owned = controller_revisions::decode(&cr);
@@ -244,7 +226,7 @@ fn controller_revision_edge_cases() {
 
 #[test]
 fn pods_with_their_digests() {
-    let pods: Vec<Pod> = items("core/pods.yaml");
+    let pods: Vec<Pod> = history::recorded("core/pods.yaml");
     assert_eq!(pods.len(), 2);
     for pod in &pods {
         let d = pods::decode(pod);
@@ -278,16 +260,19 @@ fn pods_with_their_digests() {
 #[test]
 fn bare_and_finished_pods() {
     let pod = |phase: &str| -> Pod {
-        serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "debug", "namespace": "ns"},
-            "spec": {"containers": [{"name": "c", "image": "i:1"}, {"name": "d", "image": "j:1"}],
-                     "ephemeralContainers": [{"name": "e", "image": "debugger:1"}]},
-            "status": {"phase": phase, "containerStatuses": [
+        let mut pod = history::pod(
+            "ns",
+            "debug",
+            json!({"containers": [{"name": "c", "image": "i:1"}, {"name": "d", "image": "j:1"}],
+                   "ephemeralContainers": [{"name": "e", "image": "debugger:1"}]}),
+        );
+        history::merge(
+            &mut pod,
+            json!({"status": {"phase": phase, "containerStatuses": [
                 {"name": "d", "image": "j:1", "imageID": "", "ready": false, "restartCount": 0},
-                {"name": "c", "image": "i:1", "imageID": "docker.io/library/i@sha256:ab", "ready": true, "restartCount": 0}]}
-        }))
-        .unwrap()
+                {"name": "c", "image": "i:1", "imageID": "docker.io/library/i@sha256:ab", "ready": true, "restartCount": 0}]}}),
+        );
+        serde_json::from_value(pod).unwrap()
     };
     let d = pods::decode(&pod("Pending"));
     let f = &d.facts[0];
@@ -310,7 +295,7 @@ fn bare_and_finished_pods() {
 
 #[test]
 fn nodes_labels_and_taints() {
-    let ns: Vec<Node> = items("core/nodes.yaml");
+    let ns: Vec<Node> = history::recorded("core/nodes.yaml");
     let facts: Vec<_> = ns.iter().map(nodes::decode).collect();
     let ws = facts
         .iter()

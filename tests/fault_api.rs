@@ -7,10 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
-use common::kube::*;
 use common::*;
 use rollcache::node::{Node, PinOwner};
 use rollcache_testbed::apiserver::ApiServer;
+use rollcache_testbed::history::*;
 
 const NS: &str = "apps";
 const SOON: Duration = Duration::from_secs(20);

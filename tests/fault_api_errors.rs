@@ -10,10 +10,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
-use common::kube::*;
 use common::*;
 use rollcache::node::{Node, PinOwner};
 use rollcache_testbed::apiserver::{ApiServer, Fault};
+use rollcache_testbed::history::*;
 use serde_json::Value;
 
 const NS: &str = "apps";

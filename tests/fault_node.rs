@@ -8,10 +8,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
-use common::kube::*;
 use common::proxy::Proxy;
 use common::*;
 use rollcache::node::{ImageRuntime, PinOwner};
+use rollcache_testbed::history::*;
 use rollcache_testbed::oci::{ImageSpec, LayerSpec, Platform};
 
 const NS: &str = "apps";

@@ -9,10 +9,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
-use common::kube::*;
 use common::*;
 use rollcache::node::PinOwner;
 use rollcache_testbed::apiserver::Fault;
+use rollcache_testbed::history::*;
 use serde_json::{Value, json};
 
 const NS: &str = "apps";

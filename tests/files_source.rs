@@ -1,9 +1,6 @@
 //! The directory source: a real `kubectl get -o yaml` export, broken files among good ones, the
 //! layouts ConfigMap mounts use, and the debounced watch.
 
-#[path = "fixtures/helm_gen.rs"]
-mod helm_gen;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +10,7 @@ use rollcache::history::dir_source;
 use rollcache::history::files::{self, DirSnapshot, MAX_FILE_BYTES};
 use rollcache::history::store::{HistoryStore, SourceId};
 use rollcache::model::SourceKind;
+use rollcache_testbed::history::helm;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/history");
 
@@ -152,19 +150,16 @@ fn one_bad_file_or_document_never_stops_the_rest() {
 #[test]
 fn lists_typed_lists_and_helm_secrets_as_kubectl_prints_them() {
     let dir = tempfile::tempdir().unwrap();
-    let release = helm_gen::release_json(
+    let release = helm::release_json(
         "ioc",
         "bl01",
         2,
         "deployed",
         "2025-01-10T09:05:00Z",
-        &format!(
-            "---\n{}",
-            helm_gen::statefulset_doc("ioc", "reg.example/ioc:2")
-        ),
+        &format!("---\n{}", helm::statefulset_doc("ioc", "reg.example/ioc:2")),
         &[],
     );
-    write(dir.path(), "release.yaml", &helm_gen::secret_yaml(&release));
+    write(dir.path(), "release.yaml", &helm::secret_yaml(&release));
     // The API's typed list leaves kind and apiVersion off its items.
     write(
         dir.path(),

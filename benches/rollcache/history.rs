@@ -1,15 +1,10 @@
-//! Deployment history as Kubernetes stores it, for the API server: ReplicaSets of Deployments,
-//! ControllerRevisions of StatefulSets and Helm release Secrets, at realistic sizes.
+//! The benchmarks' history at realistic sizes, built by the test bed's history builders:
+//! ReplicaSets of Deployments, ControllerRevisions of StatefulSets and Helm release Secrets with
+//! pod specs and manifests as big as real charts make them.
 
-use std::io::Write;
-
-use base64::Engine;
+use rollcache_testbed::history::{ControllerRevision, Owner, ReplicaSet, helm, merge};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
 
 fn short_hash(text: &str) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..5])
@@ -64,63 +59,59 @@ pub fn pod_spec(app: &str, image: &str) -> Value {
     })
 }
 
+/// The controller of `app` in `ns`, with the uid the API server would have given it.
+fn owner(kind: &str, ns: &str, app: &str) -> Owner {
+    let short = if kind == "Deployment" {
+        "deploy"
+    } else {
+        "sts"
+    };
+    Owner {
+        uid: uid(&format!("{short}/{ns}/{app}")),
+        block_owner_deletion: true,
+        ..Owner::new(kind, app)
+    }
+}
+
 /// ReplicaSet number `revision` of Deployment `app` (scaled to 0 unless `current`).
 pub fn replicaset(ns: &str, app: &str, revision: u32, image: &str, current: bool) -> Value {
-    let hash = short_hash(&format!("{ns}/{app}/{revision}/{image}"));
     let replicas = i32::from(current);
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {
-            "name": format!("{app}-{hash}"),
-            "namespace": ns,
-            "labels": {"app.kubernetes.io/name": app, "pod-template-hash": hash},
-            "annotations": {
+    let mut rs = ReplicaSet {
+        owner: owner("Deployment", ns, app),
+        replicas,
+        labels: json!({"app.kubernetes.io/name": app}),
+        template_hash: Some(short_hash(&format!("{ns}/{app}/{revision}/{image}"))),
+        ..ReplicaSet::new(ns, app, revision.into(), pod_spec(app, image))
+    }
+    .build();
+    // What the Deployment controller and Helm add beside the revision.
+    merge(
+        &mut rs,
+        json!({
+            "metadata": {"annotations": {
                 "deployment.kubernetes.io/desired-replicas": "1",
                 "deployment.kubernetes.io/max-replicas": "2",
-                "deployment.kubernetes.io/revision": revision.to_string(),
                 "meta.helm.sh/release-name": app,
                 "meta.helm.sh/release-namespace": ns
-            },
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": app,
-                                 "uid": uid(&format!("deploy/{ns}/{app}")), "controller": true,
-                                 "blockOwnerDeletion": true}]
-        },
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app.kubernetes.io/name": app, "pod-template-hash": hash}},
-            "template": {
-                "metadata": {"labels": {"app.kubernetes.io/name": app, "pod-template-hash": hash}},
-                "spec": pod_spec(app, image)
-            }
-        },
-        "status": {"replicas": replicas, "fullyLabeledReplicas": replicas, "readyReplicas": replicas,
-                   "availableReplicas": replicas, "observedGeneration": 1}
-    })
+            }},
+            "status": {"fullyLabeledReplicas": replicas, "readyReplicas": replicas,
+                       "availableReplicas": replicas, "observedGeneration": 1}
+        }),
+    );
+    rs
 }
 
 /// ControllerRevision number `revision` of StatefulSet `app`.
 pub fn controller_revision(ns: &str, app: &str, revision: u32, image: &str) -> Value {
-    let hash = short_hash(&format!("{ns}/{app}/{revision}/{image}"));
-    let mut spec = pod_spec(app, image);
-    spec["$patch"] = json!("replace");
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "ControllerRevision",
-        "metadata": {
-            "name": format!("{app}-{hash}"),
-            "namespace": ns,
-            "labels": {"app.kubernetes.io/name": app, "controller-revision-hash": format!("{app}-{hash}")},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": app,
-                                 "uid": uid(&format!("sts/{ns}/{app}")), "controller": true,
-                                 "blockOwnerDeletion": true}]
-        },
-        "revision": revision,
-        "data": {"spec": {"template": {
-            "metadata": {"labels": {"app.kubernetes.io/name": app}},
-            "spec": spec
-        }}}
-    })
+    let template = json!({
+        "metadata": {"labels": {"app.kubernetes.io/name": app}},
+        "spec": pod_spec(app, image)
+    });
+    ControllerRevision {
+        hash: Some(short_hash(&format!("{ns}/{app}/{revision}/{image}"))),
+        ..ControllerRevision::new(ns, owner("StatefulSet", ns, app), revision.into(), template)
+    }
+    .build()
 }
 
 /// A chart's rendered manifest of about `size` bytes: a Service, a ConfigMap of application
@@ -147,36 +138,16 @@ pub fn manifest(ns: &str, app: &str, kind: &str, image: &str, size: usize) -> St
 /// Helm's release Secret for `version` of release `app` (Helm 4 layout: base64(gzip(JSON))).
 pub fn helm_secret(ns: &str, app: &str, version: u32, latest: bool, manifest: &str) -> Value {
     let status = if latest { "deployed" } else { "superseded" };
-    let release = json!({
-        "name": app,
-        "info": {"first_deployed": "2025-01-10T09:00:00.123456789Z",
-                 "last_deployed": format!("2025-02-{:02}T09:00:00.123456789Z", version.min(28)),
-                 "deleted": "", "description": "Upgrade complete", "status": status},
-        "chart": {"metadata": {"name": "app", "version": format!("1.{version}.0"), "apiVersion": "v2"},
-                  "templates": null, "values": {}},
-        "config": {"image": {"tag": format!("v{version}")}},
-        "manifest": manifest,
-        "hooks": [],
-        "version": version,
-        "namespace": ns,
-        "apply_method": "ssa"
-    });
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(release.to_string().as_bytes())
-        .expect("gzip into memory");
-    let helm_text = b64(&gz.finish().expect("gzip into memory"));
-    json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "helm.sh/release.v1",
-        "metadata": {
-            "name": format!("sh.helm.release.v1.{app}.v{version}"),
-            "namespace": ns,
-            "labels": {"name": app, "owner": "helm", "status": status,
-                       "version": version.to_string(), "modifiedAt": "1736499600"}
-        },
-        "data": {"release": b64(helm_text.as_bytes())}
-    })
+    let deployed = format!("2025-02-{:02}T09:00:00.123456789Z", version.min(28));
+    let mut release = helm::release_json(app, ns, version.into(), status, &deployed, manifest, &[]);
+    merge(
+        &mut release,
+        json!({
+            "chart": {"metadata": {"name": "app", "version": format!("1.{version}.0")}},
+            "config": {"image": {"tag": format!("v{version}")}}
+        }),
+    );
+    helm::secret(&release)
 }
 
 /// The scale history: `workloads` workloads of `revisions` revisions each, spread over 20

@@ -2,10 +2,9 @@
 //! Secrets whose payload inflates into manifests that are cheap to store and expensive to decode
 //! (many tiny nodes, deep nesting, aliases, many documents, many workloads, many hooks).
 
-use std::io::Write;
-
-use base64::Engine;
 use serde_json::{Value, json};
+
+use crate::history::{b64, gzip_at, helm};
 
 use rollcache::history::helm::MAX_RELEASE_BYTES;
 
@@ -203,25 +202,12 @@ pub fn release_with_manifest(name: &str, manifest: &str) -> Vec<u8> {
 
 /// A Helm release Secret (`helm.sh/release.v1`, version 1) holding `helm_text`.
 pub fn release_secret(ns: &str, release: &str, helm_text: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "helm.sh/release.v1",
-        "metadata": {
-            "name": format!("sh.helm.release.v1.{release}.v1"),
-            "namespace": ns,
-            "labels": {"owner": "helm", "name": release, "status": "deployed", "version": "1"},
-        },
-        "data": {"release": b64(helm_text.as_bytes())},
-    })
+    let release =
+        json!({"name": release, "namespace": ns, "version": 1, "info": {"status": "deployed"}});
+    helm::secret_with_payload(&release, helm_text.as_bytes())
 }
 
+/// gzip at the best level, so that a bomb stays as small as an attacker would make it.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(bytes).expect("gzip to memory");
-    enc.finish().expect("gzip to memory")
-}
-
-pub fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    gzip_at(bytes, flate2::Compression::best())
 }

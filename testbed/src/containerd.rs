@@ -2,7 +2,7 @@
 //! the `native` snapshotter, registry hosts from `hosts_dir()`; killed on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::deps::{self, ContainerdVersion};
@@ -157,18 +157,10 @@ state = "{d}/state"
     }
 
     async fn spawn(&mut self) -> Result<()> {
-        let log_path = self.log_path();
-        let (log, log2) = super::append_log(&log_path)?;
         let _ = std::fs::remove_file(self.socket());
-        let child = Command::new(&self.binary)
-            .arg("--config")
-            .arg(self.config_path())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(io_err(format!("starting {}", self.binary.display())))?;
-        self.child = Some(child);
+        let config = self.config_path();
+        let args = ["--config".as_ref(), config.as_os_str()];
+        self.child = Some(super::spawn_logged(&self.binary, &args, &self.log_path())?);
         self.wait_ready().await
     }
 

@@ -7,6 +7,7 @@ pub mod bombs;
 pub mod containerd;
 pub mod demo;
 pub mod deps;
+pub mod history;
 pub mod oci;
 pub mod registry;
 
@@ -48,17 +49,27 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     move |source| TestbedError::Io { what, source }
 }
 
-/// A log file opened for appending, twice: a child process's stdout and stderr.
-pub(crate) fn append_log(path: &std::path::Path) -> Result<(std::fs::File, std::fs::File)> {
-    let log = std::fs::File::options()
+/// Starts `binary` with `args`, stdin closed and stdout and stderr appended to `log`.
+pub(crate) fn spawn_logged(
+    binary: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+    log: &std::path::Path,
+) -> Result<std::process::Child> {
+    let out = std::fs::File::options()
         .create(true)
         .append(true)
-        .open(path)
-        .map_err(io_err(format!("opening {}", path.display())))?;
-    let log2 = log
+        .open(log)
+        .map_err(io_err(format!("opening {}", log.display())))?;
+    let err = out
         .try_clone()
-        .map_err(io_err(format!("duplicating {}", path.display())))?;
-    Ok((log, log2))
+        .map_err(io_err(format!("duplicating {}", log.display())))?;
+    std::process::Command::new(binary)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(io_err(format!("starting {}", binary.display())))
 }
 
 /// The last `lines` lines of a log file, for start-up failure messages.

@@ -3,7 +3,7 @@
 //! storage to simulate outages.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,17 +132,8 @@ impl Registry {
         let config = self.dir.path().join("config.yml");
         std::fs::write(&config, self.config_yaml())
             .map_err(io_err(format!("writing {}", config.display())))?;
-        let log_path = self.log_path();
-        let (log, log2) = super::append_log(&log_path)?;
-        let child = Command::new(&self.binary)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(io_err(format!("starting {}", self.binary.display())))?;
-        self.child = Some(child);
+        let args = ["serve".as_ref(), config.as_os_str()];
+        self.child = Some(super::spawn_logged(&self.binary, &args, &self.log_path())?);
         let started = Instant::now();
         while started.elapsed() < START_TIMEOUT {
             if let Some(child) = self.child.as_mut()

@@ -1,12 +1,10 @@
 //! Shared set-up of the node integration tests: a private containerd (version from
 //! `ROLLCACHE_TEST_CONTAINERD`), a registry wired to it, an OCI layout to build images in; and for
-//! the daemon tests an in-process `rollcache run`, Kubernetes objects, a fast pusher and a proxy.
+//! the daemon tests an in-process `rollcache run`, a fast pusher and a proxy (history objects come
+//! from `rollcache_testbed::history`).
 #![allow(dead_code)]
 
 pub mod daemon;
-#[path = "../fixtures/helm_gen.rs"]
-pub mod helm_gen;
-pub mod kube;
 pub mod proxy;
 pub mod push;
 

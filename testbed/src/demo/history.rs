@@ -3,12 +3,11 @@
 //! releases (with a pre-upgrade hook Job) and its ControllerRevisions, a Deployment with old
 //! ReplicaSets, a dashboard with `imagePullPolicy: Always`, and the node's Node object.
 
-use std::io::Write;
 use std::path::Path;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
+
+use crate::history::{ControllerRevision, Owner, ReplicaSet, helm, list, merge, node};
 
 pub const NAMESPACE: &str = "bl01";
 pub const NODE: &str = "bl01-ws001";
@@ -78,109 +77,77 @@ fn hook_job(image: &str) -> String {
     )
 }
 
-/// One Helm release Secret exactly as Helm stores it: `data.release` = base64(gzip(JSON)), and on
-/// the wire the Secret's own base64 on top.
-fn helm_secret(version: i64, status: &str, image: &str, tools: &str) -> std::io::Result<Value> {
+/// Release `version` of the IOC's chart, with its pre-upgrade hook Job.
+fn ioc_release(version: i64, status: &str, image: &str, tools: &str) -> std::io::Result<Value> {
     let manifest = format!(
         "---\n# Source: ioc-instance/templates/service.yaml\napiVersion: v1\nkind: Service\nmetadata:\n  name: {IOC}\nspec:\n  clusterIP: None\n  selector:\n    app: {IOC}\n---\n# Source: ioc-instance/templates/statefulset.yaml\n{}",
         serde_json::to_string_pretty(&ioc_statefulset(image))?
     );
-    let release = json!({
-        "name": IOC,
-        "namespace": NAMESPACE,
-        "version": version,
-        "info": {
-            "first_deployed": ts(1),
-            "last_deployed": ts(version as u32 * 3),
-            "deleted": "",
-            "description": if version == 1 { "Install complete" } else { "Upgrade complete" },
-            "status": status,
-        },
-        "chart": {"metadata": {"name": "ioc-instance", "version": "3.1.0", "apiVersion": "v2"}},
-        "config": {"image": {"tag": image.rsplit(':').next().unwrap_or_default()}},
-        "manifest": manifest,
-        "hooks": [{
-            "name": format!("{IOC}-autosave-backup"),
-            "kind": "Job",
-            "path": "ioc-instance/templates/autosave-backup.yaml",
-            "manifest": hook_job(tools),
-            "events": ["pre-upgrade", "pre-rollback"],
-            "last_run": {"started_at": "", "completed_at": "", "phase": ""},
-        }],
-        "apply_method": "ssa",
-    });
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&serde_json::to_vec(&release)?)?;
-    let helm_text = B64.encode(gz.finish()?);
-    Ok(json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "helm.sh/release.v1",
-        "metadata": {
-            "name": format!("sh.helm.release.v1.{IOC}.v{version}"),
-            "namespace": NAMESPACE,
-            "creationTimestamp": ts(version as u32 * 3),
-            "labels": {"owner": "helm", "name": IOC, "status": status, "version": version.to_string(), "modifiedAt": "1764061200"},
-        },
-        // Secret data is base64 on the wire; Helm's payload is itself base64 text.
-        "data": {"release": B64.encode(helm_text)},
-    }))
+    let hook_name = format!("{IOC}-autosave-backup");
+    let hook = helm::Hook {
+        name: &hook_name,
+        kind: "Job",
+        path: "ioc-instance/templates/autosave-backup.yaml",
+        manifest: &hook_job(tools),
+        events: &["pre-upgrade", "pre-rollback"],
+    };
+    let deployed = ts(version as u32 * 3);
+    let mut release = helm::release_json(
+        IOC,
+        NAMESPACE,
+        version,
+        status,
+        &deployed,
+        &manifest,
+        &[hook],
+    );
+    merge(
+        &mut release,
+        json!({
+            "info": {
+                "first_deployed": ts(1),
+                "description": if version == 1 { "Install complete" } else { "Upgrade complete" },
+            },
+            "chart": {"metadata": {"version": "3.1.0"}},
+            "config": {"image": {"tag": image.rsplit(':').next().unwrap_or_default()}},
+        }),
+    );
+    let mut secret = helm::secret(&release);
+    secret["metadata"]["creationTimestamp"] = json!(deployed);
+    Ok(secret)
 }
 
-fn owner(kind: &str, name: &str) -> Value {
-    json!([{
-        "apiVersion": "apps/v1", "kind": kind, "name": name,
-        "uid": format!("00000000-0000-4000-8000-{:012x}", name.len()),
-        "controller": true, "blockOwnerDeletion": true,
-    }])
+/// The owner reference of the demo's controllers, as the API server would have given them uids.
+fn owner(kind: &str, name: &str) -> Owner {
+    Owner {
+        uid: format!("00000000-0000-4000-8000-{:012x}", name.len()),
+        block_owner_deletion: true,
+        ..Owner::new(kind, name)
+    }
 }
 
 fn controller_revision(revision: i64, image: &str) -> Value {
-    let template = &ioc_statefulset(image)["spec"]["template"];
-    let mut patch_template = template.clone();
-    patch_template["$patch"] = json!("replace");
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "ControllerRevision",
-        "metadata": {
-            "name": format!("{IOC}-{:08x}", revision * 7919),
-            "namespace": NAMESPACE,
-            "creationTimestamp": ts(revision as u32 * 3),
-            "labels": {"app": IOC, "controller.kubernetes.io/hash": format!("{:08x}", revision * 7919)},
-            "ownerReferences": owner("StatefulSet", IOC),
-        },
-        "data": {"spec": {"template": patch_template}},
-        "revision": revision,
-    })
+    let template = ioc_statefulset(image)["spec"]["template"].clone();
+    ControllerRevision {
+        hash: Some(format!("{:08x}", revision * 7919)),
+        created: Some(ts(revision as u32 * 3)),
+        ..ControllerRevision::new(NAMESPACE, owner("StatefulSet", IOC), revision, template)
+    }
+    .build()
 }
 
 fn replica_set(workload: &str, revision: i64, image: &str, policy: &str, current: bool) -> Value {
-    let hash = format!("{:010x}", revision * 104729 + workload.len() as i64);
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {
-            "name": format!("{workload}-{hash}"),
-            "namespace": NAMESPACE,
-            "creationTimestamp": ts(revision as u32 * 2),
-            "annotations": {"deployment.kubernetes.io/revision": revision.to_string()},
-            "labels": {"app": workload, "pod-template-hash": hash},
-            "ownerReferences": owner("Deployment", workload),
-        },
-        "spec": {
-            "replicas": i32::from(current),
-            "selector": {"matchLabels": {"app": workload, "pod-template-hash": hash}},
-            "template": {
-                "metadata": {"labels": {"app": workload, "pod-template-hash": hash}},
-                "spec": pod_spec(image, policy, None),
-            },
-        },
-        "status": {"replicas": i32::from(current)},
-    })
-}
-
-fn list(items: Vec<Value>) -> Value {
-    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items})
+    ReplicaSet {
+        owner: owner("Deployment", workload),
+        replicas: i32::from(current),
+        template_hash: Some(format!(
+            "{:010x}",
+            revision * 104729 + workload.len() as i64
+        )),
+        created: Some(ts(revision as u32 * 2)),
+        ..ReplicaSet::new(NAMESPACE, workload, revision, pod_spec(image, policy, None))
+    }
+    .build()
 }
 
 /// Write the history into `dir` (one file per kind, as `kubectl get KIND -o json > FILE`).
@@ -188,7 +155,7 @@ pub fn write(dir: &Path, images: &Images) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let statuses = ["superseded", "superseded", "deployed"];
     let secrets = (0..3)
-        .map(|i| helm_secret(i as i64 + 1, statuses[i], &images.ioc[i], &images.ioc_tools))
+        .map(|i| ioc_release(i as i64 + 1, statuses[i], &images.ioc[i], &images.ioc_tools))
         .collect::<std::io::Result<Vec<_>>>()?;
     let revisions = (0..3)
         .map(|i| controller_revision(i as i64 + 1, &images.ioc[i]))
@@ -205,12 +172,10 @@ pub fn write(dir: &Path, images: &Images) -> std::io::Result<()> {
         })
         .collect();
     rs.push(replica_set(DASHBOARD, 1, &images.dashboard, "Always", true));
-    let node = json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": NODE, "labels": {"beamline": NAMESPACE, "kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux"}},
-        "spec": {},
-    });
+    let node = node(
+        NODE,
+        json!({"beamline": NAMESPACE, "kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux"}),
+    );
     let files = [
         ("helm-releases.json", list(secrets)),
         ("controllerrevisions.json", list(revisions)),
