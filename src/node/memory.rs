@@ -1,5 +1,6 @@
 //! An in-memory `ImageRuntime` twin (a registry and a node's image store) for unit tests of the
 //! reconcile loop: same pin-ownership rules, injectable failures, a log of registry contacts.
+//! `tests/node_conformance.rs` runs one suite against it and against the real `Node`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};

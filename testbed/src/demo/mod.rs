@@ -1,5 +1,5 @@
-//! `rollcache demo`: the whole job on a private test bed, no cluster needed. A private containerd
-//! and registry, a few images pushed, a directory holding a realistic history, the daemon holding
+//! The demo (`rollcache-demo`, `make demo`): the whole job on a private test bed, no cluster
+//! needed. A private containerd and registry, a few images pushed, a directory holding a realistic history, the daemon holding
 //! what this node needs, the readiness report — then the registry goes away and the node shows
 //! which rollbacks still work.
 
