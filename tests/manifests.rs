@@ -1030,6 +1030,11 @@ fn exposition() -> (BTreeSet<String>, BTreeMap<String, String>) {
     m.set_unresolved(source, 0);
     m.decode_problems_found(source, ProblemKind::Json, 1);
     m.set_revisions(&[(Readiness::OfflineSafe, 1)].into());
+    let needs_registry = json!({"workloads": [{"kind": "StatefulSet", "namespace": "ns", "name": "ioc",
+        "revisions": [{"revision": 1, "current": true, "sources": [], "readiness": "needs_registry",
+            "reasons": [], "images": [{"container": "ioc", "reference": "reg.example/ioc:latest",
+                "state": "ready", "pull_policy": "Always"}]}]}], "summary": {}});
+    m.set_needs_registry(&serde_json::from_value(needs_registry).expect("a report"));
     let text = m.encode();
     let mut names = BTreeSet::new();
     let mut families = BTreeMap::new();

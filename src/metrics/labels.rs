@@ -218,3 +218,28 @@ pub struct ProblemLabel {
     pub source: Source,
     pub kind: Problem,
 }
+
+label_enum! {
+    /// Why a cached image still sends the kubelet to the registry.
+    pub enum NeedsRegistryCause {
+        /// `imagePullPolicy: Always`, also the default for `:latest` and untagged images.
+        PullPolicyAlways => "pull_policy_always",
+        /// The kubelet's credential verification policy re-checks the pod's pull secrets.
+        CredentialVerification => "credential_verification",
+    }
+}
+
+/// One image of one revision that needs the registry. Image references are a label here only:
+/// the series exist for revisions in `needs_registry` alone and are capped, so that an alert can
+/// name the container to fix.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NeedsRegistryLabel {
+    pub namespace: String,
+    /// `KIND/NAME`, as the CLI names a workload.
+    pub workload: String,
+    /// The workload's revision number, empty when only Helm numbers it.
+    pub revision: String,
+    pub container: String,
+    pub image: String,
+    pub cause: NeedsRegistryCause,
+}

@@ -1,10 +1,14 @@
 //! Every Prometheus metric rollcache exports, registered in one place (OpenMetrics text).
 //!
 //! Names start with `rollcache_`, units are in the names, labels stay low-cardinality: no image
-//! references or digests as labels (the `/status` report carries those).
+//! references or digests as labels (the `/status` report carries those), except on the capped
+//! `revision_needs_registry` series, which exist so that an alert can name the container to fix.
 
 mod labels;
+mod needs_registry;
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
@@ -19,9 +23,10 @@ pub use labels::{
     ReloadResult, Source,
 };
 use labels::{
-    NodeStateLabel, OpResultLabel, PrefetchResultLabel, ProblemLabel, ReadinessLabel,
-    ReconcileResultLabel, ReloadResultLabel, SourceLabel,
+    NeedsRegistryLabel, NodeStateLabel, OpResultLabel, PrefetchResultLabel, ProblemLabel,
+    ReadinessLabel, ReconcileResultLabel, ReloadResultLabel, SourceLabel,
 };
+pub use needs_registry::NEEDS_REGISTRY_SERIES_MAX;
 use rollcache_core::problem::ProblemKind;
 
 use crate::report::Readiness;
@@ -36,6 +41,11 @@ pub struct Metrics {
     pub(crate) images_missing: Gauge,
     pub(crate) images_pinned: Gauge,
     pub(crate) revisions: Family<ReadinessLabel, Gauge>,
+    pub(crate) needs_registry: Family<NeedsRegistryLabel, Gauge>,
+    pub(crate) needs_registry_omitted: Gauge,
+    /// The `needs_registry` series the last pass set, so that the next removes only what is gone
+    /// (a scrape never sees them all cleared).
+    pub(crate) needs_registry_shown: Mutex<HashSet<NeedsRegistryLabel>>,
     pub(crate) pulls: Family<OpResultLabel, Counter>,
     pub(crate) pull_duration: Histogram,
     pub(crate) pulled_bytes: Counter,
@@ -73,6 +83,9 @@ impl Metrics {
             images_missing: Gauge::default(),
             images_pinned: Gauge::default(),
             revisions: Family::default(),
+            needs_registry: Family::default(),
+            needs_registry_omitted: Gauge::default(),
+            needs_registry_shown: Mutex::default(),
             pulls: Family::default(),
             pull_duration: Histogram::new(exponential_buckets(0.25, 2.0, 14)),
             pulled_bytes: Counter::default(),
@@ -119,6 +132,16 @@ impl Metrics {
             "revisions",
             "Revisions wanted on this node, by rollback readiness",
             m.revisions.clone(),
+        );
+        r.register(
+            "revision_needs_registry",
+            "1 for each image of a revision that is cached but still needs the registry, and why",
+            m.needs_registry.clone(),
+        );
+        r.register(
+            "revision_needs_registry_omitted",
+            "Images of revisions needing the registry left out of revision_needs_registry by its cap",
+            m.needs_registry_omitted.clone(),
         );
         r.register("pulls", "Image pulls by result", m.pulls.clone());
         r.register_with_unit(

@@ -104,6 +104,7 @@ impl Daemon {
             status.images_pinned,
         );
         m.set_revisions(&status.report.summary);
+        m.set_needs_registry(&status.report);
         m.set_disk(&status.disk);
         m.set_can_pin(self.node.can_pin);
         m.set_node_state(&status.node_state);
