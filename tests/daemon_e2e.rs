@@ -581,6 +581,20 @@ async fn foreign_pins_always_policy_and_readiness_probe() {
         .await;
     let reasons = revision(&s, "Deployment", NS, "always", 1).unwrap()["reasons"].to_string();
     assert!(reasons.contains("Always"), "{reasons}");
+    // The metric behind the needs-registry alert names the image and its container, and only for
+    // the revision that needs the registry.
+    let image = &revision(&s, "Deployment", NS, "always", 1).unwrap()["images"][0];
+    let series = format!(
+        "rollcache_revision_needs_registry{{namespace=\"{NS}\",workload=\"Deployment/always\",revision=\"1\",container=\"{}\",image=\"{}\",cause=\"pull_policy_always\"}} 1",
+        image["container"].as_str().unwrap(),
+        image["reference"].as_str().unwrap(),
+    );
+    let metrics = d.metrics().await;
+    let blamed: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("rollcache_revision_needs_registry{"))
+        .collect();
+    assert_eq!(blamed, [series.as_str()], "{metrics}");
     let f = cri_image(&bed.node, &foreign).await.unwrap();
     assert!(
         f.pinned && f.pin_owner == PinOwner::Other,
@@ -598,6 +612,18 @@ async fn foreign_pins_always_policy_and_readiness_probe() {
     assert!(
         f.pinned && f.pin_owner == PinOwner::Other,
         "a foreign pin was removed"
+    );
+
+    // Once no revision needs the registry, its series goes with it.
+    assert!(api.delete("ReplicaSet", NS, "always-1"));
+    d.wait_status(SOON, "always revision gone", |s| {
+        revision(s, "Deployment", NS, "always", 1).is_none()
+    })
+    .await;
+    let metrics = d.metrics().await;
+    assert!(
+        !metrics.contains("rollcache_revision_needs_registry{"),
+        "{metrics}"
     );
     d.stop().await;
 }
