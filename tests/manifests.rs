@@ -1258,6 +1258,7 @@ fn dashboard_is_shipped_and_queries_exposed_metrics() {
         "rollcache_image_fs_capacity_bytes",
         "rollcache_disk_budget_reached",
         "rollcache_source_synced",
+        "rollcache_revision_needs_registry",
     ] {
         assert!(used.contains(needed), "the dashboard shows no {needed}");
     }
