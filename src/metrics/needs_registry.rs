@@ -168,6 +168,99 @@ mod tests {
         assert!(series(&m.encode()).is_empty(), "{}", m.encode());
     }
 
+    /// The causes come from the report's own reasons: a report built by `report::build` with the
+    /// kubelet re-verifying credentials blames the images it names, and each for its cause.
+    #[test]
+    fn blames_what_the_report_blames() {
+        use crate::decide::Held;
+        use crate::model::WorkloadId;
+        use crate::report::{
+            self, CredentialVerificationPolicy, ImageInput, NodeView, RevisionInput,
+        };
+
+        let input = |container: &str, reference: &str, policy: &str| ImageInput {
+            container: container.into(),
+            reference: Ok(reference.into()),
+            pull_policy: policy.into(),
+        };
+        let held: Vec<Held> = [
+            "reg.example/ioc:latest",
+            "reg.example/config:1",
+            "reg.example/sidecar:1",
+        ]
+        .iter()
+        .map(|tag| Held {
+            id: format!("id-{tag}"),
+            tags: vec![tag.to_string()],
+            digests: Vec::new(),
+            pinned: true,
+            pinned_by_us: true,
+            size: 1,
+        })
+        .collect();
+        let revision = RevisionInput {
+            workload: WorkloadId::new("StatefulSet", "bl45p", "ioc"),
+            helm_release: None,
+            revision: Some(7),
+            helm_revision: None,
+            status: None,
+            current: true,
+            sources: Vec::new(),
+            images: vec![
+                input("ioc", "reg.example/ioc:latest", "Always"),
+                input("load-config", "reg.example/config:1", "IfNotPresent"),
+                input("sidecar", "reg.example/sidecar:1", "IfNotPresent"),
+            ],
+            has_pull_secrets: true,
+            not_here: None,
+            node_unknown: false,
+        };
+        let allowlist = vec!["reg.example/sidecar*".to_string()];
+        let waiting = Default::default();
+        let view = NodeView {
+            held: &held,
+            waiting: &waiting,
+            can_pin: true,
+            view_fresh: true,
+            credential_policy: CredentialVerificationPolicy::NeverVerifyAllowlistedImages,
+            credential_allowlist: &allowlist,
+            now: std::time::Instant::now(),
+        };
+        let m = Metrics::new();
+        m.set_needs_registry(&report::build(&[revision], &view));
+        let text = m.encode();
+        let mut blamed: Vec<String> = series(&text)
+            .iter()
+            .map(|l| {
+                let container = l
+                    .split("container=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                let cause = l
+                    .split("cause=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                format!("{container} {cause}")
+            })
+            .collect();
+        blamed.sort();
+        // The sidecar is on the allowlist: the kubelet does not re-verify it.
+        assert_eq!(
+            blamed,
+            [
+                "ioc pull_policy_always",
+                "load-config credential_verification"
+            ],
+            "{text}"
+        );
+    }
+
     #[test]
     fn caps_the_series_and_counts_what_it_left_out() {
         let m = Metrics::new();
