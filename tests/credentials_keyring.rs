@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use rollcache::credentials::{
     CredentialsError, Keyring, SECRET_TYPE_DOCKER_CONFIG_JSON, SECRET_TYPE_DOCKERCFG, SecretRef,
     parse_secret,
@@ -10,7 +9,7 @@ use rollcache::credentials::{
 use rollcache::image_ref::ImageRef;
 
 fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
+    rollcache_testbed::history::b64(s.as_bytes())
 }
 
 fn secret(name: &str) -> SecretRef {

@@ -104,14 +104,11 @@ pub fn replay(target: &str, data: &[u8]) {
     }
 }
 
-pub fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
+pub use rollcache_testbed::history::b64;
 
+/// The test bed's gzip at the fastest level: the fuzzer wraps every input.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(bytes).expect("gzip to memory");
-    gz.finish().expect("gzip to memory")
+    rollcache_testbed::history::gzip_at(bytes, flate2::Compression::fast())
 }
 
 /// The first byte picks how much of Helm's wrapping the fuzzer gets for free, so that it reaches
