@@ -369,3 +369,36 @@ proptest! {
         prop_assert_eq!(r.canonical(), format!("{want_host}/{want_repo}:{tag}"));
     }
 }
+
+/// The one place a written reference is cut into name, tag and digest: a registry port is not a
+/// tag, and a digest reference may keep its tag.
+#[test]
+fn written_references_split_into_name_tag_and_digest() {
+    use rollcache::image_ref::split_written;
+    let d = format!("sha256:{}", "ab".repeat(32));
+    assert_eq!(split_written("reg:5000/a/b"), ("reg:5000/a/b", None, None));
+    assert_eq!(
+        split_written("reg:5000/a/b:1"),
+        ("reg:5000/a/b", Some("1"), None)
+    );
+    assert_eq!(
+        split_written(&format!("reg:5000/a/b:1@{d}")),
+        ("reg:5000/a/b", Some("1"), Some(d.as_str()))
+    );
+    assert_eq!(
+        split_written(&format!("[::1]:5000/a@{d}")),
+        ("[::1]:5000/a", None, Some(d.as_str()))
+    );
+    // Every parsed reference agrees with its own split.
+    for written in [
+        "busybox",
+        "reg:5000/a/b:1",
+        "docker.io/library/busybox:1.36",
+    ] {
+        let r = ImageRef::parse(written).unwrap();
+        let (name, tag, digest) = split_written(written);
+        assert!(r.name().ends_with(name), "{written}");
+        assert_eq!(r.tag.as_deref().filter(|_| tag.is_some()), tag, "{written}");
+        assert_eq!(r.digest.as_deref(), digest, "{written}");
+    }
+}

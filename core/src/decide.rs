@@ -106,17 +106,12 @@ pub struct Decision {
 /// Does `held` satisfy the wanted reference? A digest reference needs that digest; a tag reference
 /// needs that tag (what it pointed to when pulled is what the node has).
 pub fn satisfies(held: &Held, reference: &str) -> bool {
-    match reference.split_once('@') {
-        Some((name, digest)) => {
-            let repo = match name.rfind(':') {
-                Some(colon) if !name[colon..].contains('/') => &name[..colon],
-                _ => name,
-            };
-            held.digests
-                .iter()
-                .any(|d| d == &format!("{repo}@{digest}"))
-        }
-        None => held.tags.iter().any(|t| t == reference),
+    match crate::image_ref::split_written(reference) {
+        (repo, _, Some(digest)) => held
+            .digests
+            .iter()
+            .any(|d| d.strip_prefix(repo).and_then(|d| d.strip_prefix('@')) == Some(digest)),
+        (_, _, None) => held.tags.iter().any(|t| t == reference),
     }
 }
 

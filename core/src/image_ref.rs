@@ -150,18 +150,24 @@ fn split_docker_domain(name: &str) -> (&str, String) {
     }
 }
 
-/// `Parse` on `domain/remainder`: the reference grammar, then digest validation.
-fn parse_full(s: &str) -> Result<ImageRef, String> {
+/// A reference as written, cut into name, tag and digest without validating or normalising:
+/// `reg:5000/a/b:1@sha256:…` → (`reg:5000/a/b`, `1`, `sha256:…`).
+pub fn split_written(s: &str) -> (&str, Option<&str>, Option<&str>) {
     // Neither name nor tag may contain '@', so the first '@' starts the digest.
     let (name_tag, digest) = match s.split_once('@') {
         Some((n, d)) => (n, Some(d)),
         None => (s, None),
     };
     // A ':' followed by no '/' ends the name; a ':' before a '/' is the registry port.
-    let (name, tag) = match name_tag.rsplit_once(':') {
-        Some((n, t)) if !t.contains('/') => (n, Some(t)),
-        _ => (name_tag, None),
-    };
+    match name_tag.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t), digest),
+        _ => (name_tag, None, digest),
+    }
+}
+
+/// `Parse` on `domain/remainder`: the reference grammar, then digest validation.
+fn parse_full(s: &str) -> Result<ImageRef, String> {
+    let (name, tag, digest) = split_written(s);
     if let Some(t) = tag
         && !valid_tag(t)
     {

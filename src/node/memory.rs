@@ -283,13 +283,7 @@ fn normalize(reference: &str) -> String {
 }
 
 fn repo_of(reference: &str) -> &str {
-    if let Some((repo, _)) = reference.split_once('@') {
-        return repo;
-    }
-    match reference.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => repo,
-        _ => reference,
-    }
+    crate::image_ref::split_written(reference).0
 }
 
 fn info_of(remote: &RemoteImage, by_digest: bool) -> ImageInfo {
