@@ -5,10 +5,46 @@ pub mod plan;
 pub mod run;
 pub mod status;
 
-/// How a command prints its answer (`-o`/`--output`): aligned text for people, JSON for scripts.
+/// How a command prints its answer (`-o`/`--output`): aligned text for people that fits
+/// [`TABLE_WIDTH`] columns (`table`) or holds every cell whole (`wide`), JSON or YAML for scripts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     #[default]
     Table,
+    Wide,
     Json,
+    Yaml,
+}
+
+/// The terminal width the default tables keep to, as kubectl's do.
+pub const TABLE_WIDTH: usize = 100;
+
+impl Output {
+    /// The width a table must fit: none for `wide`.
+    pub fn width(self) -> Option<usize> {
+        match self {
+            Output::Wide => None,
+            _ => Some(TABLE_WIDTH),
+        }
+    }
+
+    /// Whether this is a format for people (a table, narrow or wide).
+    pub fn is_table(self) -> bool {
+        matches!(self, Output::Table | Output::Wide)
+    }
+}
+
+/// `value` as YAML, the same document `-o json` prints.
+pub fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String, YamlError> {
+    serde_saphyr::to_string(value).map_err(|e| YamlError(e.to_string()))
+}
+
+/// A value that could not be written as YAML (a map key that is not a string, say).
+#[derive(Debug, thiserror::Error)]
+#[error("encoding YAML output: {0}")]
+pub struct YamlError(String);
+
+/// A Kubernetes error as the one line a command ends with, followed by what to try.
+pub fn with_hint(e: crate::history::sources::KubeError, hint: &str) -> anyhow::Error {
+    anyhow::anyhow!("{e} ({hint})")
 }

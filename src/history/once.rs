@@ -44,12 +44,13 @@ pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
 /// How long a one-shot command waits for every source to list.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// List everything once (for `plan`): start the sources, wait until each has synced, stop.
-pub async fn load_history(cfg: &Config) -> anyhow::Result<History> {
+/// List everything once (for `plan`): start the sources (the API's through `client`, one that
+/// answered [`super::sources::one_shot_client`]'s check), wait until each has synced, stop.
+pub async fn load_history(cfg: &Config, client: Option<kube::Client>) -> anyhow::Result<History> {
     let store = HistoryStore::new();
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    start_sources(cfg, &store, &cancel, &mut tasks).await?;
+    start_sources(cfg, client, &store, &cancel, &mut tasks).await?;
     let started = Instant::now();
     let mut rx = store.subscribe();
     loop {
