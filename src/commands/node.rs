@@ -26,6 +26,7 @@ pub struct NodeArgs {
     /// Output format.
     #[arg(
         long,
+        short,
         env = "ROLLCACHE_OUTPUT",
         value_enum,
         default_value = "table",
