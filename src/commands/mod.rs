@@ -36,7 +36,11 @@ impl Output {
 
 /// `value` as YAML, the same document `-o json` prints.
 pub fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String, YamlError> {
-    serde_saphyr::to_string(value).map_err(|e| YamlError(e.to_string()))
+    // One line per value, as kubectl prints it: a reference or a reason folded over lines
+    // (`>-`) reads worse and cannot be found with grep.
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
+    serde_saphyr::to_string_with_options(value, options).map_err(|e| YamlError(e.to_string()))
 }
 
 /// A value that could not be written as YAML (a map key that is not a string, say).
