@@ -198,6 +198,25 @@ async fn plan_against_a_silent_or_refusing_api_fails_in_one_line() {
         "{err}"
     );
 
+    // An API that answers every request with an error: no source lists, the plan gives up in
+    // seconds saying why, each cause once.
+    api.set_fault(Some(Fault::Status(503)));
+    let mut cmd = rollcache(home.path());
+    cmd.args(["plan", "--kubeconfig"]).arg(&config);
+    let (out, elapsed) = output(cmd).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && elapsed < Duration::from_secs(15),
+        "{elapsed:?} {err}"
+    );
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: the Kubernetes API answers, but no history source could list"),
+        "{err}"
+    );
+    assert!(last.contains("503"), "{err}");
+    assert!(err.lines().count() <= 8, "{err}");
+
     // RBAC refusing Nodes is an answer: the plan goes on (the node is then unknown).
     api.set_fault(None);
     api.set_resource_fault("nodes", Some(Fault::Status(403)));

@@ -44,6 +44,31 @@ pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
 /// How long a one-shot command waits for every source to list.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long a one-shot command waits while every source fails (the API refusing or erring on
+/// everything) before it gives up: a slow list that makes progress waits up to `SYNC_TIMEOUT`.
+const ALL_FAILING_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// When no source has listed and every one is in error: their errors, each once, with the
+/// sources that had it.
+fn every_source_failing(snap: &super::store::HistorySnapshot) -> Option<String> {
+    let mut by_error: Vec<(String, Vec<String>)> = Vec::new();
+    for (id, s) in &snap.sources {
+        if s.synced || !s.in_error {
+            return None;
+        }
+        let error = s.last_error.clone().unwrap_or_default();
+        match by_error.iter_mut().find(|(e, _)| *e == error) {
+            Some((_, ids)) => ids.push(id.to_string()),
+            None => by_error.push((error, vec![id.to_string()])),
+        }
+    }
+    let parts: Vec<String> = by_error
+        .into_iter()
+        .map(|(error, ids)| format!("{}: {error}", ids.join(", ")))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// List everything once (for `plan`): start the sources (the API's through `client`, one that
 /// answered [`super::sources::one_shot_client`]'s check), wait until each has synced, stop.
 pub async fn load_history(cfg: &Config, client: Option<kube::Client>) -> anyhow::Result<History> {
@@ -58,6 +83,15 @@ pub async fn load_history(cfg: &Config, client: Option<kube::Client>) -> anyhow:
         if Progress::new(&snap, expects_node(cfg)).answered() {
             break;
         }
+        if started.elapsed() > ALL_FAILING_TIMEOUT
+            && let Some(why) = every_source_failing(&snap)
+        {
+            cancel.cancel();
+            anyhow::bail!(
+                "the Kubernetes API answers, but no history source could list within {}s: {why}",
+                ALL_FAILING_TIMEOUT.as_secs()
+            );
+        }
         if started.elapsed() > SYNC_TIMEOUT {
             let waiting: Vec<String> = snap
                 .sources
@@ -71,7 +105,7 @@ pub async fn load_history(cfg: &Config, client: Option<kube::Client>) -> anyhow:
                 waiting.join("; ")
             );
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
     }
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
