@@ -56,7 +56,7 @@ fn every_source_failing(snap: &super::store::HistorySnapshot) -> Option<String> 
         if s.synced || !s.in_error {
             return None;
         }
-        let error = s.last_error.clone().unwrap_or_default();
+        let error = brief(s.last_error.as_deref().unwrap_or_default());
         match by_error.iter_mut().find(|(e, _)| *e == error) {
             Some((_, ids)) => ids.push(id.to_string()),
             None => by_error.push((error, vec![id.to_string()])),
@@ -67,6 +67,21 @@ fn every_source_failing(snap: &super::store::HistorySnapshot) -> Option<String> 
         .map(|(error, ids)| format!("{}: {error}", ids.join(", ")))
         .collect();
     (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// A kube API error without the `Status` it carries printed in full: its message and its code.
+fn brief(error: &str) -> String {
+    let Some((text, status)) = error.split_once(" (Status {") else {
+        return error.to_owned();
+    };
+    let code = status
+        .split_once("code: ")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .filter(|c| !c.is_empty());
+    match code {
+        Some(code) => format!("{text} ({code})"),
+        None => text.to_owned(),
+    }
 }
 
 /// List everything once (for `plan`): start the sources (the API's through `client`, one that
@@ -122,4 +137,19 @@ pub async fn load_history(cfg: &Config, client: Option<kube::Client>) -> anyhow:
             .in_error
             .then(|| snap.node_status.last_error.clone().unwrap_or_default()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::brief;
+
+    #[test]
+    fn an_api_error_is_told_by_its_message_and_code() {
+        let kube = "failed to perform initial object list: ApiError: the server is currently unable to handle the request: ServiceUnavailable (Status { status: Some(Failure), code: 503, message: \"x\" })";
+        assert_eq!(
+            brief(kube),
+            "failed to perform initial object list: ApiError: the server is currently unable to handle the request: ServiceUnavailable (503)"
+        );
+        assert_eq!(brief("client error (Connect)"), "client error (Connect)");
+    }
 }
