@@ -46,6 +46,8 @@ pub enum KubeError {
     InCluster(String),
     #[error("cannot reach the Kubernetes API at {url}: {cause}")]
     Unreachable { url: String, cause: String },
+    #[error("cannot make a client for the Kubernetes API at {url}: {cause}")]
+    Client { url: String, cause: String },
     #[error("the Kubernetes API at {url} refused the credentials: {cause}")]
     Unauthorized { url: String, cause: String },
 }
@@ -109,7 +111,7 @@ pub async fn one_shot_client(args: &KubeArgs) -> Result<kube::Client, KubeError>
 /// unreachable API with backoff, saying so once per change of state.
 pub fn client_from(config: kube::Config) -> Result<kube::Client, KubeError> {
     let url = config.cluster_url.to_string();
-    kube::Client::try_from(config).map_err(|e| KubeError::Unreachable {
+    kube::Client::try_from(config).map_err(|e| KubeError::Client {
         url,
         cause: cause(&e),
     })
