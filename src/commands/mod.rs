@@ -9,10 +9,14 @@ pub mod status;
 /// [`TABLE_WIDTH`] columns (`table`) or holds every cell whole (`wide`), JSON or YAML for scripts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
+    /// Aligned text in 100 columns: long names and references clipped with `…`, reasons wrapped.
     #[default]
     Table,
+    /// Aligned text, every cell whole.
     Wide,
+    /// The whole document, for scripts.
     Json,
+    /// The same document as `json`.
     Yaml,
 }
 
