@@ -80,6 +80,39 @@ mod tests {
     }
 
     #[test]
+    fn every_command_on_the_api_takes_kubeconfig_and_context_and_every_output_takes_yaml() {
+        for command in ["run", "plan"] {
+            let cli = Cli::try_parse_from([
+                "rollcache",
+                command,
+                "--kubeconfig",
+                "/tmp/kc",
+                "--context",
+                "b",
+            ])
+            .unwrap();
+            let kube = match cli.command {
+                Command::Run(a) => a.config.kube,
+                Command::Plan(a) => a.config.kube,
+                _ => panic!("{command}"),
+            };
+            assert_eq!(kube.kubeconfig, Some(PathBuf::from("/tmp/kc")), "{command}");
+            assert_eq!(kube.context.as_deref(), Some("b"), "{command}");
+        }
+        for args in [
+            &["plan", "-o", "yaml"][..],
+            &["status", "-o", "yaml"],
+            &["prefetch", "-o", "yaml"],
+            &["node", "list", "-o", "yaml"],
+            &["node", "check", "--output", "wide"],
+        ] {
+            let parsed =
+                Cli::try_parse_from(std::iter::once("rollcache").chain(args.iter().copied()));
+            assert!(parsed.is_ok(), "{args:?}: {parsed:?}");
+        }
+    }
+
+    #[test]
     fn durations_read_as_before() {
         for (text, secs) in [("10s", 10), ("2m", 120), ("1h30m", 5400), ("1h 30m", 5400)] {
             assert_eq!(

@@ -25,9 +25,14 @@ fn main() {
 async fn async_main() {
     let cli = cli::Cli::parse();
     // Noisy transport crates stay at warn unless RUST_LOG says otherwise. kube's watcher warns
-    // on every retry of a 403; rollcache's own watch log says it once per change of state.
+    // on every retry of a 403, its client logs an error for every failed request (each retry of
+    // an unreachable API) and a warning for every watch the server closes, and the TLS verifier
+    // one for every certificate it rejects; rollcache's own watch log and a one-shot command's
+    // single error line say it once.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,hyper=warn,h2=warn,tower=warn,rustls=warn,kube_runtime::watcher=error")
+        EnvFilter::new(
+            "info,hyper=warn,h2=warn,tower=warn,rustls=warn,kube_runtime::watcher=error,kube_client::client=error,kube_client::client::tls=warn,kube_client::client::builder=off,rustls_platform_verifier=off",
+        )
     });
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -3,14 +3,21 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use rollcache_core::text::{Column, human_size, table};
+use rollcache_core::text::{Column, clip, human_size, table_within};
 
 use crate::inventory::RevisionKey;
 use crate::plan::{Plan, PlannedRevision, Tier};
 
 /// A stable, aligned text view: one block per image in pull order, then the revisions this node
-/// does not hold and why, then problems.
+/// does not hold and why, then problems; every value whole (`-o wide`).
 pub fn render_table(plan: &Plan) -> String {
+    render_table_within(plan, None)
+}
+
+/// [`render_table`] with the image blocks and the table of revisions not held in at most `width`
+/// characters a line when given: references lose their middle (registry and tag or digest stay),
+/// other values their end. Messages (the node line, problems) stay whole for the terminal to wrap.
+pub fn render_table_within(plan: &Plan, width: Option<usize>) -> String {
     let by_key: HashMap<&RevisionKey, &PlannedRevision> =
         plan.revisions.iter().map(|r| (&r.key, r)).collect();
     let wanted = plan.revisions.iter().filter(|r| r.wanted).count();
@@ -31,11 +38,15 @@ pub fn render_table(plan: &Plan) -> String {
         let _ = writeln!(out, "Node state: {n}");
     }
 
-    let width = plan.images.len().to_string().len();
+    let digits = plan.images.len().to_string().len();
+    let room = |used: usize| width.map(|w| w.saturating_sub(used));
     for (i, img) in plan.images.iter().enumerate() {
-        let _ = writeln!(out, "\n{:>width$}. {}", i + 1, img.reference);
-        let pad = " ".repeat(width + 2);
+        let reference = fit(&img.reference, room(digits + 2), true);
+        let _ = writeln!(out, "\n{:>digits$}. {reference}", i + 1);
+        let pad = " ".repeat(digits + 2);
+        let value_room = room(digits + 2 + 11);
         let mut field = |name: &str, value: &str| {
+            let value = fit(value, value_room, name == "pulls");
             let _ = writeln!(out, "{pad}{name:<11}{value}");
         };
         let tier = match img.tier {
@@ -108,8 +119,12 @@ pub fn render_table(plan: &Plan) -> String {
                 ]
             })
             .collect();
-        let columns = ["WORKLOAD", "REVISION", "WHY"].map(Column::left);
-        out.push_str(&table("  ", &columns, &rows));
+        let columns = [
+            Column::left("WORKLOAD").shrinks_in_the_middle().down_to(28),
+            Column::left("REVISION").shrinks(),
+            Column::left("WHY").wraps(),
+        ];
+        out.push_str(&table_within("  ", &columns, &rows, width));
     }
 
     if !plan.problems.is_empty() {
@@ -132,6 +147,14 @@ pub fn render_table(plan: &Plan) -> String {
 pub fn render_json(plan: &Plan) -> String {
     // A Plan holds only strings, numbers and lists: serialising it cannot fail.
     serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// `value` in `room` characters, if limited: references keep both ends, the rest its start.
+fn fit(value: &str, room: Option<usize>, reference: bool) -> String {
+    match room {
+        Some(room) => clip(value, room.max(20), reference),
+        None => value.to_owned(),
+    }
 }
 
 fn ns_name(k: &RevisionKey) -> String {

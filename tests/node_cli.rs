@@ -51,6 +51,35 @@ async fn node_pull_pin_and_list_as_json() {
     assert_eq!(rows[0]["pinned"], true);
     assert_eq!(rows[0]["managed"], true);
 
+    // YAML is the same document; a long reference keeps the table in 100 columns, whole in wide.
+    let out = rollcache(&socket, &["list", "-o", "yaml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml: serde_json::Value =
+        serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).expect("YAML output");
+    assert_eq!(yaml.as_array(), Some(rows), "{yaml}");
+    let (long, _, _) = bed.push_small(
+        41,
+        "cli/a-repository-path-as-long-as-some-facilities-make-them/ioc-adaravis-runtime:2024.11.1",
+    );
+    let out = rollcache(&socket, &["pull", &long]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(rollcache(&socket, &["list"]).stdout).unwrap();
+    assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
+    assert!(
+        table.contains("…") && table.contains("runtime:2024.11.1"),
+        "{table}"
+    );
+    let wide = String::from_utf8(rollcache(&socket, &["list", "-o", "wide"]).stdout).unwrap();
+    assert!(wide.contains(&long), "{wide}");
+
     // A failing image makes the command fail and says why.
     let missing = bed.reference("cli/missing:1");
     let out = rollcache(&socket, &["pull", "--output", "json", &missing]);

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::report::Report;
-use crate::text::{Column, table};
+use crate::text::{Column, table_within};
 
 /// A history source's health as `/status` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,8 +77,14 @@ pub struct Status {
     pub report: Report,
 }
 
-/// The readiness table for people.
+/// The readiness table for people, every cell whole.
 pub fn render_table(s: &Status) -> String {
+    render_table_within(s, None)
+}
+
+/// The readiness table with its rows in at most `width` characters when given: long workload
+/// names lose their middle, long revisions and reasons their end (`-o wide` shows them whole).
+pub fn render_table_within(s: &Status, width: Option<usize>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let summary: Vec<String> = s
@@ -179,8 +185,15 @@ pub fn render_table(s: &Status) -> String {
             rows.push([name.clone(), rev, status, readiness, why]);
         }
     }
-    let columns = ["WORKLOAD", "REVISION", "STATUS", "READINESS", "WHY"].map(Column::left);
-    out.push_str(&table("", &columns, &rows));
+    let columns = [
+        // Floors that leave the reason room in 100 columns beside the two fixed columns.
+        Column::left("WORKLOAD").shrinks_in_the_middle().down_to(28),
+        Column::left("REVISION").shrinks().down_to(14),
+        Column::left("STATUS"),
+        Column::left("READINESS"),
+        Column::left("WHY").wraps().down_to(18),
+    ];
+    out.push_str(&table_within("", &columns, &rows, width));
     out
 }
 
@@ -225,5 +238,66 @@ mod tests {
             "{}",
             render_table(&s)
         );
+    }
+
+    #[test]
+    fn the_table_fits_100_columns_and_wide_keeps_every_cell_whole() {
+        use crate::report::{Readiness, RevisionReport, WorkloadReport};
+        let name = "bl45p-ea-ioc-01-with-a-name-as-long-as-facilities-give-them";
+        let why = "container ioc: imagePullPolicy Always (the default for untagged images): the kubelet goes to the registry";
+        let s = Status {
+            node: "bl45p-ws001".into(),
+            runtime_reachable: true,
+            can_pin: true,
+            report: Report {
+                workloads: vec![WorkloadReport {
+                    kind: "StatefulSet".into(),
+                    namespace: "bl45p-beamline-namespace".into(),
+                    name: name.into(),
+                    helm_release: Some(name.into()),
+                    revisions: vec![RevisionReport {
+                        revision: Some(3),
+                        helm_revision: Some(12),
+                        status: Some("deployed".into()),
+                        current: true,
+                        sources: vec![],
+                        readiness: Some(Readiness::NeedsRegistry),
+                        not_here: None,
+                        node_unknown: false,
+                        reasons: vec![why.into()],
+                        images: vec![],
+                    }],
+                }],
+                summary: Default::default(),
+            },
+            ..Default::default()
+        };
+        let narrow = render_table_within(&s, Some(100));
+        let rows: Vec<&str> = narrow.lines().skip(1).collect();
+        for row in &rows {
+            assert!(
+                row.chars().count() <= 100,
+                "{row:?} ({})",
+                row.chars().count()
+            );
+        }
+        // The kind and the name's end still tell the workload; the fixed columns stay whole; the
+        // reason goes on over the next lines, whole.
+        assert!(rows[1].starts_with("StatefulSet/"), "{narrow}");
+        assert!(rows[1].contains("…ies-give-them"), "{narrow}");
+        assert!(
+            rows[1].contains("deployed, current  needs_registry"),
+            "{narrow}"
+        );
+        let at = rows[0].find("WHY").unwrap();
+        let reason: Vec<String> = rows[1..]
+            .iter()
+            .map(|r| r.chars().skip(at).collect::<String>().trim().to_owned())
+            .collect();
+        assert_eq!(reason.join(" "), why, "{narrow}");
+        let wide = render_table(&s);
+        assert!(wide.contains(&format!("StatefulSet/bl45p-beamline-namespace/{name}")));
+        assert!(wide.contains(&format!("3 (helm {name} v12)")));
+        assert!(wide.contains(why), "{wide}");
     }
 }

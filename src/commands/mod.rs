@@ -5,10 +5,54 @@ pub mod plan;
 pub mod run;
 pub mod status;
 
-/// How a command prints its answer (`-o`/`--output`): aligned text for people, JSON for scripts.
+/// How a command prints its answer (`-o`/`--output`): aligned text for people that fits
+/// [`TABLE_WIDTH`] columns (`table`) or holds every cell whole (`wide`), JSON or YAML for scripts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
+    /// Aligned text in 100 columns: long names and references clipped with `…`, reasons wrapped.
     #[default]
     Table,
+    /// Aligned text, every cell whole.
+    Wide,
+    /// The whole document, for scripts.
     Json,
+    /// The same document as `json`.
+    Yaml,
+}
+
+/// The terminal width the default tables keep to, as kubectl's do.
+pub const TABLE_WIDTH: usize = 100;
+
+impl Output {
+    /// The width a table must fit: none for `wide`.
+    pub fn width(self) -> Option<usize> {
+        match self {
+            Output::Wide => None,
+            _ => Some(TABLE_WIDTH),
+        }
+    }
+
+    /// Whether this is a format for people (a table, narrow or wide).
+    pub fn is_table(self) -> bool {
+        matches!(self, Output::Table | Output::Wide)
+    }
+}
+
+/// `value` as YAML, the same document `-o json` prints.
+pub fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String, YamlError> {
+    // One line per value, as kubectl prints it: a reference or a reason folded over lines
+    // (`>-`) reads worse and cannot be found with grep.
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
+    serde_saphyr::to_string_with_options(value, options).map_err(|e| YamlError(e.to_string()))
+}
+
+/// A value that could not be written as YAML (a map key that is not a string, say).
+#[derive(Debug, thiserror::Error)]
+#[error("encoding YAML output: {0}")]
+pub struct YamlError(String);
+
+/// A Kubernetes error as the one line a command ends with, followed by what to try.
+pub fn with_hint(e: crate::history::sources::KubeError, hint: &str) -> anyhow::Error {
+    anyhow::anyhow!("{e} ({hint})")
 }

@@ -6,9 +6,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rollcache_core::text::{Column, human_size, table};
+use rollcache_core::text::{Column, human_size, table_within};
 
-use crate::commands::Output;
+use crate::commands::{Output, YamlError, to_yaml};
 use crate::config::parse_duration;
 use crate::node::{
     DEFAULT_SOCKET, Deadlines, ImageInfo, ImageRuntime, Node, NodeError, PinOwner, PullOutcome,
@@ -26,6 +26,7 @@ pub struct NodeArgs {
     /// Output format.
     #[arg(
         long,
+        short,
         env = "ROLLCACHE_OUTPUT",
         value_enum,
         default_value = "table",
@@ -80,6 +81,8 @@ pub enum NodeCommandError {
     Output(#[from] std::io::Error),
     #[error("encoding JSON output: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Yaml(#[from] YamlError),
     #[error("{failed} of {total} images failed (see above)")]
     SomeFailed { failed: usize, total: usize },
 }
@@ -103,7 +106,8 @@ pub async fn run(args: &NodeArgs, out: &mut dyn Write) -> Result<(), NodeCommand
             let support = node.pin_support().await?;
             match args.output {
                 Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&support)?)?,
-                Output::Table => writeln!(out, "{}", support.detail)?,
+                Output::Yaml => write!(out, "{}", to_yaml(&support)?)?,
+                Output::Table | Output::Wide => writeln!(out, "{}", support.detail)?,
             }
             Ok(())
         }
@@ -186,7 +190,7 @@ fn print_results(
     let total = results.len();
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     match output {
-        Output::Json => {
+        Output::Json | Output::Yaml => {
             let rows: Vec<serde_json::Value> = results
                 .iter()
                 .map(|(image, r)| match r {
@@ -201,9 +205,9 @@ fn print_results(
                     }),
                 })
                 .collect();
-            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            write_document(&rows, output, out)?;
         }
-        Output::Table => {
+        Output::Table | Output::Wide => {
             for (image, r) in &results {
                 match r {
                     Ok((word, _)) => writeln!(out, "{image}\t{word}")?,
@@ -224,7 +228,7 @@ fn print_list(
     out: &mut dyn Write,
 ) -> Result<(), NodeCommandError> {
     match output {
-        Output::Json => {
+        Output::Json | Output::Yaml => {
             let rows: Vec<serde_json::Value> = images
                 .iter()
                 .map(|i| {
@@ -241,9 +245,9 @@ fn print_list(
                     })
                 })
                 .collect();
-            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            write_document(&rows, output, out)?;
         }
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let rows: Vec<[String; 5]> = images
                 .iter()
                 .map(|i| {
@@ -263,14 +267,28 @@ fn print_list(
                 })
                 .collect();
             let columns = [
-                Column::left("REFERENCE"),
+                Column::left("REFERENCE").shrinks_in_the_middle(),
                 Column::left("DIGEST").at_least(DIGEST_WIDTH),
                 Column::right("SIZE").at_least(9),
                 Column::left("PINNED"),
                 Column::left("MANAGED"),
             ];
-            write!(out, "{}", table("", &columns, &rows))?;
+            write!(out, "{}", table_within("", &columns, &rows, output.width()))?;
         }
+    }
+    Ok(())
+}
+
+/// A list of rows as `-o json` or `-o yaml` prints it.
+fn write_document(
+    rows: &[serde_json::Value],
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<(), NodeCommandError> {
+    if output == Output::Yaml {
+        write!(out, "{}", to_yaml(&rows)?)?;
+    } else {
+        writeln!(out, "{}", serde_json::to_string_pretty(rows)?)?;
     }
     Ok(())
 }

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use anyhow::Context;
 
 use crate::commands::Output;
+use crate::commands::{to_yaml, with_hint};
 use crate::config::{Config, ConfigArgs};
 use crate::history::once::{self, History};
+use crate::history::sources::one_shot_client;
 use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::reconcile::planning::{NodeLookup, plan_for_node};
@@ -21,6 +23,10 @@ pub struct PlanArgs {
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
+
+/// What a plan that cannot reach its cluster suggests.
+const PLAN_HINT: &str =
+    "check --kubeconfig/--context, or use --from DIR for a dry run without a cluster";
 
 pub fn compute(cfg: &Config, history: &History) -> Plan {
     let (inventory, problems) = Inventory::build(&history.facts);
@@ -45,12 +51,21 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
     // With --from, plan from the directory alone (a dry run needs no cluster).
     let history = match &cfg.from_dir {
         Some(dir) => once::load_dir(dir)?,
-        None => once::load_history(&cfg).await?,
+        None => {
+            let client = one_shot_client(&args.config.kube)
+                .await
+                .map_err(|e| with_hint(e, PLAN_HINT))?;
+            once::load_history(&cfg, Some(client)).await?
+        }
     };
     let plan = compute(&cfg, &history);
     match args.output {
-        Output::Table => print!("{}", crate::plan_view::render_table(&plan)),
+        Output::Table | Output::Wide => print!(
+            "{}",
+            crate::plan_view::render_table_within(&plan, args.output.width())
+        ),
         Output::Json => println!("{}", crate::plan_view::render_json(&plan)),
+        Output::Yaml => print!("{}", to_yaml(&plan)?),
     }
     Ok(())
 }

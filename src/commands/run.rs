@@ -13,10 +13,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::with_hint;
 use crate::config::ConfigArgs;
 use crate::config::reload;
 use crate::history::progress::expects_node;
 use crate::history::secrets::SecretReader;
+use crate::history::sources;
 use crate::history::store::HistoryStore;
 use crate::http::{self, Health, HttpState, StatusDoc};
 use crate::metrics::Metrics;
@@ -70,6 +72,18 @@ pub async fn run_with(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(args.resolve().context("invalid configuration")?);
+    // Before anything waits (containerd may be missing too): a cluster that is not configured at
+    // all is a mistake to say at once, in one line. An unreachable one is retried by the watchers.
+    let (client, api_url) = match (opts.kube_client.clone(), cfg.kubernetes) {
+        (Some(c), true) => (Some(c), None),
+        (None, true) => {
+            let hint = |e| with_hint(e, &run_hint(&cfg));
+            let config = sources::kube_config(&args.kube).await.map_err(hint)?;
+            let url = config.cluster_url.to_string();
+            (Some(sources::client_from(config).map_err(hint)?), Some(url))
+        }
+        (_, false) => (None, None),
+    };
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
@@ -131,7 +145,7 @@ pub async fn run_with(
             ..Deadlines::default()
         },
     );
-    let can_pin = detect_pinning(&node, &health, &cancel).await;
+    let can_pin = detect_pinning(&node, &cfg.containerd_socket, &health, &cancel).await;
     metrics.set_can_pin(can_pin);
     let node = Arc::new(node);
     let runtime: Arc<dyn ImageRuntime> = node.clone();
@@ -139,13 +153,10 @@ pub async fn run_with(
     let store = HistoryStore::new();
     let mut tasks = JoinSet::new();
     tasks.spawn(follow_pull_timeout(node, config_rx.clone(), cancel.clone()));
-    let client = match (&opts.kube_client, cfg.kubernetes) {
-        (Some(c), true) => Some(c.clone()),
-        (None, true) => Some(crate::history::sources::client().await?),
-        (_, false) => None,
-    };
-    crate::history::sources::start_sources_with(&cfg, client.clone(), &store, &cancel, &mut tasks)
-        .await?;
+    sources::start_sources(&cfg, client.clone(), &store, &cancel, &mut tasks).await?;
+    if let (Some(client), Some(url)) = (&client, api_url) {
+        tasks.spawn(say_if_unreachable(client.clone(), url));
+    }
     let credentials: Option<Arc<dyn Credentials>> = match client {
         Some(client) if cfg.use_pull_secrets => Some(Arc::new(KubeCredentials {
             reader: SecretReader::new(client, SECRET_TTL),
@@ -200,6 +211,27 @@ pub async fn run_with(
     result
 }
 
+/// Once at start, the API server and the root cause when it cannot be reached: the watches'
+/// own lines name the source, not the server, and are not repeated while they retry.
+async fn say_if_unreachable(client: kube::Client, url: String) {
+    if let Err(e) = sources::check_answers(&client, &url).await {
+        tracing::warn!(
+            "{e}; the watches retry with backoff, their sources in error (nothing is unpinned) until it answers"
+        );
+    }
+}
+
+/// What a daemon without a cluster to read should be given.
+fn run_hint(cfg: &crate::config::Config) -> String {
+    match &cfg.from_dir {
+        Some(dir) => format!(
+            "add --no-kubernetes to run from {} alone, or --kubeconfig/--context to read the cluster too",
+            dir.display()
+        ),
+        None => "give --kubeconfig/--context, run in the cluster, or run from a directory with --from DIR --no-kubernetes".to_owned(),
+    }
+}
+
 /// Applies `pull_timeout` from reloaded configs to the pulls that start afterwards.
 pub async fn follow_pull_timeout(
     node: Arc<Node>,
@@ -219,9 +251,16 @@ pub async fn follow_pull_timeout(
     }
 }
 
-/// Ask the runtime whether it honours pins, retrying with backoff while it is unreachable.
-async fn detect_pinning(node: &Node, health: &Health, cancel: &CancellationToken) -> bool {
+/// Ask the runtime whether it honours pins, retrying with backoff while it is unreachable: one
+/// log line per different error, not one per attempt.
+async fn detect_pinning(
+    node: &Node,
+    socket: &std::path::Path,
+    health: &Health,
+    cancel: &CancellationToken,
+) -> bool {
     let mut delay = Duration::from_millis(500);
+    let mut last_error: Option<String> = None;
     loop {
         match node.pin_support().await {
             Ok(s) => {
@@ -235,7 +274,13 @@ async fn detect_pinning(node: &Node, health: &Health, cancel: &CancellationToken
             }
             Err(e) => {
                 health.runtime_failed(std::time::Instant::now());
-                tracing::warn!(error = %e, retry_in = ?delay, "container runtime not reachable yet");
+                let error = e.to_string();
+                if last_error.as_deref() == Some(error.as_str()) {
+                    tracing::debug!(error, retry_in = ?delay, "container runtime still not reachable");
+                } else {
+                    tracing::warn!(socket = %socket.display(), error, "container runtime not reachable (is containerd running on this socket? --socket PATH); retrying with backoff, logged again when the error changes");
+                    last_error = Some(error);
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => return false,
                     _ = tokio::time::sleep(delay) => {}

@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::client;
-use crate::commands::Output;
+use crate::commands::{Output, to_yaml};
 use crate::http::{PrefetchAccepted, PrefetchRequest};
-use crate::status::{Status, render_table};
+use crate::status::{Status, render_table_within};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -55,10 +55,16 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     .await?;
     match args.output {
         Output::Json => println!("{body}"),
-        Output::Table => {
+        // The daemon's document as it is, fields this CLI does not know included.
+        Output::Yaml => {
+            let doc: serde_json::Value =
+                serde_json::from_str(&body).context("the daemon's /status answer is not JSON")?;
+            print!("{}", to_yaml(&doc)?);
+        }
+        Output::Table | Output::Wide => {
             let status: Status = serde_json::from_str(&body)
                 .context("the daemon's /status answer is not a status report (still starting?)")?;
-            print!("{}", render_table(&status));
+            print!("{}", render_table_within(&status, args.output.width()));
         }
     }
     Ok(())
@@ -83,7 +89,12 @@ pub async fn prefetch(args: PrefetchArgs) -> anyhow::Result<()> {
     .await?;
     match args.output {
         Output::Json => println!("{answer}"),
-        Output::Table => {
+        Output::Yaml => {
+            let doc: serde_json::Value = serde_json::from_str(&answer)
+                .context("the daemon's /prefetch answer is not JSON")?;
+            print!("{}", to_yaml(&doc)?);
+        }
+        Output::Table | Output::Wide => {
             let a: PrefetchAccepted = serde_json::from_str(&answer)?;
             println!("prefetch queued for {} image(s):", a.images.len());
             for i in a.images {

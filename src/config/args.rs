@@ -5,8 +5,22 @@ use std::path::PathBuf;
 
 use super::{Config, CredentialVerificationPolicy, FileConfig, Result};
 
+/// Which Kubernetes API a command talks to, as kubectl chooses it: every command that reads the
+/// cluster flattens these.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct KubeArgs {
+    /// kubeconfig file [default: KUBECONFIG, else ~/.kube/config, else the in-cluster service account]
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context to use [default: the kubeconfig's current context]
+    #[arg(long, env = "ROLLCACHE_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct ConfigArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// YAML config file (a mounted ConfigMap); its directory is watched and reloaded on change.
     #[arg(long, env = "ROLLCACHE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

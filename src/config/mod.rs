@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub mod args;
 pub mod reload;
 
-pub use args::ConfigArgs;
+pub use args::{ConfigArgs, KubeArgs};
 
 /// Default containerd socket, the kubelet's own.
 pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";

@@ -44,18 +44,68 @@ pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
 /// How long a one-shot command waits for every source to list.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// List everything once (for `plan`): start the sources, wait until each has synced, stop.
-pub async fn load_history(cfg: &Config) -> anyhow::Result<History> {
+/// How long a one-shot command waits while every source fails (the API refusing or erring on
+/// everything) before it gives up: a slow list that makes progress waits up to `SYNC_TIMEOUT`.
+const ALL_FAILING_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// When no source has listed and every one is in error: their errors, each once, with the
+/// sources that had it.
+fn every_source_failing(snap: &super::store::HistorySnapshot) -> Option<String> {
+    let mut by_error: Vec<(String, Vec<String>)> = Vec::new();
+    for (id, s) in &snap.sources {
+        if s.synced || !s.in_error {
+            return None;
+        }
+        let error = brief(s.last_error.as_deref().unwrap_or_default());
+        match by_error.iter_mut().find(|(e, _)| *e == error) {
+            Some((_, ids)) => ids.push(id.to_string()),
+            None => by_error.push((error, vec![id.to_string()])),
+        }
+    }
+    let parts: Vec<String> = by_error
+        .into_iter()
+        .map(|(error, ids)| format!("{}: {error}", ids.join(", ")))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// A kube API error without the `Status` it carries printed in full: its message and its code.
+fn brief(error: &str) -> String {
+    let Some((text, status)) = error.split_once(" (Status {") else {
+        return error.to_owned();
+    };
+    let code = status
+        .split_once("code: ")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .filter(|c| !c.is_empty());
+    match code {
+        Some(code) => format!("{text} ({code})"),
+        None => text.to_owned(),
+    }
+}
+
+/// List everything once (for `plan`): start the sources (the API's through `client`, one that
+/// answered [`super::sources::one_shot_client`]'s check), wait until each has synced, stop.
+pub async fn load_history(cfg: &Config, client: Option<kube::Client>) -> anyhow::Result<History> {
     let store = HistoryStore::new();
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    start_sources(cfg, &store, &cancel, &mut tasks).await?;
+    start_sources(cfg, client, &store, &cancel, &mut tasks).await?;
     let started = Instant::now();
     let mut rx = store.subscribe();
     loop {
         let snap = store.snapshot();
         if Progress::new(&snap, expects_node(cfg)).answered() {
             break;
+        }
+        if started.elapsed() > ALL_FAILING_TIMEOUT
+            && let Some(why) = every_source_failing(&snap)
+        {
+            cancel.cancel();
+            anyhow::bail!(
+                "the Kubernetes API answers, but no history source could list within {}s: {why}",
+                ALL_FAILING_TIMEOUT.as_secs()
+            );
         }
         if started.elapsed() > SYNC_TIMEOUT {
             let waiting: Vec<String> = snap
@@ -70,7 +120,7 @@ pub async fn load_history(cfg: &Config) -> anyhow::Result<History> {
                 waiting.join("; ")
             );
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
     }
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
@@ -87,4 +137,19 @@ pub async fn load_history(cfg: &Config) -> anyhow::Result<History> {
             .in_error
             .then(|| snap.node_status.last_error.clone().unwrap_or_default()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::brief;
+
+    #[test]
+    fn an_api_error_is_told_by_its_message_and_code() {
+        let kube = "failed to perform initial object list: ApiError: the server is currently unable to handle the request: ServiceUnavailable (Status { status: Some(Failure), code: 503, message: \"x\" })";
+        assert_eq!(
+            brief(kube),
+            "failed to perform initial object list: ApiError: the server is currently unable to handle the request: ServiceUnavailable (503)"
+        );
+        assert_eq!(brief("client error (Connect)"), "client error (Connect)");
+    }
 }
