@@ -1,5 +1,6 @@
-//! HTTP: `/metrics`, `/healthz`, `/readyz`, `/status` on the metrics listener; `POST /prefetch` (and
-//! `/status`) on the admin listener, bound to localhost by default.
+//! HTTP: `/metrics`, `/healthz`, `/readyz` on the metrics listener (the pod network may scrape it);
+//! `GET /status` and `POST /prefetch` on the admin listener, bound to localhost by default: the
+//! status names every namespace's workloads, images and registries.
 //!
 //! Routers are public so tests drive them without a port. Handlers only translate HTTP: the
 //! prefetch itself is a command sent to the reconcile loop, which answers what it queued.
@@ -122,13 +123,12 @@ pub struct HttpState {
     pub prefetch: mpsc::Sender<PrefetchCommand>,
 }
 
-/// `/metrics`, `/healthz`, `/readyz`, `/status`.
+/// `/metrics`, `/healthz`, `/readyz`.
 pub fn metrics_router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/status", get(status))
         .with_state(state)
 }
 
@@ -172,7 +172,7 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: runtime unreachable or a source has not synced yet (see /status)\n",
+            "not ready: runtime unreachable or a source has not synced yet (see `rollcache status`)\n",
         )
             .into_response()
     }

@@ -66,9 +66,12 @@ async fn metrics_health_and_readiness() {
         call(metrics_router(s.clone()), get("/readyz")).await.0,
         StatusCode::OK
     );
-    let (code, text) = call(metrics_router(s), get("/status")).await;
+    let (code, text) = call(admin_router(s.clone()), get("/status")).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(text, r#"{"revisions":[]}"#);
+    // The status names every namespace's workloads and images: only the admin listener serves it.
+    let (code, _) = call(metrics_router(s), get("/status")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
 }
 
 /// The status is kept compressed: clients that accept gzip get it as is, the others get JSON.
@@ -92,7 +95,7 @@ async fn status_is_served_compressed_or_plain_as_the_client_asks() {
         tx.borrow().gzip().len(),
         json.len()
     );
-    let (code, text) = call(metrics_router(s.clone()), get("/status")).await;
+    let (code, text) = call(admin_router(s.clone()), get("/status")).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(text.as_bytes(), &json[..]);
     for accept in ["gzip", "br, gzip;q=0.8", "*"] {
@@ -113,7 +116,7 @@ async fn status_is_served_compressed_or_plain_as_the_client_asks() {
         .header("accept-encoding", "gzip;q=0, identity")
         .body(Body::empty())
         .unwrap();
-    let resp = metrics_router(s).oneshot(req).await.unwrap();
+    let resp = admin_router(s).oneshot(req).await.unwrap();
     assert!(resp.headers().get("content-encoding").is_none());
 }
 

@@ -188,7 +188,7 @@ async fn daemon(dir: &Path, socket: &Path, work: &Path) -> anyhow::Result<(u64, 
                 started.elapsed() < Duration::from_secs(120),
                 "rollcache run did not sync within 120 s"
             );
-            if let Ok(status) = bed::http_get(port, "/status").await
+            if let Ok(status) = bed::http_get(admin, "/status").await
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(&status)
                 && v["sources"]
                     .as_array()

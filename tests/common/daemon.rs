@@ -142,7 +142,7 @@ impl TestDaemon {
     }
 
     pub async fn status(&self) -> Value {
-        get_json(self.addrs.metrics, "/status").await
+        get_json(self.addrs.admin, "/status").await
     }
 
     /// `/metrics` once `name` reads `want` (or after 5 s, for the caller's assertion to report):
