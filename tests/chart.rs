@@ -57,6 +57,15 @@ fn first_difference(a: &Value, b: &Value, at: String) -> Option<String> {
             .zip(y)
             .enumerate()
             .find_map(|(i, (v, w))| first_difference(v, w, format!("{at}/{i}"))),
+        // A file in a ConfigMap: the first line that differs, not the whole file.
+        (Value::String(x), Value::String(y)) if x != y && x.contains('\n') => {
+            let mut lines = x.lines().zip(y.lines()).enumerate();
+            let found = lines.find(|(_, (l, m))| l != m);
+            Some(match found {
+                Some((i, (l, m))) => format!("{at} line {}: {l:?} vs {m:?}", i + 1),
+                None => format!("{at}: {} vs {} lines", x.lines().count(), y.lines().count()),
+            })
+        }
         _ => (a != b).then(|| format!("{at}: {a} vs {b}")),
     }
 }
@@ -305,4 +314,42 @@ fn monitoring_labels_select_for_prometheus_and_grafana() {
         NAMESPACE,
         s(without_pm.all("PrometheusRule")[0], "/metadata/namespace")
     );
+}
+
+/// Every value of values.yaml by its dotted path; maps meant to be filled by the user (labels,
+/// resources) count as one value.
+fn value_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    const FREE_FORM: [&str; 4] = ["resources", "labels", "annotations", "nodeSelector"];
+    for (k, inner) in v.as_object().expect("a mapping") {
+        let path = format!("{prefix}{k}");
+        if inner.is_object() && !FREE_FORM.contains(&k.as_str()) {
+            value_paths(&format!("{path}."), inner, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_value_is_used_by_a_template_and_documented_in_the_readme() {
+    let values: Value =
+        serde_saphyr::from_str(&read(&chart_dir().join("values.yaml"))).expect("values.yaml");
+    let mut paths = Vec::new();
+    value_paths("", &values, &mut paths);
+    assert!(paths.len() > 20, "{paths:?}");
+    let mut templates = String::new();
+    for entry in std::fs::read_dir(chart_dir().join("templates")).expect("templates/") {
+        templates += &read(&entry.expect("an entry").path());
+    }
+    let readme = read(&render::root().join("README.md"));
+    for path in &paths {
+        assert!(
+            templates.contains(&format!(".Values.{path}")),
+            "value {path} is used by no template"
+        );
+        assert!(
+            readme.contains(&format!("`{path}`")),
+            "value {path} is not in the README's table"
+        );
+    }
 }
