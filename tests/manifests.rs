@@ -1,13 +1,15 @@
-//! The deployment manifests in daemonset/ are valid objects of their kinds and agree with the binary:
-//! config file, listener ports, probes, socket mount, security context, RBAC, overlays, and the
-//! metric names used by alerts and the dashboard. No cluster, network or kubectl: a small model of
-//! the kustomize features the manifests use renders each kustomization.
+//! The deployment manifests in daemonset/ and the Helm chart in charts/rollcache are valid objects
+//! of their kinds and agree with the binary: config file, listener ports, probes, socket mount,
+//! security context, RBAC, variants, and the metric names used by alerts and the dashboard. Both
+//! are rendered by the real `kubectl kustomize` and `helm template` (tests/render); tests/chart.rs
+//! holds the two renders to the same objects.
+
+mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use rollcache::config::{
@@ -20,6 +22,11 @@ use rollcache::metrics::{
 use rollcache::model::SourceKind;
 use rollcache::report::Readiness;
 use serde_json::{Value, json};
+
+use render::{
+    Rendered, Variant, arr, container, daemonset_dir, kustomize, pod_labels, pod_spec, read, s,
+    typed,
+};
 
 /// Readiness values the report puts on `rollcache_revisions{readiness}`.
 const READINESS: &[&str] = &[
@@ -35,386 +42,17 @@ const READINESS: &[&str] = &[
 /// Readiness values that mean "a rollback would need the registry" and are not permanent by design.
 const NOT_OFFLINE_SAFE: &[&str] = &["missing", "failed", "disk_budget", "cannot_pin", "stale"];
 
-fn daemonset_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("daemonset")
+/// The kustomize base (what the config checks read; tests/chart.rs holds the chart's to it).
+fn base() -> Rendered {
+    Rendered::checked("kustomize base", kustomize("base"))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Loading: YAML documents and a model of the kustomize features in use.
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-fn yaml_docs(path: &Path) -> Vec<Value> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&read(path))
-        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()));
-    docs.into_iter().filter(|d| !d.is_null()).collect()
-}
-
-fn yaml_one(path: &Path) -> Value {
-    serde_saphyr::from_str(&read(path))
-        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
-}
-
-fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("no string at {pointer} in {v}"))
-}
-
-fn arr<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
-    v.pointer(pointer)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-}
-
-const KUSTOMIZATION_FIELDS: &[&str] = &[
-    "apiVersion",
-    "kind",
-    "namespace",
-    "resources",
-    "configMapGenerator",
-    "patches",
-    "images",
-];
-
-const CLUSTER_SCOPED: &[&str] = &["Namespace", "ClusterRole", "ClusterRoleBinding"];
-
-/// Render `dir/kustomization.yaml` the way kustomize does for the features listed in
-/// `KUSTOMIZATION_FIELDS`: resources (files and directories), ConfigMap generators (create and
-/// replace), JSON 6902 patches, namespace and image transformers. Anything else is refused, so
-/// the model never silently diverges from what kubectl would render.
-fn render(dir: &Path) -> Vec<Value> {
-    let path = dir.join("kustomization.yaml");
-    let k = yaml_one(&path);
-    let fields = k
-        .as_object()
-        .unwrap_or_else(|| panic!("{} is not a mapping", path.display()));
-    for key in fields.keys() {
-        assert!(
-            KUSTOMIZATION_FIELDS.contains(&key.as_str()),
-            "{}: `{key}` is not modelled by tests/manifests.rs; teach render() about it",
-            path.display()
-        );
-    }
-    assert_eq!(s(&k, "/kind"), "Kustomization", "{}", path.display());
-
-    let mut out = Vec::new();
-    for r in arr(&k, "/resources") {
-        let p = dir.join(r.as_str().expect("resource entries are paths"));
-        if p.is_dir() {
-            out.extend(render(&p));
-        } else {
-            out.extend(yaml_docs(&p));
-        }
-    }
-    for g in arr(&k, "/configMapGenerator") {
-        let generated = generate_configmap(dir, g);
-        let name = s(&generated, "/metadata/name").to_owned();
-        let existing = out
-            .iter()
-            .position(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == name.as_str());
-        match (g["behavior"].as_str().unwrap_or("create"), existing) {
-            ("create", None) => out.push(generated),
-            ("replace", Some(i)) => {
-                out[i]["data"] = generated["data"].clone();
-                let labels = generated["metadata"]["labels"].clone();
-                if !labels.is_null() {
-                    out[i]["metadata"]["labels"] = labels;
-                }
-            }
-            (behavior, found) => panic!(
-                "{}: configMapGenerator `{name}` with behavior {behavior} (existing: {})",
-                path.display(),
-                found.is_some()
-            ),
-        }
-    }
-    for p in arr(&k, "/patches") {
-        apply_patch(&path, &mut out, p);
-    }
-    if let Some(ns) = k["namespace"].as_str() {
-        for o in &mut out {
-            if !CLUSTER_SCOPED.contains(&s(o, "/kind")) {
-                o["metadata"]["namespace"] = json!(ns);
-            }
-        }
-    }
-    for image in arr(&k, "/images") {
-        for o in &mut out {
-            for c in containers_mut(o) {
-                rewrite_image(c, image);
-            }
-        }
-    }
-    out
-}
-
-fn generate_configmap(dir: &Path, g: &Value) -> Value {
-    let mut data = serde_json::Map::new();
-    for f in arr(g, "/files") {
-        let spec = f.as_str().expect("generator files are strings");
-        let (key, file) = spec.split_once('=').unwrap_or_else(|| {
-            let base = Path::new(spec).file_name().and_then(|n| n.to_str());
-            (base.expect("file name"), spec)
-        });
-        data.insert(key.to_owned(), json!(read(&dir.join(file))));
-    }
-    let mut meta = json!({ "name": s(g, "/name") });
-    if let Some(labels) = g.pointer("/options/labels") {
-        meta["labels"] = labels.clone();
-    }
-    assert_eq!(
-        g.pointer("/options/disableNameSuffixHash"),
-        Some(&json!(true)),
-        "ConfigMap `{}` must keep a fixed name: a hash suffix rolls every pod on each edit \
-         (rollcache reloads its config in place) and duplicates dashboards",
-        s(g, "/name")
-    );
-    json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data })
-}
-
-fn apply_patch(kustomization: &Path, objects: &mut [Value], p: &Value) {
-    let target = &p["target"];
-    let ops: Vec<Value> = serde_saphyr::from_str(s(p, "/patch")).unwrap_or_else(|e| {
-        panic!(
-            "{}: only JSON 6902 patches (a list of operations) are modelled: {e}",
-            kustomization.display()
-        )
-    });
-    let mut matched = 0;
-    for o in objects.iter_mut() {
-        let api = s(o, "/apiVersion");
-        let group = api.rsplit_once('/').map_or("", |(g, _)| g);
-        if target["kind"] == o["kind"]
-            && target["name"] == o["metadata"]["name"]
-            && target["group"].as_str().unwrap_or("") == group
-        {
-            matched += 1;
-            for op in &ops {
-                json_patch_op(o, op);
-            }
-        }
-    }
-    assert_eq!(
-        matched,
-        1,
-        "{}: patch target {target} matched {matched} objects",
-        kustomization.display()
-    );
-}
-
-fn json_patch_op(doc: &mut Value, op: &Value) {
-    let path = s(op, "/path");
-    let (parent, last) = path.rsplit_once('/').expect("a JSON pointer");
-    let last = last.replace("~1", "/").replace("~0", "~");
-    match s(op, "/op") {
-        "test" => assert_eq!(
-            doc.pointer(path),
-            Some(&op["value"]),
-            "patch test failed at {path}"
-        ),
-        "replace" => {
-            let slot = doc.pointer_mut(path);
-            *slot.unwrap_or_else(|| panic!("replace: nothing at {path}")) = op["value"].clone();
-        }
-        "remove" | "add" => {
-            let parent = doc
-                .pointer_mut(parent)
-                .unwrap_or_else(|| panic!("nothing at the parent of {path}"));
-            match (s(op, "/op"), parent) {
-                ("remove", Value::Array(a)) => {
-                    a.remove(last.parse::<usize>().expect("an array index"));
-                }
-                ("remove", Value::Object(m)) => {
-                    m.remove(&last)
-                        .unwrap_or_else(|| panic!("remove: nothing at {path}"));
-                }
-                ("add", Value::Array(a)) if last == "-" => a.push(op["value"].clone()),
-                ("add", Value::Array(a)) => {
-                    a.insert(last.parse().expect("an array index"), op["value"].clone())
-                }
-                ("add", Value::Object(m)) => {
-                    m.insert(last, op["value"].clone());
-                }
-                (o, _) => panic!("{o} at {path}: parent is not a container"),
-            }
-        }
-        other => panic!("JSON patch op `{other}` is not modelled"),
-    }
-}
-
-fn containers_mut(o: &mut Value) -> Vec<&mut Value> {
-    match o.pointer_mut("/spec/template/spec/containers") {
-        Some(Value::Array(a)) => a.iter_mut().collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn rewrite_image(container: &mut Value, image: &Value) {
-    let current = s(container, "/image");
-    let name = current.split(['@', ':']).next().unwrap_or(current);
-    if name != s(image, "/name") {
-        return;
-    }
-    let new_name = image["newName"].as_str().unwrap_or(name);
-    let reference = match (image["digest"].as_str(), image["newTag"].as_str()) {
-        (Some(d), _) => format!("{new_name}@{d}"),
-        (None, Some(t)) => format!("{new_name}:{t}"),
-        (None, None) => new_name.to_owned(),
-    };
-    container["image"] = json!(reference);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Typed views.
-
-/// Deserialise into the k8s-openapi type, then serialise back: k8s-openapi ignores unknown fields,
-/// so anything lost on the way (a misspelt or misplaced field) is reported too.
-fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(o: &Value) -> T {
-    let what = format!("{} {}", s(o, "/kind"), s(o, "/metadata/name"));
-    let t: T = serde_json::from_value(o.clone())
-        .unwrap_or_else(|e| panic!("{what} is not a valid object of its kind: {e}"));
-    let back = serde_json::to_value(&t).expect("serialise");
-    let mut lost = Vec::new();
-    lost_fields(o, &back, String::new(), &mut lost);
-    assert!(
-        lost.is_empty(),
-        "{what}: fields unknown to the kind (misspelt or misplaced?): {lost:?}"
-    );
-    t
-}
-
-fn lost_fields(orig: &Value, back: &Value, at: String, lost: &mut Vec<String>) {
-    match (orig, back) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in a {
-                match b.get(k) {
-                    Some(w) => lost_fields(v, w, format!("{at}/{k}"), lost),
-                    None => lost.push(format!("{at}/{k}")),
-                }
-            }
-        }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            for (i, (v, w)) in a.iter().zip(b).enumerate() {
-                lost_fields(v, w, format!("{at}/{i}"), lost);
-            }
-        }
-        (a, b) if a == b => {}
-        // Numbers may come back as a different JSON number type (e.g. u64 vs i64).
-        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
-        _ => lost.push(format!("{at} (changed)")),
-    }
-}
-
-/// One rendered kustomization, every object checked against its kind.
-struct Rendered {
-    objects: Vec<Value>,
+/// A variant as daemonset/ renders it and as the chart does: every check runs on both.
+fn both(v: Variant) -> [Rendered; 2] {
+    [v.kustomized(), v.chart()]
 }
 
 impl Rendered {
-    fn of(dir: &str) -> Rendered {
-        let objects = render(&daemonset_dir().join(dir));
-        for o in &objects {
-            match s(o, "/kind") {
-                "Namespace" => drop(typed::<Namespace>(o)),
-                "ServiceAccount" => drop(typed::<ServiceAccount>(o)),
-                "ClusterRole" => drop(typed::<ClusterRole>(o)),
-                "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(o)),
-                "ConfigMap" => drop(typed::<ConfigMap>(o)),
-                "DaemonSet" => drop(typed::<DaemonSet>(o)),
-                "Service" => drop(typed::<Service>(o)),
-                "PodMonitor" | "PrometheusRule" => {
-                    assert_eq!(s(o, "/apiVersion"), "monitoring.coreos.com/v1")
-                }
-                other => panic!("{dir}: kind {other} has no check in tests/manifests.rs"),
-            }
-        }
-        let mut ids = BTreeSet::new();
-        for o in &objects {
-            let id = format!(
-                "{}/{}/{}",
-                o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]
-            );
-            assert!(ids.insert(id.clone()), "{dir}: {id} appears twice");
-        }
-        Rendered { objects }
-    }
-
-    fn all(&self, kind: &str) -> Vec<&Value> {
-        self.objects.iter().filter(|o| o["kind"] == kind).collect()
-    }
-
-    fn one<T: serde::de::DeserializeOwned + serde::Serialize>(&self, kind: &str) -> T {
-        let all = self.all(kind);
-        assert_eq!(all.len(), 1, "exactly one {kind} expected");
-        typed(all[0])
-    }
-
-    fn named<T: serde::de::DeserializeOwned + serde::Serialize>(
-        &self,
-        kind: &str,
-        name: &str,
-    ) -> T {
-        let o = self
-            .objects
-            .iter()
-            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-            .unwrap_or_else(|| panic!("no {kind} named {name}"));
-        typed(o)
-    }
-
-    fn daemonset(&self) -> DaemonSet {
-        self.one("DaemonSet")
-    }
-
-    /// The config file the DaemonSet reads: from its `--config` argument, through the volume
-    /// mounted at that directory, to the ConfigMap key.
-    fn config_text(&self) -> String {
-        let ds = self.daemonset();
-        let pod = pod_spec(&ds);
-        let c = container(&ds);
-        let args = c.args.clone().unwrap_or_default();
-        let i = args
-            .iter()
-            .position(|a| a == "--config")
-            .expect("the DaemonSet passes --config");
-        let file = Path::new(&args[i + 1]);
-        let (dir, key) = (file.parent().expect("a directory"), file.file_name());
-        let mount = c
-            .volume_mounts
-            .iter()
-            .flatten()
-            .find(|m| Path::new(&m.mount_path) == dir)
-            .expect("the config file's directory is a volume mount");
-        assert!(
-            mount.sub_path.is_none() && mount.sub_path_expr.is_none(),
-            "subPath mounts never see ConfigMap updates"
-        );
-        let volume = pod
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)
-            .expect("the mount's volume");
-        let cm_name = &volume.config_map.as_ref().expect("a configMap volume").name;
-        let cm: ConfigMap = self.named("ConfigMap", cm_name);
-        let key = key.and_then(|k| k.to_str()).expect("a file name");
-        cm.data
-            .and_then(|mut d| d.remove(key))
-            .unwrap_or_else(|| panic!("ConfigMap {cm_name} has no key {key}"))
-    }
-
-    fn config(&self) -> Config {
-        let text = self.config_text();
-        let file = FileConfig::parse(&text).unwrap_or_else(|e| panic!("config.yaml: {e}"));
-        let c = Config::from_file(&file).unwrap_or_else(|e| panic!("config.yaml: {e}"));
-        c.validate().unwrap_or_else(|e| panic!("config.yaml: {e}"));
-        c
-    }
-
     fn clusterrole_resources(&self) -> BTreeSet<String> {
         let role: ClusterRole = self.one("ClusterRole");
         role.rules
@@ -423,28 +61,6 @@ impl Rendered {
             .flat_map(|r| r.resources.clone().unwrap_or_default())
             .collect()
     }
-}
-
-fn pod_spec(ds: &DaemonSet) -> &k8s_openapi::api::core::v1::PodSpec {
-    ds.spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .expect("a pod spec")
-}
-
-/// The labels of the DaemonSet's pods (what Services and monitors select).
-fn pod_labels(ds: &DaemonSet) -> BTreeMap<String, String> {
-    ds.spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default()
-}
-
-fn container(ds: &DaemonSet) -> &Container {
-    let cs = &pod_spec(ds).containers;
-    assert_eq!(cs.len(), 1, "one container");
-    &cs[0]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -545,7 +161,7 @@ fn every_field_changed_really_changes_every_field() {
 
 #[test]
 fn configmap_documents_every_option_with_its_default() {
-    let base = Rendered::of("base");
+    let base = base();
     let text = base.config_text();
     for key in config_options() {
         assert!(
@@ -573,7 +189,7 @@ fn configmap_documents_every_option_with_its_default() {
 
 #[test]
 fn configmap_says_which_options_reload_and_which_need_a_restart() {
-    let text = Rendered::of("base").config_text();
+    let text = base().config_text();
     let restart: BTreeSet<&str> = Config::default()
         .restart_only_changes(&every_field_changed())
         .into_iter()
@@ -600,7 +216,7 @@ fn configmap_says_which_options_reload_and_which_need_a_restart() {
 #[test]
 fn configmap_names_the_real_flags_and_env_variables() {
     use clap::Args;
-    let text = Rendered::of("base").config_text();
+    let text = base().config_text();
     let cmd = ConfigArgs::augment_args(clap::Command::new("rollcache"));
     let mut documented = BTreeSet::new();
     for key in config_options().iter().filter(|k| !k.contains('.')) {
@@ -930,9 +546,9 @@ fn check_daemonset(r: &Rendered) {
 
 #[test]
 fn top_level_kustomization_is_the_base() {
-    let top = Rendered::of(".");
-    let base = Rendered::of("base");
-    assert_eq!(top.objects, base.objects);
+    let top = kustomize(".");
+    let base = base();
+    assert_eq!(top, base.objects);
     let kinds: BTreeSet<&str> = base.objects.iter().map(|o| s(o, "/kind")).collect();
     let expected = [
         "ClusterRole",
@@ -952,8 +568,13 @@ fn top_level_kustomization_is_the_base() {
 
 #[test]
 fn base_daemonset_matches_the_binary() {
-    let base = Rendered::of("base");
-    check_daemonset(&base);
+    for base in both(Variant::Base) {
+        check_base(&base);
+    }
+}
+
+fn check_base(base: &Rendered) {
+    check_daemonset(base);
     let resources = base.clusterrole_resources();
     for r in [
         "replicasets",
@@ -972,9 +593,13 @@ fn base_daemonset_matches_the_binary() {
 
 #[test]
 fn no_secrets_overlay_removes_secret_access_and_its_uses() {
-    let base = Rendered::of("base");
-    let overlay = Rendered::of("overlays/no-secrets");
-    check_daemonset(&overlay);
+    let [kustomized, chart] = both(Variant::NoSecrets);
+    check_no_secrets(&Variant::Base.kustomized(), &kustomized);
+    check_no_secrets(&Variant::Base.chart(), &chart);
+}
+
+fn check_no_secrets(base: &Rendered, overlay: &Rendered) {
+    check_daemonset(overlay);
     let mut expected = base.clusterrole_resources();
     expected.remove("secrets");
     assert_eq!(overlay.clusterrole_resources(), expected);
@@ -990,9 +615,13 @@ fn no_secrets_overlay_removes_secret_access_and_its_uses() {
 
 #[test]
 fn k3s_overlay_only_moves_the_host_paths() {
-    let base = Rendered::of("base");
-    let k3s = Rendered::of("overlays/k3s");
-    check_daemonset(&k3s);
+    let [kustomized, chart] = both(Variant::K3s);
+    check_k3s(&Variant::Base.kustomized(), &kustomized);
+    check_k3s(&Variant::Base.chart(), &chart);
+}
+
+fn check_k3s(base: &Rendered, k3s: &Rendered) {
+    check_daemonset(k3s);
     assert_eq!(k3s.config(), base.config());
     let host_paths = |r: &Rendered| -> Vec<String> {
         pod_spec(&r.daemonset())
@@ -1003,13 +632,13 @@ fn k3s_overlay_only_moves_the_host_paths() {
             .collect()
     };
     assert_eq!(
-        host_paths(&k3s),
+        host_paths(k3s),
         [
             "/run/k3s/containerd/containerd.sock",
             "/var/lib/rancher/k3s/agent/containerd"
         ]
     );
-    assert_ne!(host_paths(&base), host_paths(&k3s));
+    assert_ne!(host_paths(base), host_paths(k3s));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1095,13 +724,18 @@ fn matched_values(expr: &str, label: &str) -> Vec<String> {
 
 #[test]
 fn prometheus_rules_use_only_exposed_metrics_and_cover_the_failures() {
+    for mon in both(Variant::Monitoring) {
+        check_rules(&mon);
+    }
+}
+
+fn check_rules(mon: &Rendered) {
     let exposed = exposed_series();
     // The test's own parser finds names when they are there.
     assert!(
         exposed.contains("rollcache_pulls_total")
             && exposed.contains("rollcache_pull_duration_seconds_bucket")
     );
-    let mon = Rendered::of("monitoring");
     let rules = mon.all("PrometheusRule");
     assert_eq!(rules.len(), 1);
     let mut alerts = BTreeMap::new();
@@ -1162,9 +796,13 @@ fn prometheus_rules_use_only_exposed_metrics_and_cover_the_failures() {
 
 #[test]
 fn podmonitor_scrapes_the_daemonset_metrics_port() {
-    let base = Rendered::of("base");
-    let ds = base.daemonset();
-    let mon = Rendered::of("monitoring");
+    for mon in both(Variant::Monitoring) {
+        check_podmonitor(&mon);
+    }
+}
+
+fn check_podmonitor(mon: &Rendered) {
+    let ds = mon.daemonset();
     let pm = mon.all("PodMonitor");
     assert_eq!(pm.len(), 1);
     let pm = pm[0];
@@ -1213,11 +851,16 @@ fn podmonitor_scrapes_the_daemonset_metrics_port() {
 
 #[test]
 fn dashboard_is_shipped_and_queries_exposed_metrics() {
+    for mon in both(Variant::Monitoring) {
+        check_dashboard(&mon);
+    }
+}
+
+fn check_dashboard(mon: &Rendered) {
     let exposed = exposed_series();
     let dir = daemonset_dir().join("monitoring");
     let file: Value =
         serde_json::from_str(&read(&dir.join("grafana-dashboard.json"))).expect("dashboard JSON");
-    let mon = Rendered::of("monitoring");
     let cm: ConfigMap = mon.named("ConfigMap", "rollcache-grafana-dashboard");
     let labels = cm.metadata.labels.clone().unwrap_or_default();
     assert_eq!(
@@ -1268,23 +911,6 @@ fn dashboard_is_shipped_and_queries_exposed_metrics() {
     ] {
         assert!(used.contains(needed), "the dashboard shows no {needed}");
     }
-}
-
-#[test]
-fn model_of_kustomize_applies_patches_like_kubectl() {
-    // The overlays lean on this: a failing `test` op must stop the render, not pass silently.
-    let mut doc = json!({"rules": [{"resources": ["pods"]}, {"resources": ["secrets"]}]});
-    json_patch_op(
-        &mut doc,
-        &json!({"op": "test", "path": "/rules/1/resources", "value": ["secrets"]}),
-    );
-    json_patch_op(&mut doc, &json!({"op": "remove", "path": "/rules/1"}));
-    assert_eq!(doc, json!({"rules": [{"resources": ["pods"]}]}));
-    let failed = std::panic::catch_unwind(move || {
-        let mut d = json!({"a": 1});
-        json_patch_op(&mut d, &json!({"op": "test", "path": "/a", "value": 2}));
-    });
-    assert!(failed.is_err());
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Locates the binaries the test bed runs: containerd (1.7 or 2.x, unpacked by
-//! `scripts/install-deps.sh` into the cache dir), runc, docker-registry, skopeo and htpasswd.
+//! `scripts/install-deps.sh` into the cache dir), runc, docker-registry, skopeo and htpasswd, and
+//! the real `kubectl` and `helm` the manifest and chart tests render with (also in the cache dir).
 
 use std::path::{Path, PathBuf};
 
@@ -83,6 +84,33 @@ pub fn containerd(version: ContainerdVersion) -> Result<PathBuf> {
     } else {
         Err(TestbedError::Missing {
             what: format!("containerd {version}"),
+            looked: path.display().to_string(),
+        })
+    }
+}
+
+/// The real Kubernetes clients `scripts/install-deps.sh` puts in `<cache>/kube/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeClient {
+    /// kubectl 1.35 (`kubectl kustomize` renders `daemonset/`).
+    Kubectl,
+    /// helm 4 (`helm template` and `helm lint` on `charts/rollcache`).
+    Helm,
+}
+
+/// `client` from the cache dir. Never from PATH: the tests pin the versions install-deps fetches,
+/// and a system kubectl's older kustomize renders differently.
+pub fn kube_client(client: KubeClient) -> Result<PathBuf> {
+    let name = match client {
+        KubeClient::Kubectl => "kubectl",
+        KubeClient::Helm => "helm",
+    };
+    let path = cache_dir().join("kube").join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(TestbedError::Missing {
+            what: name.to_string(),
             looked: path.display().to_string(),
         })
     }

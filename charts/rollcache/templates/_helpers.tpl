@@ -1,0 +1,36 @@
+{{/*
+Labels of every top-level object: the kustomize base's name label plus Helm's own. Pod template
+labels and selectors carry the name label only, so a chart upgrade never rolls the pods and the
+DaemonSet's (immutable) selector is the same as daemonset/'s.
+*/}}
+{{- define "rollcache.labels" -}}
+app.kubernetes.io/name: rollcache
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{- define "rollcache.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{/*
+config.yaml: the documented default file, or the no-secrets one, with extraImages written into
+`extra_images` (replacing the default's `[]`, or added when the file does not set it).
+*/}}
+{{- define "rollcache.config" -}}
+{{- $file := ternary "files/config.yaml" "files/config-no-secrets.yaml" .Values.secrets.enabled -}}
+{{- $text := .Files.Get $file -}}
+{{- with .Values.extraImages -}}
+{{- $line := printf "\nextra_images: %s\n" (toJson .) -}}
+{{- if contains "\nextra_images: []\n" $text -}}
+{{- $text = replace "\nextra_images: []\n" $line $text -}}
+{{- else -}}
+{{- $text = printf "%s%s" $text $line -}}
+{{- end -}}
+{{- end -}}
+{{ $text }}
+{{- end }}
