@@ -353,3 +353,25 @@ fn every_value_is_used_by_a_template_and_documented_in_the_readme() {
         );
     }
 }
+
+#[test]
+fn the_network_policy_names_the_scraping_namespace_or_goes() {
+    let scraped_by = |r: &render::Rendered| -> Vec<String> {
+        r.all("NetworkPolicy")
+            .iter()
+            .map(|np| {
+                render::s(
+                    np,
+                    "/spec/ingress/0/from/0/namespaceSelector/matchLabels/kubernetes.io~1metadata.name",
+                )
+                .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(scraped_by(&Variant::Base.chart()), ["monitoring"]);
+    let other =
+        Variant::Base.chart_with(&["--set", "networkPolicy.monitoringNamespace=observability"]);
+    assert_eq!(scraped_by(&other), ["observability"]);
+    let off = Variant::Base.chart_with(&["--set", "networkPolicy.enabled=false"]);
+    assert!(scraped_by(&off).is_empty());
+}

@@ -542,6 +542,51 @@ fn check_daemonset(r: &Rendered) {
         .find(|p| p.name.as_deref() == Some("metrics"))
         .expect("port `metrics`");
     assert_eq!(svc_port.port, metrics_port);
+
+    // Only the monitoring namespace reaches the pods, and only on the metrics port.
+    let np: k8s_openapi::api::networking::v1::NetworkPolicy = r.one("NetworkPolicy");
+    let spec = np.spec.as_ref().expect("networkpolicy spec");
+    let selects = spec
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.as_ref());
+    assert!(selects.is_some_and(|l| !l.is_empty()), "{spec:?}");
+    for (k, v) in selects.into_iter().flatten() {
+        assert_eq!(pod_labels.get(k), Some(v), "NetworkPolicy selects {k}={v}");
+    }
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_owned()][..])
+    );
+    let rules = spec.ingress.as_deref().expect("ingress rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let from = rules[0].from.as_deref().expect("from");
+    assert_eq!(from.len(), 1, "{from:?}");
+    let namespaces = from[0]
+        .namespace_selector
+        .as_ref()
+        .and_then(|n| n.match_labels.as_ref())
+        .expect("a namespace selector");
+    assert_eq!(
+        namespaces
+            .get("kubernetes.io/metadata.name")
+            .map(String::as_str),
+        Some("monitoring")
+    );
+    assert!(from[0].pod_selector.is_none() && from[0].ip_block.is_none());
+    let ports: Vec<_> = rules[0]
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.protocol.clone(), p.port.clone()))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![(
+            Some("TCP".to_owned()),
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(metrics_port))
+        )]
+    );
 }
 
 #[test]
@@ -556,6 +601,7 @@ fn top_level_kustomization_is_the_base() {
         "ConfigMap",
         "DaemonSet",
         "Namespace",
+        "NetworkPolicy",
         "Service",
         "ServiceAccount",
     ];

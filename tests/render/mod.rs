@@ -233,6 +233,9 @@ impl Rendered {
                 "ConfigMap" => drop(typed::<ConfigMap>(o)),
                 "DaemonSet" => drop(typed::<DaemonSet>(o)),
                 "Service" => drop(typed::<Service>(o)),
+                "NetworkPolicy" => {
+                    drop(typed::<k8s_openapi::api::networking::v1::NetworkPolicy>(o))
+                }
                 "PodMonitor" | "PrometheusRule" => {
                     assert_eq!(s(o, "/apiVersion"), "monitoring.coreos.com/v1")
                 }
