@@ -9,12 +9,15 @@
 //! make it misbehave at the HTTP level ([`Fault`]: RBAC denial, throttling, server errors, hangs,
 //! broken watches). Byte and request counters let benchmarks measure watch traffic.
 
+mod discovery;
 mod faults;
+mod fields;
 mod list;
 mod resources;
 mod routes;
 mod selector;
 mod watches;
+mod writes;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -31,6 +34,7 @@ use faults::Faults;
 use resources::{RESOURCES, etcd_key, resource_by_kind};
 
 pub use faults::Fault;
+pub use resources::{ROLLCACHE_GROUP, ROLLCACHE_VERSION};
 pub use selector::{FieldSelector, LabelSelector};
 
 /// Errors of the test API server's controls.
@@ -58,6 +62,9 @@ pub struct ApiServerOptions {
     /// How many change events are kept for watches to resume from; older resource versions get
     /// `410 Expired`.
     pub retained_events: usize,
+    /// Start with rollcache's CRD installed; without it `rollcachenodes` answers 404 until
+    /// [`ApiServer::install_rollcache_crd`].
+    pub rollcache_crd: bool,
 }
 
 impl Default for ApiServerOptions {
@@ -65,6 +72,7 @@ impl Default for ApiServerOptions {
         Self {
             bookmark_interval: Duration::from_secs(5),
             retained_events: 100_000,
+            rollcache_crd: false,
         }
     }
 }
@@ -106,6 +114,8 @@ struct State {
     events: VecDeque<StoredEvent>,
     /// Watches and continue tokens from a resource version below this get `410 Expired`.
     floor: u64,
+    /// Whether rollcache's CRD is installed (its resource served and discovered).
+    crd_installed: bool,
 }
 
 #[derive(Debug)]
@@ -163,7 +173,10 @@ impl ApiServer {
             .map_err(ApiServerError::Bind)?;
         let addr = listener.local_addr().map_err(ApiServerError::Bind)?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                crd_installed: opts.rollcache_crd,
+                ..State::default()
+            }),
             rv_tx: watch::channel(0).0,
             down_tx: watch::channel(Outage::default()).0,
             faults_tx: watch::channel(Faults::default()).0,
@@ -238,8 +251,11 @@ impl ApiServer {
         }
         let key = (res, etcd_key(def, &namespace, &name));
         let mut st = self.shared.lock();
-        st.rv += 1;
-        let rv = st.rv;
+        if def.crd && !st.crd_installed {
+            return Err(ApiServerError::BadObject(format!(
+                "no matches for kind \"{kind}\" in version \"{api_version}\": install the CRD first"
+            )));
+        }
         let prev = st.objects.get(&key).cloned();
         let meta = &mut obj["metadata"];
         if def.namespaced {
@@ -257,17 +273,7 @@ impl ApiServer {
                 meta["creationTimestamp"] = json!(now_rfc3339());
             }
         }
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let stored = Arc::new(obj);
-        st.objects.insert(key, stored.clone());
-        let kind = if prev.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
-        self.record(&mut st, res, namespace, kind, stored.clone(), prev);
-        drop(st);
-        self.shared.rv_tx.send_replace(rv);
+        let stored = self.shared.commit(&mut st, key, namespace, obj);
         Ok((*stored).clone())
     }
 
@@ -286,25 +292,95 @@ impl ApiServer {
         let namespace = if def.namespaced { namespace } else { "" };
         let key = (res, etcd_key(def, namespace, name));
         let mut st = self.shared.lock();
-        let Some(prev) = st.objects.remove(&key) else {
-            return false;
+        self.shared.remove(&mut st, &key, namespace).is_some()
+    }
+
+    /// Installs rollcache's CustomResourceDefinition, as `kubectl apply` of it would: from now on
+    /// `rollcachenodes` is served and discovered. Before, its paths answer 404 as on a cluster
+    /// without the CRD.
+    pub fn install_rollcache_crd(&self) {
+        let mut st = self.shared.lock();
+        st.crd_installed = true;
+    }
+
+    /// Removes the CRD: its objects are deleted (watchers see DELETED) and its paths answer 404.
+    pub fn uninstall_rollcache_crd(&self) {
+        let mut st = self.shared.lock();
+        let keys: Vec<ObjKey> = st
+            .objects
+            .keys()
+            .filter(|(r, _)| RESOURCES[*r].crd)
+            .cloned()
+            .collect();
+        for key in keys {
+            self.shared.remove(&mut st, &key, "");
+        }
+        st.crd_installed = false;
+    }
+
+    pub fn rollcache_crd_installed(&self) -> bool {
+        self.shared.lock().crd_installed
+    }
+}
+
+impl Shared {
+    /// Stores an object under a new resource version (from the one counter all kinds share, as
+    /// etcd's) and tells watchers: ADDED or MODIFIED by whether the key held an object.
+    fn commit(&self, st: &mut State, key: ObjKey, namespace: String, mut obj: Value) -> Arc<Value> {
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let stored = Arc::new(obj);
+        let prev = st.objects.insert(key.clone(), stored.clone());
+        let kind = if prev.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
         };
+        self.record(st, key.0, namespace, kind, stored.clone(), prev);
+        self.rv_tx.send_replace(rv);
+        stored
+    }
+
+    /// Deletes an object, then what it owns (ownerReferences to its uid), as the garbage
+    /// collector does in the background: a RollcacheNode goes when its Node goes.
+    fn remove(&self, st: &mut State, key: &ObjKey, namespace: &str) -> Option<Arc<Value>> {
+        let prev = st.objects.remove(key)?;
         st.rv += 1;
         let rv = st.rv;
         // A DELETED event carries the object at the deletion's resource version.
         let mut gone = (*prev).clone();
         gone["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.record(
-            &mut st,
-            res,
+            st,
+            key.0,
             namespace.to_string(),
             EventType::Deleted,
             Arc::new(gone),
-            Some(prev),
+            Some(prev.clone()),
         );
-        drop(st);
-        self.shared.rv_tx.send_replace(rv);
-        true
+        self.rv_tx.send_replace(rv);
+        let uid = prev["metadata"]["uid"].clone();
+        let owned: Vec<(ObjKey, String)> = st
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
+            .map(|(k, o)| {
+                let ns = o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                (k.clone(), ns)
+            })
+            .collect();
+        for (k, ns) in owned {
+            self.remove(st, &k, &ns);
+        }
+        Some(prev)
     }
 
     fn record(
@@ -325,13 +401,15 @@ impl ApiServer {
             object,
             prev,
         });
-        while st.events.len() > self.shared.opts.retained_events {
+        while st.events.len() > self.opts.retained_events {
             if let Some(old) = st.events.pop_front() {
                 st.floor = st.floor.max(old.rv);
             }
         }
     }
+}
 
+impl ApiServer {
     /// Forgets the change history: watches and continue tokens from any resource version older
     /// than the current one get `410 Expired` from now on. Running watches are not disturbed.
     pub fn compact(&self) {
