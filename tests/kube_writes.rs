@@ -1,0 +1,448 @@
+//! Writes to the test API server through kube-rs, as the agent will make them: rollcache's
+//! `RollcacheNode` with and without its CRD, server-side apply on the object and on `/status`,
+//! conflicts, stale replaces, watches of writes, garbage collection with the Node, and events.
+
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::ResourceExt;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+    PostParams, WatchEvent, WatchParams,
+};
+use kube::core::Status;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions, ROLLCACHE_GROUP};
+use serde_json::{Value, json};
+
+fn resource() -> ApiResource {
+    let gvk = GroupVersionKind::gvk(ROLLCACHE_GROUP, "v1alpha1", "RollcacheNode");
+    ApiResource::from_gvk_with_plural(&gvk, "rollcachenodes")
+}
+
+async fn server(crd: bool) -> (ApiServer, Api<DynamicObject>, Api<Node>) {
+    let api = ApiServer::start_with(ApiServerOptions {
+        rollcache_crd: crd,
+        ..Default::default()
+    })
+    .await
+    .expect("test API server starts");
+    let client = api.client().expect("client");
+    let nodes = Api::all_with(client.clone(), &resource());
+    (api, nodes, Api::all(client))
+}
+
+fn api_error(r: Result<impl std::fmt::Debug, kube::Error>) -> Status {
+    match r {
+        Err(kube::Error::Api(s)) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// The summary the agent will publish: the object names its Node as owner.
+fn summary(node: &Node, extra: Value) -> Value {
+    let mut obj = json!({
+        "apiVersion": "rollcache.io/v1alpha1", "kind": "RollcacheNode",
+        "metadata": {"name": node.metadata.name, "labels": {"app": "rollcache"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
+                "name": node.metadata.name, "uid": node.metadata.uid}]},
+    });
+    if let (Some(o), Some(e)) = (obj.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    obj
+}
+
+async fn make_node(nodes: &Api<Node>, name: &str) -> Node {
+    let node: Node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name}}))
+    .expect("node");
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node")
+}
+
+fn rv(o: &DynamicObject) -> u64 {
+    o.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .expect("resourceVersion")
+}
+
+fn apply_params(manager: &str) -> PatchParams {
+    PatchParams::apply(manager)
+}
+
+#[tokio::test]
+async fn without_the_crd_its_paths_answer_404_until_it_is_installed() {
+    let (api, rcn, nodes) = server(false).await;
+    let client = api.client().expect("client");
+    let s = api_error(rcn.get("n1").await);
+    assert_eq!(s.code, 404);
+    assert_eq!(
+        s.message, "404 page not found",
+        "a plain-text 404, as the real server"
+    );
+    let node = make_node(&nodes, "n1").await;
+    let s = api_error(
+        rcn.patch(
+            "n1",
+            &apply_params("rollcache"),
+            &Patch::Apply(summary(&node, json!({}))),
+        )
+        .await,
+    );
+    // kube-rs cannot parse a plain-text body: `is_not_found()` is false, only the code says it.
+    assert_eq!((s.code, s.is_not_found()), (404, false), "{s:?}");
+    assert!(
+        kube::discovery::oneshot::group(&client, ROLLCACHE_GROUP)
+            .await
+            .is_err()
+    );
+    assert!(
+        api.apply(summary(&node, json!({}))).is_err(),
+        "no kind without its CRD"
+    );
+
+    api.install_rollcache_crd();
+    let group = kube::discovery::oneshot::group(&client, ROLLCACHE_GROUP)
+        .await
+        .expect("group discovered once installed");
+    let (ar, caps) = group
+        .recommended_kind("RollcacheNode")
+        .expect("RollcacheNode discovered");
+    assert_eq!(ar.plural, "rollcachenodes");
+    assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
+    assert!(
+        caps.subresources.iter().any(|(s, _)| s.plural == "status"),
+        "status subresource discovered: {caps:?}"
+    );
+    let s = api_error(rcn.get("n1").await);
+    assert_eq!(s.reason, "NotFound");
+    assert_eq!(s.message, "rollcachenodes.rollcache.io \"n1\" not found");
+    let all = kube::Discovery::new(client)
+        .run()
+        .await
+        .expect("full discovery");
+    assert!(all.has_group(ROLLCACHE_GROUP) && all.has_group("events.k8s.io"));
+
+    // Removing the CRD takes its objects with it.
+    rcn.patch(
+        "n1",
+        &apply_params("rollcache"),
+        &Patch::Apply(summary(&node, json!({}))),
+    )
+    .await
+    .expect("apply creates");
+    api.uninstall_rollcache_crd();
+    assert_eq!(api_error(rcn.get("n1").await).code, 404);
+    assert!(api.get("RollcacheNode", "", "n1").is_none());
+}
+
+#[tokio::test]
+async fn apply_creates_and_status_apply_changes_only_status() {
+    let (api, rcn, nodes) = server(true).await;
+    let node = make_node(&nodes, "n1").await;
+    let pp = apply_params("rollcache");
+
+    // Status applied before the object exists: 404, as the real server (apply on /status does
+    // not create).
+    let status = json!({"status": {"desired": 3, "pinned": 2}});
+    let s = api_error(
+        rcn.patch_status("n1", &pp, &Patch::Apply(summary(&node, status.clone())))
+            .await,
+    );
+    assert!(s.is_not_found(), "{s:?}");
+
+    // Apply on the object creates it; the status it carries is dropped.
+    let created = rcn
+        .patch(
+            "n1",
+            &pp,
+            &Patch::Apply(summary(
+                &node,
+                json!({"spec": {"nodeName": "n1"}, "status": {"desired": 9}}),
+            )),
+        )
+        .await
+        .expect("apply creates");
+    assert!(
+        created.data.get("status").is_none(),
+        "status ignored on the object"
+    );
+    assert_eq!(created.metadata.generation, Some(1));
+    assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
+    let owners = created.metadata.owner_references.clone().expect("owner");
+    assert_eq!(owners[0].uid, node.metadata.uid.clone().expect("node uid"));
+
+    // Status apply: status changes, labels and spec in the same body do not, generation stays.
+    let body = summary(
+        &node,
+        json!({"spec": {"nodeName": "other"}, "status": {"desired": 3, "pinned": 2}}),
+    );
+    let mut body = body;
+    body["metadata"]["labels"] = json!({"app": "changed"});
+    let after = rcn
+        .patch_status("n1", &pp, &Patch::Apply(&body))
+        .await
+        .expect("status apply");
+    assert_eq!(after.data["status"], json!({"desired": 3, "pinned": 2}));
+    assert_eq!(after.data["spec"], json!({"nodeName": "n1"}));
+    assert_eq!(
+        after.labels().get("app").map(String::as_str),
+        Some("rollcache")
+    );
+    assert_eq!(after.metadata.generation, Some(1));
+    assert!(rv(&after) > rv(&created));
+    let managed = after
+        .metadata
+        .managed_fields
+        .clone()
+        .expect("managedFields");
+    assert!(
+        managed
+            .iter()
+            .any(|m| m.subresource.as_deref() == Some("status")
+                && m.operation.as_deref() == Some("Apply")
+                && m.manager.as_deref() == Some("rollcache")),
+        "{managed:?}"
+    );
+
+    // The same apply again writes nothing: same resourceVersion.
+    let again = rcn
+        .patch_status("n1", &pp, &Patch::Apply(&body))
+        .await
+        .expect("no-op");
+    assert_eq!(rv(&again), rv(&after));
+
+    // A field the manager no longer applies is removed.
+    let fewer = summary(&node, json!({"status": {"desired": 4}}));
+    let less = rcn
+        .patch_status("n1", &pp, &Patch::Apply(&fewer))
+        .await
+        .expect("fewer fields");
+    assert_eq!(less.data["status"], json!({"desired": 4}));
+
+    // A spec change bumps the generation; the stored status stays.
+    let spec = rcn
+        .patch(
+            "n1",
+            &pp,
+            &Patch::Apply(summary(&node, json!({"spec": {"nodeName": "n2"}}))),
+        )
+        .await
+        .expect("spec apply");
+    assert_eq!(spec.metadata.generation, Some(2));
+    assert_eq!(spec.data["status"], json!({"desired": 4}));
+    assert_eq!(
+        api.get("RollcacheNode", "", "n1").expect("stored")["metadata"]["generation"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn conflicts_stale_replaces_and_bad_names_are_refused_as_the_real_server_does() {
+    let (_api, rcn, nodes) = server(true).await;
+    let node = make_node(&nodes, "n1").await;
+    let pp = apply_params("rollcache");
+    rcn.patch("n1", &pp, &Patch::Apply(summary(&node, json!({}))))
+        .await
+        .expect("create");
+    rcn.patch_status(
+        "n1",
+        &pp,
+        &Patch::Apply(summary(&node, json!({"status": {"desired": 3}}))),
+    )
+    .await
+    .expect("status");
+
+    let other = summary(&node, json!({"status": {"desired": 5}}));
+    let s = api_error(
+        rcn.patch_status("n1", &apply_params("someone"), &Patch::Apply(&other))
+            .await,
+    );
+    assert_eq!(s.code, 409);
+    assert_eq!(
+        s.message,
+        "Apply failed with 1 conflict: conflict with \"rollcache\" with subresource \"status\": .status.desired"
+    );
+    let forced = rcn
+        .patch_status(
+            "n1",
+            &apply_params("someone").force(),
+            &Patch::Apply(&other),
+        )
+        .await
+        .expect("force takes the field over");
+    assert_eq!(forced.data["status"]["desired"], 5);
+
+    let s = api_error(
+        rcn.patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Apply(summary(&node, json!({}))),
+        )
+        .await,
+    );
+    assert_eq!(
+        (s.code, s.reason.as_str()),
+        (422, "Invalid"),
+        "apply needs a field manager"
+    );
+
+    let mut stale = rcn.get("n1").await.expect("get");
+    stale.metadata.resource_version = Some("1".into());
+    let s = api_error(rcn.replace("n1", &PostParams::default(), &stale).await);
+    assert!(s.is_conflict(), "{s:?}");
+    assert!(
+        s.message.contains("the object has been modified"),
+        "{}",
+        s.message
+    );
+
+    let fresh = rcn.get("n1").await.expect("get");
+    let s = api_error(rcn.replace("n2", &PostParams::default(), &fresh).await);
+    assert_eq!(s.code, 400);
+    assert_eq!(
+        s.message,
+        "the name of the object (n1) does not match the name on the URL (n2)"
+    );
+    let s = api_error(rcn.create(&PostParams::default(), &fresh).await);
+    assert!(s.is_already_exists(), "{s:?}");
+
+    // A replace with the current resourceVersion goes through; its status is ignored.
+    let mut current = fresh.clone();
+    current.data["spec"] = json!({"x": 1});
+    current.data["status"] = json!({"desired": 99});
+    let replaced = rcn
+        .replace("n1", &PostParams::default(), &current)
+        .await
+        .expect("replace");
+    assert_eq!(replaced.data["status"]["desired"], 5);
+    assert_eq!(replaced.metadata.generation, Some(2));
+
+    // A merge patch of /status changes status only and is recorded as an update.
+    let merged = rcn
+        .patch_status(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}, "status": {"state": "ok"}})),
+        )
+        .await
+        .expect("merge patch");
+    assert_eq!(merged.data["status"], json!({"desired": 5, "state": "ok"}));
+    assert!(!merged.labels().contains_key("x"));
+}
+
+#[tokio::test]
+async fn writes_are_watched_and_the_summary_goes_with_its_node() {
+    let (api, rcn, nodes) = server(true).await;
+    let node = make_node(&nodes, "n1").await;
+    let start = api.resource_version().to_string();
+    let pp = apply_params("rollcache");
+    rcn.patch("n1", &pp, &Patch::Apply(summary(&node, json!({}))))
+        .await
+        .expect("create");
+    rcn.patch_status(
+        "n1",
+        &pp,
+        &Patch::Apply(summary(&node, json!({"status": {"desired": 1}}))),
+    )
+    .await
+    .expect("status");
+    nodes
+        .delete("n1", &DeleteParams::default())
+        .await
+        .expect("delete node");
+    assert_eq!(
+        api_error(rcn.get("n1").await).code,
+        404,
+        "collected with its Node"
+    );
+    let s = api_error(rcn.delete("n1", &DeleteParams::default()).await);
+    assert!(s.is_not_found());
+
+    let events: Vec<WatchEvent<DynamicObject>> = rcn
+        .watch(&WatchParams::default().timeout(1), &start)
+        .await
+        .expect("watch")
+        .try_collect()
+        .await
+        .expect("events");
+    let kinds: Vec<(&str, Option<u64>)> = events
+        .iter()
+        .filter(|e| !matches!(e, WatchEvent::Bookmark(_)))
+        .map(|e| match e {
+            WatchEvent::Added(o) => ("ADDED", Some(rv(o))),
+            WatchEvent::Modified(o) => ("MODIFIED", Some(rv(o))),
+            WatchEvent::Deleted(o) => ("DELETED", Some(rv(o))),
+            _ => ("OTHER", None),
+        })
+        .collect();
+    assert_eq!(
+        kinds.iter().map(|k| k.0).collect::<Vec<_>>(),
+        ["ADDED", "MODIFIED", "DELETED"]
+    );
+    assert!(
+        kinds.windows(2).all(|w| w[0].1 < w[1].1),
+        "resourceVersions grow: {kinds:?}"
+    );
+
+    // Delete of an object answers a Status, as the real server does for custom resources.
+    let node = make_node(&nodes, "n2").await;
+    rcn.patch("n2", &pp, &Patch::Apply(summary(&node, json!({}))))
+        .await
+        .expect("create");
+    let gone = rcn
+        .delete("n2", &DeleteParams::default())
+        .await
+        .expect("delete");
+    assert!(gone.is_right(), "a Status: {gone:?}");
+}
+
+#[tokio::test]
+async fn the_event_recorder_writes_events_on_a_node() {
+    let (api, _rcn, nodes) = server(false).await;
+    let node = make_node(&nodes, "n1").await;
+    let recorder = Recorder::new(
+        api.client().expect("client"),
+        Reporter {
+            controller: "rollcache".into(),
+            instance: Some("rollcache-abcde".into()),
+        },
+    );
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: node.metadata.name.clone(),
+        uid: node.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "RevisionNeedsRegistry".into(),
+        note: Some("web revision 3 is no longer offline-safe".into()),
+        action: "Plan".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&ev, &reference)
+        .await
+        .expect("first event is created");
+    recorder
+        .publish(&ev, &reference)
+        .await
+        .expect("the repeat patches its series");
+    let events: Api<K8sEvent> = Api::namespaced(api.client().expect("client"), "default");
+    let list = events.list(&Default::default()).await.expect("list events");
+    assert_eq!(list.items.len(), 1, "{list:?}");
+    let e = &list.items[0];
+    assert_eq!(e.reason.as_deref(), Some("RevisionNeedsRegistry"));
+    assert_eq!(
+        e.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("n1")
+    );
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
+}
