@@ -217,9 +217,21 @@ pub(super) fn entries(obj: &Value) -> Vec<Entry> {
         .collect()
 }
 
+/// Writes the entries in the real server's order: appliers first, then by time, manager,
+/// subresource.
 pub(super) fn write_entries(obj: &mut Value, entries: &[Entry]) {
-    let list: Vec<Value> = entries
-        .iter()
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| {
+        (!a.apply, &a.time, &a.manager, &a.api_version, a.subresource).cmp(&(
+            !b.apply,
+            &b.time,
+            &b.manager,
+            &b.api_version,
+            b.subresource,
+        ))
+    });
+    let list: Vec<Value> = sorted
+        .into_iter()
         .filter(|e| !e.fields.is_empty())
         .map(|e| {
             let mut v = json!({
@@ -342,18 +354,14 @@ pub(super) fn apply(
         }
     }
     entries.retain(|e| !e.same_owner(w.manager, true, w.subresource));
-    // The real server lists appliers first.
-    entries.insert(
-        0,
-        Entry {
-            manager: w.manager.to_string(),
-            apply: true,
-            subresource: w.subresource,
-            api_version: w.api_version.to_string(),
-            time: w.time.to_string(),
-            fields: applied,
-        },
-    );
+    entries.push(Entry {
+        manager: w.manager.to_string(),
+        apply: true,
+        subresource: w.subresource,
+        api_version: w.api_version.to_string(),
+        time: w.time.to_string(),
+        fields: applied,
+    });
     write_entries(&mut obj, &entries);
     Ok(obj)
 }

@@ -16,6 +16,7 @@ mod list;
 mod resources;
 mod routes;
 mod selector;
+mod strategy;
 mod watches;
 mod writes;
 

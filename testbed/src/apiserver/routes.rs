@@ -152,15 +152,15 @@ fn route(path: &str) -> Option<Target> {
     })
 }
 
-/// Whether the real server knows the group/version of a path (unknown resources of a known
-/// group get a `Status`, unknown groups a plain-text 404).
-fn known_group_version(path: &str, crd_installed: bool) -> bool {
+/// Whether the real server knows the group/version of a path: unknown resources of a built-in
+/// group get a `Status`; unknown groups, and custom resource groups, a plain-text 404.
+fn known_group_version(path: &str) -> bool {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segs.as_slice() {
         ["api", "v1", ..] => true,
         ["apis", group, version, ..] => RESOURCES
             .iter()
-            .any(|r| r.group == *group && r.version == *version && (!r.crd || crd_installed)),
+            .any(|r| r.group == *group && r.version == *version && !r.crd),
         _ => false,
     }
 }
@@ -239,7 +239,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     }
     let target = match route(&path) {
         Some(t) if !RESOURCES[t.resource].crd || crd_installed => t,
-        _ if known_group_version(&path, crd_installed) => {
+        _ if known_group_version(&path) => {
             return status_response(
                 &shared,
                 StatusCode::NOT_FOUND,

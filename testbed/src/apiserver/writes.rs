@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::fields::{self, Writer};
 use super::resources::{RESOURCES, ResourceDef, etcd_key};
 use super::routes::{Target, json_response, status, status_response};
+use super::strategy::{go_defaults, merge_patch, prepare, same};
 use super::{Shared, now_rfc3339};
 
 /// A write request, decoded.
@@ -80,15 +81,30 @@ fn parse_body(def: &ResourceDef, body: &[u8]) -> Result<Value, String> {
             "the API version in the data ({av}) does not match the expected API version ({want})"
         ));
     }
-    if let Some(kind) = obj["kind"].as_str()
-        && kind != def.kind
-    {
-        return Err(format!(
-            "the kind in the data ({kind}) does not match the expected kind ({})",
-            def.kind
-        ));
-    }
     Ok(obj)
+}
+
+/// A body of another kind: 422 Invalid naming the field, as the real server answers.
+fn wrong_kind(shared: &Shared, def: &ResourceDef, body: &Value) -> Option<Response<Body>> {
+    let kind = body["kind"].as_str().filter(|k| *k != def.kind)?;
+    let name = body["metadata"]["name"].as_str().unwrap_or("");
+    let qualified = if def.group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{}", def.group)
+    };
+    let cause = format!("Invalid value: \"{kind}\": must be {}", def.kind);
+    let msg = format!("{qualified} \"{name}\" is invalid: kind: {cause}");
+    let mut d = json!({"name": name, "kind": kind,
+        "causes": [{"reason": "FieldValueInvalid", "message": cause, "field": "kind"}]});
+    if !def.group.is_empty() {
+        d["group"] = json!(def.group);
+    }
+    Some(json_response(
+        shared,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &status(422, "Invalid", &msg, Some(d)),
+    ))
 }
 
 /// The manager a write is recorded under: `fieldManager`, else the User-Agent's product, as the
@@ -98,86 +114,6 @@ fn manager<'a>(req: &'a WriteReq<'_>) -> &'a str {
         Some(m) => m,
         None => req.user_agent.split('/').next().unwrap_or(""),
     }
-}
-
-/// The registry strategy: what of `incoming` a write may change, on top of `old`.
-fn prepare(def: &ResourceDef, old: Option<&Value>, mut new: Value, status_sub: bool) -> Value {
-    let status_of = |o: Option<&Value>| o.and_then(|o| o.get("status")).cloned();
-    if status_sub {
-        // `/status` changes only status; metadata (labels included) and spec stay as stored.
-        let status = new.get("status").cloned();
-        let managed = new["metadata"].get("managedFields").cloned();
-        new = old.cloned().unwrap_or_else(|| json!({}));
-        put_opt(&mut new, "status", status);
-        put_opt(&mut new["metadata"], "managedFields", managed);
-    } else if def.status {
-        let kept = match old {
-            Some(_) => status_of(old),
-            // Status is cleared on create, except where the real server lets it through.
-            None => match def.kind {
-                "Node" => new.get("status").cloned(),
-                "Namespace" => Some(json!({"phase": "Active"})),
-                "Pod" => Some(json!({"phase": "Pending"})),
-                _ => None,
-            },
-        };
-        put_opt(&mut new, "status", kept);
-    }
-    let meta = &mut new["metadata"];
-    if let Some(o) = old {
-        for k in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
-            put_opt(meta, k, o["metadata"].get(k).cloned());
-        }
-    }
-    if def.generation {
-        let strip = |o: &Value| {
-            let mut o = o.clone();
-            if let Some(m) = o.as_object_mut() {
-                m.remove("metadata");
-                m.remove("status");
-            }
-            o
-        };
-        let generation = match old {
-            None => 1,
-            Some(o) => {
-                let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
-                if strip(o) == strip(&new) { g } else { g + 1 }
-            }
-        };
-        new["metadata"]["generation"] = json!(generation);
-    }
-    new
-}
-
-fn put_opt(obj: &mut Value, key: &str, v: Option<Value>) {
-    match v {
-        Some(v) => obj[key] = v,
-        None => {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove(key);
-            }
-        }
-    }
-}
-
-/// Equal but for resourceVersion and managedFields times: the real server then writes nothing.
-fn same(a: &Value, b: &Value) -> bool {
-    let norm = |o: &Value| {
-        let mut o = o.clone();
-        if let Some(m) = o["metadata"].as_object_mut() {
-            m.remove("resourceVersion");
-            if let Some(Value::Array(list)) = m.get_mut("managedFields") {
-                for e in list {
-                    if let Some(e) = e.as_object_mut() {
-                        e.remove("time");
-                    }
-                }
-            }
-        }
-        o
-    };
-    norm(a) == norm(b)
 }
 
 fn create(
@@ -190,6 +126,9 @@ fn create(
         Ok(o) => o,
         Err(e) => return bad_request(shared, &e),
     };
+    if let Some(r) = wrong_kind(shared, def, &obj) {
+        return r;
+    }
     obj["apiVersion"] = json!(def.api_version());
     obj["kind"] = json!(def.kind);
     if !obj["metadata"].is_object() {
@@ -228,6 +167,9 @@ fn create(
             let mut s = status(422, "Invalid", &msg, None);
             s["details"] = json!({"kind": def.kind, "causes": [{"reason": "FieldValueRequired",
                 "message": "Required value: name or generateName is required", "field": "metadata.name"}]});
+            if !def.group.is_empty() {
+                s["details"]["group"] = json!(def.group);
+            }
             return json_response(shared, StatusCode::UNPROCESSABLE_ENTITY, &s);
         };
         name = format!("{prefix}{:05x}", (st.uids * 7919 + 12345) % 0xfffff);
@@ -257,6 +199,7 @@ fn create(
     let mut entries = Vec::new();
     fields::record_update(&mut entries, &w, fields::changed(None, &obj));
     fields::write_entries(&mut obj, &entries);
+    go_defaults(def, &mut obj);
     let stored = shared.commit(&mut st, key, namespace, obj);
     drop(st);
     json_response(shared, StatusCode::CREATED, &stored)
@@ -290,7 +233,8 @@ fn write_named(
         );
     }
     let manager = manager(req).to_string();
-    if is_apply && manager.is_empty() {
+    // Apply takes no manager from the User-Agent: it must be named.
+    if is_apply && req.params.get("fieldManager").is_none_or(String::is_empty) {
         let mut s = status(
             422,
             "Invalid",
@@ -306,6 +250,9 @@ fn write_named(
         Ok(b) => b,
         Err(e) => return bad_request(shared, &e),
     };
+    if let Some(r) = wrong_kind(shared, def, &body) {
+        return r;
+    }
     let is_merge = req.method == Method::PATCH && !is_apply;
     if !is_merge {
         let body_name = body["metadata"]["name"].as_str().unwrap_or("");
@@ -397,13 +344,14 @@ fn write_named(
             Ok(new)
         }
     };
-    let new = match new {
+    let mut new = match new {
         Ok(n) => n,
         Err(conflicts) => {
             drop(st);
             return conflict_response(shared, &conflicts);
         }
     };
+    go_defaults(def, &mut new);
     if let Some(old) = &old
         && same(old, &new)
     {
@@ -458,26 +406,6 @@ fn conflict_response(shared: &Shared, conflicts: &[fields::Conflict]) -> Respons
         StatusCode::CONFLICT,
         &status(409, "Conflict", &msg, Some(json!({"causes": causes}))),
     )
-}
-
-/// RFC 7386: objects merge, `null` removes, everything else replaces.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Some(p) = patch.as_object() else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    for (k, v) in p {
-        if v.is_null() {
-            if let Some(m) = target.as_object_mut() {
-                m.remove(k);
-            }
-        } else {
-            merge_patch(&mut target[k.as_str()], v);
-        }
-    }
 }
 
 fn delete(shared: &Shared, target: &Target, def: &ResourceDef, name: &str) -> Response<Body> {
