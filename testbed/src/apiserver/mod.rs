@@ -3,8 +3,11 @@
 //!
 //! It serves GET, list (selectors, `limit`/`continue`) and watch (ordered events, bookmarks,
 //! `timeoutSeconds`, `410 Expired` for resource versions older than its retained window) for the
-//! resources rollcache reads. Objects are put in place with [`ApiServer::apply`] and
-//! [`ApiServer::delete`]; [`ApiServer::compact`] and [`ApiServer::set_down`] provoke what a real
+//! resources rollcache reads, discovery, and the writes rollcache makes (`writes`: create,
+//! replace, merge patch, server-side apply, delete, on objects and `/status`), for events and for
+//! its `RollcacheNode` custom resource, served once its CRD is installed
+//! ([`ApiServerOptions::rollcache_crd`], [`ApiServer::install_rollcache_crd`]). Tests put objects
+//! in place with [`ApiServer::apply`] and [`ApiServer::delete`]; [`ApiServer::compact`] and [`ApiServer::set_down`] provoke what a real
 //! cluster does under stress, and [`ApiServer::set_fault`] / [`ApiServer::set_resource_fault`]
 //! make it misbehave at the HTTP level ([`Fault`]: RBAC denial, throttling, server errors, hangs,
 //! broken watches). Byte and request counters let benchmarks measure watch traffic.
