@@ -446,3 +446,87 @@ async fn the_event_recorder_writes_events_on_a_node() {
     );
     assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
 }
+
+#[tokio::test]
+async fn a_watcher_started_before_the_crd_sees_objects_once_it_is_installed() {
+    use kube::runtime::{WatchStreamExt, watcher};
+    let (api, rcn, nodes) = server(false).await;
+    let node = make_node(&nodes, "n1").await;
+    let mut stream = Box::pin(watcher(rcn.clone(), watcher::Config::default()).default_backoff());
+    // Without the CRD the watcher starts its list, errs (and backs off); it does not end.
+    let err = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match stream.try_next().await {
+                Ok(Some(watcher::Event::Init)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
+    match err {
+        Ok(Err(watcher::Error::InitialListFailed(kube::Error::Api(s)))) => assert_eq!(s.code, 404),
+        other => panic!("expected the list to fail with 404: {other:?}"),
+    }
+    api.install_rollcache_crd();
+    rcn.patch(
+        "n1",
+        &apply_params("rollcache"),
+        &Patch::Apply(summary(&node, json!({}))),
+    )
+    .await
+    .expect("apply after install");
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match stream.try_next().await {
+                Ok(Some(watcher::Event::InitApply(o) | watcher::Event::Apply(o))) => return o,
+                Ok(Some(_)) | Err(_) => continue,
+                Ok(None) => panic!("watcher ended"),
+            }
+        }
+    })
+    .await
+    .expect("the watcher recovers once the CRD is installed");
+    assert_eq!(seen.metadata.name.as_deref(), Some("n1"));
+}
+
+#[tokio::test]
+async fn typed_node_writes_keep_status_and_metadata_apart() {
+    let (_api, _rcn, nodes) = server(false).await;
+    make_node(&nodes, "n1").await;
+    let pp = apply_params("kubelet");
+    let status = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1",
+        "labels": {"ignored": "yes"}}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    let after = nodes
+        .patch_status("n1", &pp, &Patch::Apply(&status))
+        .await
+        .expect("node status apply");
+    let conditions = after
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .expect("conditions");
+    assert_eq!(conditions[0].type_, "Ready");
+    assert!(
+        !after.labels().contains_key("ignored"),
+        "status writes leave labels alone"
+    );
+    // Cordon: a merge patch of the spec keeps the status the kubelet wrote.
+    let cordoned = nodes
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"unschedulable": true},
+            "status": {"conditions": []}})),
+        )
+        .await
+        .expect("cordon");
+    assert_eq!(cordoned.spec.and_then(|s| s.unschedulable), Some(true));
+    assert_eq!(
+        cordoned.status.and_then(|s| s.conditions).map(|c| c.len()),
+        Some(1)
+    );
+    assert_eq!(
+        cordoned.metadata.generation, None,
+        "nodes keep no generation"
+    );
+}
