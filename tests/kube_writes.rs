@@ -395,6 +395,12 @@ async fn writes_are_watched_and_the_summary_goes_with_its_node() {
     rcn.patch("n2", &pp, &Patch::Apply(summary(&node, json!({}))))
         .await
         .expect("create");
+    // Orphaning dependents leaves the summary in place.
+    nodes
+        .delete("n2", &DeleteParams::orphan())
+        .await
+        .expect("orphan");
+    assert!(rcn.get("n2").await.is_ok(), "orphaned, not collected");
     let gone = rcn
         .delete("n2", &DeleteParams::default())
         .await

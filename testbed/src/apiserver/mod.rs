@@ -19,6 +19,7 @@ mod list;
 mod resources;
 mod routes;
 mod selector;
+mod store;
 mod strategy;
 mod watches;
 mod writes;
@@ -287,7 +288,9 @@ impl ApiServer {
     }
 
     /// Deletes an object by kind (`Pod`, `ReplicaSet`, ...), namespace ("" for cluster-scoped) and
-    /// name. Returns whether it existed.
+    /// name, and only it: what it owns stays, so a test sets the scene exactly (a DELETE through
+    /// the API takes dependents with it, as the garbage collector would). Returns whether it
+    /// existed.
     pub fn delete(&self, kind: &str, namespace: &str, name: &str) -> bool {
         let Some(res) = RESOURCES.iter().position(|r| r.kind == kind) else {
             return false;
@@ -296,7 +299,9 @@ impl ApiServer {
         let namespace = if def.namespaced { namespace } else { "" };
         let key = (res, etcd_key(def, namespace, name));
         let mut st = self.shared.lock();
-        self.shared.remove(&mut st, &key, namespace).is_some()
+        self.shared
+            .remove(&mut st, &key, namespace, false)
+            .is_some()
     }
 
     /// Installs rollcache's CustomResourceDefinition, as `kubectl apply` of it would: from now on
@@ -317,99 +322,13 @@ impl ApiServer {
             .cloned()
             .collect();
         for key in keys {
-            self.shared.remove(&mut st, &key, "");
+            self.shared.remove(&mut st, &key, "", false);
         }
         st.crd_installed = false;
     }
 
     pub fn rollcache_crd_installed(&self) -> bool {
         self.shared.lock().crd_installed
-    }
-}
-
-impl Shared {
-    /// Stores an object under a new resource version (from the one counter all kinds share, as
-    /// etcd's) and tells watchers: ADDED or MODIFIED by whether the key held an object.
-    fn commit(&self, st: &mut State, key: ObjKey, namespace: String, mut obj: Value) -> Arc<Value> {
-        st.rv += 1;
-        let rv = st.rv;
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let stored = Arc::new(obj);
-        let prev = st.objects.insert(key.clone(), stored.clone());
-        let kind = if prev.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
-        self.record(st, key.0, namespace, kind, stored.clone(), prev);
-        self.rv_tx.send_replace(rv);
-        stored
-    }
-
-    /// Deletes an object, then what it owns (ownerReferences to its uid), as the garbage
-    /// collector does in the background: a RollcacheNode goes when its Node goes.
-    fn remove(&self, st: &mut State, key: &ObjKey, namespace: &str) -> Option<Arc<Value>> {
-        let prev = st.objects.remove(key)?;
-        st.rv += 1;
-        let rv = st.rv;
-        // A DELETED event carries the object at the deletion's resource version.
-        let mut gone = (*prev).clone();
-        gone["metadata"]["resourceVersion"] = json!(rv.to_string());
-        self.record(
-            st,
-            key.0,
-            namespace.to_string(),
-            EventType::Deleted,
-            Arc::new(gone),
-            Some(prev.clone()),
-        );
-        self.rv_tx.send_replace(rv);
-        let uid = prev["metadata"]["uid"].clone();
-        let owned: Vec<(ObjKey, String)> = st
-            .objects
-            .iter()
-            .filter(|(_, o)| {
-                o["metadata"]["ownerReferences"]
-                    .as_array()
-                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
-            })
-            .map(|(k, o)| {
-                let ns = o["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                (k.clone(), ns)
-            })
-            .collect();
-        for (k, ns) in owned {
-            self.remove(st, &k, &ns);
-        }
-        Some(prev)
-    }
-
-    fn record(
-        &self,
-        st: &mut State,
-        resource: usize,
-        namespace: String,
-        kind: EventType,
-        object: Arc<Value>,
-        prev: Option<Arc<Value>>,
-    ) {
-        let rv = st.rv;
-        st.events.push_back(StoredEvent {
-            rv,
-            resource,
-            namespace,
-            kind,
-            object,
-            prev,
-        });
-        while st.events.len() > self.opts.retained_events {
-            if let Some(old) = st.events.pop_front() {
-                st.floor = st.floor.max(old.rv);
-            }
-        }
     }
 }
 

@@ -55,7 +55,7 @@ pub(super) fn handle_write(shared: &Shared, target: &Target, req: &WriteReq<'_>)
         Some(n) if m == Method::PUT || m == Method::PATCH => {
             write_named(shared, target, def, n, req)
         }
-        Some(n) if m == Method::DELETE && !target.status => delete(shared, target, def, n),
+        Some(n) if m == Method::DELETE && !target.status => delete(shared, target, def, n, req),
         _ => status_response(
             shared,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -408,11 +408,23 @@ fn conflict_response(shared: &Shared, conflicts: &[fields::Conflict]) -> Respons
     )
 }
 
-fn delete(shared: &Shared, target: &Target, def: &ResourceDef, name: &str) -> Response<Body> {
+/// A DELETE; dependents go too unless the body asks to orphan them (they then keep their
+/// ownerReferences, which the real garbage collector would strip).
+fn delete(
+    shared: &Shared,
+    target: &Target,
+    def: &ResourceDef,
+    name: &str,
+    req: &WriteReq<'_>,
+) -> Response<Body> {
+    let orphan = serde_json::from_slice::<Value>(req.body)
+        .ok()
+        .is_some_and(|b| b["propagationPolicy"] == "Orphan" || b["orphanDependents"] == true)
+        || req.params.get("propagationPolicy").map(String::as_str) == Some("Orphan");
     let namespace = target.namespace.clone().unwrap_or_default();
     let key = (target.resource, etcd_key(def, &namespace, name));
     let mut st = shared.lock();
-    let Some(gone) = shared.remove(&mut st, &key, &namespace) else {
+    let Some(gone) = shared.remove(&mut st, &key, &namespace, !orphan) else {
         drop(st);
         return not_found(shared, def, name);
     };
