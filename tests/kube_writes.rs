@@ -177,6 +177,21 @@ async fn apply_creates_and_status_apply_changes_only_status() {
     let owners = created.metadata.owner_references.clone().expect("owner");
     assert_eq!(owners[0].uid, node.metadata.uid.clone().expect("node uid"));
 
+    // A dry run answers as the write would and stores nothing.
+    let dry = rcn
+        .patch(
+            "n1",
+            &apply_params("rollcache").dry_run(),
+            &Patch::Apply(summary(&node, json!({"spec": {"nodeName": "dry"}}))),
+        )
+        .await
+        .expect("dry run");
+    assert_eq!(dry.data["spec"]["nodeName"], "dry");
+    assert_eq!(
+        rcn.get("n1").await.expect("get").data["spec"]["nodeName"],
+        "n1"
+    );
+
     // Status apply: status changes, labels and spec in the same body do not, generation stays.
     let body = summary(
         &node,

@@ -107,6 +107,11 @@ fn wrong_kind(shared: &Shared, def: &ResourceDef, body: &Value) -> Option<Respon
     ))
 }
 
+/// `dryRun=All`: answer as the write would, store nothing.
+fn dry_run(req: &WriteReq<'_>) -> bool {
+    req.params.get("dryRun").is_some_and(|d| d == "All")
+}
+
 /// The manager a write is recorded under: `fieldManager`, else the User-Agent's product, as the
 /// real server derives it.
 fn manager<'a>(req: &'a WriteReq<'_>) -> &'a str {
@@ -200,6 +205,10 @@ fn create(
     fields::record_update(&mut entries, &w, fields::changed(None, &obj));
     fields::write_entries(&mut obj, &entries);
     go_defaults(def, &mut obj);
+    if dry_run(req) {
+        drop(st);
+        return json_response(shared, StatusCode::CREATED, &obj);
+    }
     let stored = shared.commit(&mut st, key, namespace, obj);
     drop(st);
     json_response(shared, StatusCode::CREATED, &stored)
@@ -363,6 +372,10 @@ fn write_named(
     } else {
         StatusCode::CREATED
     };
+    if dry_run(req) {
+        drop(st);
+        return json_response(shared, code, &new);
+    }
     let stored = shared.commit(&mut st, key, namespace, new);
     drop(st);
     json_response(shared, code, &stored)
@@ -424,7 +437,12 @@ fn delete(
     let namespace = target.namespace.clone().unwrap_or_default();
     let key = (target.resource, etcd_key(def, &namespace, name));
     let mut st = shared.lock();
-    let Some(gone) = shared.remove(&mut st, &key, &namespace, !orphan) else {
+    let gone = if dry_run(req) {
+        st.objects.get(&key).cloned()
+    } else {
+        shared.remove(&mut st, &key, &namespace, !orphan)
+    };
+    let Some(gone) = gone else {
         drop(st);
         return not_found(shared, def, name);
     };
