@@ -327,6 +327,22 @@ async fn conflicts_stale_replaces_and_bad_names_are_refused_as_the_real_server_d
     let s = api_error(rcn.create(&PostParams::default(), &fresh).await);
     assert!(s.is_already_exists(), "{s:?}");
 
+    // A resourceVersion in an apply is a precondition too; a replace must carry one.
+    let mut stale_apply = summary(&node, json!({}));
+    stale_apply["metadata"]["resourceVersion"] = json!("1");
+    let s = api_error(rcn.patch("n1", &pp, &Patch::Apply(&stale_apply)).await);
+    assert!(s.is_conflict(), "{s:?}");
+    let mut unconditional = fresh.clone();
+    unconditional.metadata.resource_version = None;
+    let s = api_error(
+        rcn.replace("n1", &PostParams::default(), &unconditional)
+            .await,
+    );
+    assert_eq!(
+        s.message,
+        "rollcachenodes.rollcache.io \"n1\" is invalid: metadata.resourceVersion: Invalid value: 0: must be specified for an update"
+    );
+
     // A replace with the current resourceVersion goes through; its status is ignored.
     let mut current = fresh.clone();
     current.data["spec"] = json!({"x": 1});

@@ -263,8 +263,15 @@ fn write_named(
         return r;
     }
     let is_merge = req.method == Method::PATCH && !is_apply;
-    if !is_merge {
-        let body_name = body["metadata"]["name"].as_str().unwrap_or("");
+    if is_apply && (body.get("apiVersion").is_none() || body.get("kind").is_none()) {
+        let av = body["apiVersion"].as_str().unwrap_or("/");
+        let kind = body["kind"].as_str().unwrap_or("");
+        return bad_request(shared, &format!("invalid object type: {av}, Kind={kind}"));
+    }
+    // A merge patch may leave the name out, not change it.
+    let body_name = body["metadata"]["name"].as_str();
+    if !is_merge || body_name.is_some() {
+        let body_name = body_name.unwrap_or("");
         if body_name != name {
             return bad_request(
                 shared,
@@ -278,6 +285,40 @@ fn write_named(
     let key = (target.resource, etcd_key(def, &namespace, name));
     let mut st = shared.lock();
     let old = st.objects.get(&key).cloned();
+    // A resourceVersion in the body is a precondition, for every kind of write.
+    let wanted_rv = body["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    if let Some(o) = &old
+        && !wanted_rv.is_empty()
+        && Some(wanted_rv) != o["metadata"]["resourceVersion"].as_str()
+    {
+        drop(st);
+        let msg = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+            def.qualified()
+        );
+        return json_response(
+            shared,
+            StatusCode::CONFLICT,
+            &status(409, "Conflict", &msg, Some(details(def, name))),
+        );
+    }
+    // Custom resources allow no unconditional replace.
+    if def.crd && old.is_some() && req.method == Method::PUT && wanted_rv.is_empty() {
+        drop(st);
+        let field = "metadata.resourceVersion";
+        let cause = "Invalid value: 0: must be specified for an update";
+        let msg = format!(
+            "{} \"{name}\" is invalid: {field}: {cause}",
+            def.qualified()
+        );
+        let mut d = details(def, name);
+        d["causes"] = json!([{"reason": "FieldValueInvalid", "message": cause, "field": field}]);
+        return json_response(
+            shared,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &status(422, "Invalid", &msg, Some(d)),
+        );
+    }
     let time = now_rfc3339();
     let api_version = def.api_version();
     let w = Writer {
@@ -306,21 +347,6 @@ fn write_named(
         (Some(old), true) => apply_scoped(old, &body, &w, req, in_scope)
             .map(|o| prepare(def, Some(&**old), o, target.status)),
         (Some(old), false) => {
-            let wanted_rv = body["metadata"]["resourceVersion"].as_str().unwrap_or("");
-            if !wanted_rv.is_empty()
-                && Some(wanted_rv) != old["metadata"]["resourceVersion"].as_str()
-            {
-                drop(st);
-                let msg = format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                    def.qualified()
-                );
-                return json_response(
-                    shared,
-                    StatusCode::CONFLICT,
-                    &status(409, "Conflict", &msg, Some(details(def, name))),
-                );
-            }
             let mut incoming = if is_merge {
                 let mut o = (**old).clone();
                 merge_patch(&mut o, &body);
