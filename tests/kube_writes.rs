@@ -1,24 +1,19 @@
 //! Writes to the test API server through kube-rs, as the agent will make them: rollcache's
-//! `RollcacheNode` with and without its CRD, server-side apply on the object and on `/status`,
-//! conflicts, stale replaces, watches of writes, garbage collection with the Node, and events.
+//! `RollcacheNode` by server-side apply on the object and on `/status`, conflicts, stale
+//! replaces, watches of writes, garbage collection with the Node, Node writes, and events.
 
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::ResourceExt;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
-    PostParams, WatchEvent, WatchParams,
+    Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::core::Status;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions, ROLLCACHE_GROUP};
+use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions, rollcache_node_resource};
+use rollcache_testbed::history;
 use serde_json::{Value, json};
-
-fn resource() -> ApiResource {
-    let gvk = GroupVersionKind::gvk(ROLLCACHE_GROUP, "v1alpha1", "RollcacheNode");
-    ApiResource::from_gvk_with_plural(&gvk, "rollcachenodes")
-}
 
 async fn server(crd: bool) -> (ApiServer, Api<DynamicObject>, Api<Node>) {
     let api = ApiServer::start_with(ApiServerOptions {
@@ -28,7 +23,7 @@ async fn server(crd: bool) -> (ApiServer, Api<DynamicObject>, Api<Node>) {
     .await
     .expect("test API server starts");
     let client = api.client().expect("client");
-    let nodes = Api::all_with(client.clone(), &resource());
+    let nodes = Api::all_with(client.clone(), &rollcache_node_resource());
     (api, nodes, Api::all(client))
 }
 
@@ -41,16 +36,8 @@ fn api_error(r: Result<impl std::fmt::Debug, kube::Error>) -> Status {
 
 /// The summary the agent will publish: the object names its Node as owner.
 fn summary(node: &Node, extra: Value) -> Value {
-    let mut obj = json!({
-        "apiVersion": "rollcache.io/v1alpha1", "kind": "RollcacheNode",
-        "metadata": {"name": node.metadata.name, "labels": {"app": "rollcache"},
-            "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
-                "name": node.metadata.name, "uid": node.metadata.uid}]},
-    });
-    if let (Some(o), Some(e)) = (obj.as_object_mut(), extra.as_object()) {
-        o.extend(e.clone());
-    }
-    obj
+    let uid = node.metadata.uid.as_deref().expect("node uid");
+    history::rollcache_node(&node.name_any(), uid, extra)
 }
 
 async fn make_node(nodes: &Api<Node>, name: &str) -> Node {
@@ -73,72 +60,6 @@ fn rv(o: &DynamicObject) -> u64 {
 
 fn apply_params(manager: &str) -> PatchParams {
     PatchParams::apply(manager)
-}
-
-#[tokio::test]
-async fn without_the_crd_its_paths_answer_404_until_it_is_installed() {
-    let (api, rcn, nodes) = server(false).await;
-    let client = api.client().expect("client");
-    let s = api_error(rcn.get("n1").await);
-    assert_eq!(s.code, 404);
-    assert_eq!(
-        s.message, "404 page not found",
-        "a plain-text 404, as the real server"
-    );
-    let node = make_node(&nodes, "n1").await;
-    let s = api_error(
-        rcn.patch(
-            "n1",
-            &apply_params("rollcache"),
-            &Patch::Apply(summary(&node, json!({}))),
-        )
-        .await,
-    );
-    // kube-rs cannot parse a plain-text body: `is_not_found()` is false, only the code says it.
-    assert_eq!((s.code, s.is_not_found()), (404, false), "{s:?}");
-    assert!(
-        kube::discovery::oneshot::group(&client, ROLLCACHE_GROUP)
-            .await
-            .is_err()
-    );
-    assert!(
-        api.apply(summary(&node, json!({}))).is_err(),
-        "no kind without its CRD"
-    );
-
-    api.install_rollcache_crd();
-    let group = kube::discovery::oneshot::group(&client, ROLLCACHE_GROUP)
-        .await
-        .expect("group discovered once installed");
-    let (ar, caps) = group
-        .recommended_kind("RollcacheNode")
-        .expect("RollcacheNode discovered");
-    assert_eq!(ar.plural, "rollcachenodes");
-    assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
-    assert!(
-        caps.subresources.iter().any(|(s, _)| s.plural == "status"),
-        "status subresource discovered: {caps:?}"
-    );
-    let s = api_error(rcn.get("n1").await);
-    assert_eq!(s.reason, "NotFound");
-    assert_eq!(s.message, "rollcachenodes.rollcache.io \"n1\" not found");
-    let all = kube::Discovery::new(client)
-        .run()
-        .await
-        .expect("full discovery");
-    assert!(all.has_group(ROLLCACHE_GROUP) && all.has_group("events.k8s.io"));
-
-    // Removing the CRD takes its objects with it.
-    rcn.patch(
-        "n1",
-        &apply_params("rollcache"),
-        &Patch::Apply(summary(&node, json!({}))),
-    )
-    .await
-    .expect("apply creates");
-    api.uninstall_rollcache_crd();
-    assert_eq!(api_error(rcn.get("n1").await).code, 404);
-    assert!(api.get("RollcacheNode", "", "n1").is_none());
 }
 
 #[tokio::test]
@@ -482,48 +403,6 @@ async fn the_event_recorder_writes_events_on_a_node() {
         Some("n1")
     );
     assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
-}
-
-#[tokio::test]
-async fn a_watcher_started_before_the_crd_sees_objects_once_it_is_installed() {
-    use kube::runtime::{WatchStreamExt, watcher};
-    let (api, rcn, nodes) = server(false).await;
-    let node = make_node(&nodes, "n1").await;
-    let mut stream = Box::pin(watcher(rcn.clone(), watcher::Config::default()).default_backoff());
-    // Without the CRD the watcher starts its list, errs (and backs off); it does not end.
-    let err = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        loop {
-            match stream.try_next().await {
-                Ok(Some(watcher::Event::Init)) => continue,
-                other => return other,
-            }
-        }
-    })
-    .await;
-    match err {
-        Ok(Err(watcher::Error::InitialListFailed(kube::Error::Api(s)))) => assert_eq!(s.code, 404),
-        other => panic!("expected the list to fail with 404: {other:?}"),
-    }
-    api.install_rollcache_crd();
-    rcn.patch(
-        "n1",
-        &apply_params("rollcache"),
-        &Patch::Apply(summary(&node, json!({}))),
-    )
-    .await
-    .expect("apply after install");
-    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        loop {
-            match stream.try_next().await {
-                Ok(Some(watcher::Event::InitApply(o) | watcher::Event::Apply(o))) => return o,
-                Ok(Some(_)) | Err(_) => continue,
-                Ok(None) => panic!("watcher ended"),
-            }
-        }
-    })
-    .await
-    .expect("the watcher recovers once the CRD is installed");
-    assert_eq!(seen.metadata.name.as_deref(), Some("n1"));
 }
 
 #[tokio::test]

@@ -418,6 +418,12 @@ impl ApiServer {
     }
 }
 
+/// How kube-rs addresses rollcache's custom resource (`Api::all_with(client, &this)`).
+pub fn rollcache_node_resource() -> kube::api::ApiResource {
+    let gvk = kube::api::GroupVersionKind::gvk(ROLLCACHE_GROUP, ROLLCACHE_VERSION, "RollcacheNode");
+    kube::api::ApiResource::from_gvk_with_plural(&gvk, "rollcachenodes")
+}
+
 fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
