@@ -399,9 +399,27 @@ async fn wire_answers_match_the_real_server() {
         "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
     );
 
-    raw(&api, "POST", base, json_ct, json!({"apiVersion": "rollcache.io/v1alpha1", "kind": "RollcacheNode", "metadata": {"name": "q"}}))
+    let created: Value = serde_json::from_str(
+        &raw(
+            &api,
+            "POST",
+            base,
+            json_ct,
+            json!({"apiVersion": "rollcache.io/v1alpha1",
+            "kind": "RollcacheNode", "metadata": {"name": "q", "labels": {"a": "1"}},
+            "spec": {"x": 1}, "status": {"desired": 3}}),
+        )
         .await
-        .expect("create");
+        .expect("create"),
+    )
+    .expect("json");
+    assert!(created.get("status").is_none(), "status dropped on create");
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert_eq!(
+        created["metadata"]["managedFields"][0]["fieldsV1"],
+        json!({"f:metadata": {"f:labels": {".": {}, "f:a": {}}}, "f:spec": {".": {}, "f:x": {}}}),
+        "the real server's record of a create"
+    );
     let s = api_status(
         raw(
             &api,
@@ -451,7 +469,8 @@ async fn wire_answers_match_the_real_server() {
             json_ct,
             json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1"},
                 "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "rollcache",
-                "reportingInstance": "x", "action": "Plan", "reason": "R", "type": "Normal"}),
+                "reportingInstance": "x", "action": "Plan", "reason": "R", "type": "Normal",
+                "regarding": {"kind": "Node", "name": "n1"}}),
         )
         .await
         .expect("event"),
@@ -463,5 +482,10 @@ async fn wire_answers_match_the_real_server() {
     assert!(
         owned.get("f:deprecatedSource").is_none(),
         "encoding defaults are no one's: {owned}"
+    );
+    assert_eq!(
+        owned["f:regarding"],
+        json!({}),
+        "an object reference is owned whole"
     );
 }

@@ -1,7 +1,7 @@
 //! Field ownership as server-side apply keeps it in `metadata.managedFields`, simplified: objects
-//! merge key by key, lists and scalars are atomic (a CRD's default), and no `.` entries are
-//! written for maps; conflicts, forced takeovers and removal of fields a manager stopped applying
-//! follow the real server.
+//! merge key by key, lists and scalars are atomic (a CRD's default), an update owns (`.`) the
+//! objects it creates; conflicts, forced takeovers and removal of fields a manager stopped
+//! applying follow the real server.
 
 use std::collections::BTreeSet;
 
@@ -10,6 +10,9 @@ use serde_json::{Map, Value, json};
 /// A field, as keys from the object's root (`["status", "desired"]`).
 pub(super) type Path = Vec<String>;
 pub(super) type FieldSet = BTreeSet<Path>;
+
+/// The path element that stands for an object itself (`.` in `FieldsV1`).
+const SELF: &str = ".";
 
 /// Metadata the server owns: never part of what a manager sets.
 const SERVER_META: &[&str] = &[
@@ -62,9 +65,14 @@ pub(super) fn leaves(obj: &Value) -> FieldSet {
     out
 }
 
+/// Object references in events are atomic structs in the real schema: owned whole.
+fn atomic(path: &Path) -> bool {
+    path.len() == 1 && matches!(path[0].as_str(), "regarding" | "related" | "involvedObject")
+}
+
 fn walk(v: &Value, path: &mut Path, out: &mut FieldSet) {
     match v.as_object() {
-        Some(m) if !m.is_empty() => {
+        Some(m) if !m.is_empty() && !atomic(path) => {
             for (k, child) in m {
                 path.push(k.clone());
                 walk(child, path, out);
@@ -83,9 +91,39 @@ pub(super) fn changed(old: Option<&Value>, new: &Value) -> FieldSet {
     if let Some(o) = old {
         all.extend(leaves(o));
     }
-    all.into_iter()
+    let mut out: FieldSet = all
+        .into_iter()
         .filter(|p| old.and_then(|o| get(o, p)) != get(new, p))
-        .collect()
+        .collect();
+    created_objects(new, old, &mut Vec::new(), &mut out);
+    out
+}
+
+/// Marks (`.`) each object an update brings into being, as the real server records it: the
+/// writer then owns the map itself, not only its keys.
+fn created_objects(new: &Value, old: Option<&Value>, path: &mut Path, out: &mut FieldSet) {
+    let Some(m) = new.as_object().filter(|m| !m.is_empty() && !atomic(path)) else {
+        return;
+    };
+    let is_new = old
+        .and_then(|o| get(o, path))
+        .is_none_or(|v| !v.is_object());
+    if is_new && !path.is_empty() && path.as_slice() != ["metadata"] {
+        let mut own = path.clone();
+        own.push(SELF.to_string());
+        out.insert(own);
+    }
+    for (k, child) in m {
+        if path.is_empty() && (k == "apiVersion" || k == "kind") {
+            continue;
+        }
+        if path.as_slice() == ["metadata"] && SERVER_META.contains(&k.as_str()) {
+            continue;
+        }
+        path.push(k.clone());
+        created_objects(child, old, path, out);
+        path.pop();
+    }
 }
 
 /// Whether two fields overlap: the same, or one inside the other.
@@ -138,7 +176,12 @@ pub(super) fn to_fields_v1(set: &FieldSet) -> Value {
     for path in set {
         let mut cur = &mut root;
         for k in path {
-            cur = &mut cur[format!("f:{k}")];
+            let key = if k == SELF {
+                SELF.to_string()
+            } else {
+                format!("f:{k}")
+            };
+            cur = &mut cur[key];
             if !cur.is_object() {
                 *cur = json!({});
             }
@@ -153,7 +196,7 @@ pub(super) fn from_fields_v1(v: &Value) -> FieldSet {
             .as_object()
             .into_iter()
             .flatten()
-            .filter(|(k, _)| k.starts_with("f:"))
+            .filter(|(k, _)| k.starts_with("f:") || k.as_str() == SELF)
             .collect();
         if children.is_empty() {
             if !path.is_empty() {
@@ -162,7 +205,7 @@ pub(super) fn from_fields_v1(v: &Value) -> FieldSet {
             return;
         }
         for (k, child) in children {
-            path.push(k[2..].to_string());
+            path.push(k.strip_prefix("f:").unwrap_or(k).to_string());
             go(child, path, out);
             path.pop();
         }
