@@ -1,5 +1,6 @@
 //! The test API server at the wire: list, get, watch, bookmark and 410 JSON shapes as the real
-//! kube-apiserver writes them, and the on-demand Secret / ServiceAccount reads against it.
+//! kube-apiserver writes them, the answers to writes, and the on-demand Secret / ServiceAccount
+//! reads against it.
 
 use std::time::Duration;
 
@@ -338,4 +339,153 @@ async fn secret_reader_reads_and_caches() {
         reader.secret("apps", "regcred").await,
         Err(SecretError::Api { .. })
     ));
+}
+
+/// A raw request, for the answers kube-rs' typed calls do not reach.
+async fn raw(
+    api: &ApiServer,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: Value,
+) -> Result<String, kube::Error> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", ct)
+        .body(serde_json::to_vec(&body).expect("body"))
+        .expect("request");
+    api.client().expect("client").request_text(req).await
+}
+
+/// Answers compared with a real API server (kube-apiserver 1.36 libraries with apiextensions).
+#[tokio::test]
+async fn wire_answers_match_the_real_server() {
+    let api = ApiServer::start_with(ApiServerOptions {
+        rollcache_crd: true,
+        ..Default::default()
+    })
+    .await
+    .expect("test API server starts");
+    let base = "/apis/rollcache.io/v1alpha1/rollcachenodes";
+    let json_ct = "application/json";
+
+    let s = api_status(
+        raw(
+            &api,
+            "POST",
+            base,
+            json_ct,
+            json!({"apiVersion": "rollcache.io/v1alpha1", "kind": "RollcacheNode", "metadata": {}}),
+        )
+        .await,
+    );
+    assert_eq!(s.code, 422);
+    assert_eq!(
+        s.message,
+        "RollcacheNode.rollcache.io \"\" is invalid: metadata.name: Required value: name or generateName is required"
+    );
+
+    let s = api_status(raw(&api, "POST", base, json_ct, json!({"apiVersion": "rollcache.io/v1alpha1", "kind": "Other", "metadata": {"name": "q"}})).await);
+    assert_eq!(s.code, 422);
+    assert_eq!(
+        s.message,
+        "Other.rollcache.io \"q\" is invalid: kind: Invalid value: \"Other\": must be RollcacheNode"
+    );
+
+    let s = api_status(raw(&api, "PATCH", &format!("{base}/q"), "application/apply-patch+yaml", json!({"apiVersion": "rollcache.io/v1alpha1", "kind": "RollcacheNode", "metadata": {"name": "q"}})).await);
+    assert_eq!(
+        s.message,
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
+
+    let created: Value = serde_json::from_str(
+        &raw(
+            &api,
+            "POST",
+            base,
+            json_ct,
+            json!({"apiVersion": "rollcache.io/v1alpha1",
+            "kind": "RollcacheNode", "metadata": {"name": "q", "labels": {"a": "1"}},
+            "spec": {"x": 1}, "status": {"desired": 3}}),
+        )
+        .await
+        .expect("create"),
+    )
+    .expect("json");
+    assert!(created.get("status").is_none(), "status dropped on create");
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert_eq!(
+        created["metadata"]["managedFields"][0]["fieldsV1"],
+        json!({"f:metadata": {"f:labels": {".": {}, "f:a": {}}}, "f:spec": {".": {}, "f:x": {}}}),
+        "the real server's record of a create"
+    );
+    let s = api_status(
+        raw(
+            &api,
+            "PATCH",
+            &format!("{base}/q"),
+            "application/strategic-merge-patch+json",
+            json!({"spec": {}}),
+        )
+        .await,
+    );
+    assert_eq!((s.code, s.reason.as_str()), (415, "UnsupportedMediaType"));
+
+    let gone: Value = serde_json::from_str(
+        &raw(&api, "DELETE", &format!("{base}/q"), json_ct, json!({}))
+            .await
+            .expect("delete"),
+    )
+    .expect("json");
+    assert_eq!(gone["kind"], "Status");
+    assert_eq!(gone["status"], "Success");
+    assert_eq!(gone["details"]["kind"], "rollcachenodes");
+    assert!(gone["details"]["uid"].is_string());
+
+    let s = api_status(
+        raw(
+            &api,
+            "GET",
+            "/apis/rollcache.io/v1alpha1/widgets",
+            json_ct,
+            json!({}),
+        )
+        .await,
+    );
+    assert_eq!((s.code, s.message.as_str()), (404, "404 page not found"));
+    let s = api_status(raw(&api, "GET", "/apis/apps/v1/widgets", json_ct, json!({})).await);
+    assert_eq!(
+        (s.code, s.reason.as_str()),
+        (404, "NotFound"),
+        "a built-in group answers a Status"
+    );
+
+    let ev: Value = serde_json::from_str(
+        &raw(
+            &api,
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/default/events",
+            json_ct,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1"},
+                "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "rollcache",
+                "reportingInstance": "x", "action": "Plan", "reason": "R", "type": "Normal",
+                "regarding": {"kind": "Node", "name": "n1"}}),
+        )
+        .await
+        .expect("event"),
+    )
+    .expect("json");
+    assert_eq!(ev["metadata"]["namespace"], "default");
+    assert_eq!(ev["deprecatedSource"], json!({}));
+    let owned = &ev["metadata"]["managedFields"][0]["fieldsV1"];
+    assert!(
+        owned.get("f:deprecatedSource").is_none(),
+        "encoding defaults are no one's: {owned}"
+    );
+    assert_eq!(
+        owned["f:regarding"],
+        json!({}),
+        "an object reference is owned whole"
+    );
 }

@@ -3,18 +3,26 @@
 //!
 //! It serves GET, list (selectors, `limit`/`continue`) and watch (ordered events, bookmarks,
 //! `timeoutSeconds`, `410 Expired` for resource versions older than its retained window) for the
-//! resources rollcache reads. Objects are put in place with [`ApiServer::apply`] and
-//! [`ApiServer::delete`]; [`ApiServer::compact`] and [`ApiServer::set_down`] provoke what a real
+//! resources rollcache reads, discovery, and the writes rollcache makes (`writes`: create,
+//! replace, merge patch, server-side apply, delete, on objects and `/status`), for events and for
+//! its `RollcacheNode` custom resource, served once its CRD is installed
+//! ([`ApiServerOptions::rollcache_crd`], [`ApiServer::install_rollcache_crd`]). Tests put objects
+//! in place with [`ApiServer::apply`] and [`ApiServer::delete`]; [`ApiServer::compact`] and [`ApiServer::set_down`] provoke what a real
 //! cluster does under stress, and [`ApiServer::set_fault`] / [`ApiServer::set_resource_fault`]
 //! make it misbehave at the HTTP level ([`Fault`]: RBAC denial, throttling, server errors, hangs,
 //! broken watches). Byte and request counters let benchmarks measure watch traffic.
 
+mod discovery;
 mod faults;
+mod fields;
 mod list;
 mod resources;
 mod routes;
 mod selector;
+mod store;
+mod strategy;
 mod watches;
+mod writes;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -31,6 +39,7 @@ use faults::Faults;
 use resources::{RESOURCES, etcd_key, resource_by_kind};
 
 pub use faults::Fault;
+pub use resources::{ROLLCACHE_GROUP, ROLLCACHE_VERSION};
 pub use selector::{FieldSelector, LabelSelector};
 
 /// Errors of the test API server's controls.
@@ -58,6 +67,9 @@ pub struct ApiServerOptions {
     /// How many change events are kept for watches to resume from; older resource versions get
     /// `410 Expired`.
     pub retained_events: usize,
+    /// Start with rollcache's CRD installed; without it `rollcachenodes` answers 404 until
+    /// [`ApiServer::install_rollcache_crd`].
+    pub rollcache_crd: bool,
 }
 
 impl Default for ApiServerOptions {
@@ -65,6 +77,7 @@ impl Default for ApiServerOptions {
         Self {
             bookmark_interval: Duration::from_secs(5),
             retained_events: 100_000,
+            rollcache_crd: false,
         }
     }
 }
@@ -106,6 +119,8 @@ struct State {
     events: VecDeque<StoredEvent>,
     /// Watches and continue tokens from a resource version below this get `410 Expired`.
     floor: u64,
+    /// Whether rollcache's CRD is installed (its resource served and discovered).
+    crd_installed: bool,
 }
 
 #[derive(Debug)]
@@ -163,7 +178,10 @@ impl ApiServer {
             .map_err(ApiServerError::Bind)?;
         let addr = listener.local_addr().map_err(ApiServerError::Bind)?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                crd_installed: opts.rollcache_crd,
+                ..State::default()
+            }),
             rv_tx: watch::channel(0).0,
             down_tx: watch::channel(Outage::default()).0,
             faults_tx: watch::channel(Faults::default()).0,
@@ -238,8 +256,11 @@ impl ApiServer {
         }
         let key = (res, etcd_key(def, &namespace, &name));
         let mut st = self.shared.lock();
-        st.rv += 1;
-        let rv = st.rv;
+        if def.crd && !st.crd_installed {
+            return Err(ApiServerError::BadObject(format!(
+                "no matches for kind \"{kind}\" in version \"{api_version}\": install the CRD first"
+            )));
+        }
         let prev = st.objects.get(&key).cloned();
         let meta = &mut obj["metadata"];
         if def.namespaced {
@@ -257,17 +278,7 @@ impl ApiServer {
                 meta["creationTimestamp"] = json!(now_rfc3339());
             }
         }
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let stored = Arc::new(obj);
-        st.objects.insert(key, stored.clone());
-        let kind = if prev.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
-        self.record(&mut st, res, namespace, kind, stored.clone(), prev);
-        drop(st);
-        self.shared.rv_tx.send_replace(rv);
+        let stored = self.shared.commit(&mut st, key, namespace, obj);
         Ok((*stored).clone())
     }
 
@@ -277,7 +288,9 @@ impl ApiServer {
     }
 
     /// Deletes an object by kind (`Pod`, `ReplicaSet`, ...), namespace ("" for cluster-scoped) and
-    /// name. Returns whether it existed.
+    /// name, and only it: what it owns stays, so a test sets the scene exactly (a DELETE through
+    /// the API takes dependents with it, as the garbage collector would). Returns whether it
+    /// existed.
     pub fn delete(&self, kind: &str, namespace: &str, name: &str) -> bool {
         let Some(res) = RESOURCES.iter().position(|r| r.kind == kind) else {
             return false;
@@ -286,52 +299,40 @@ impl ApiServer {
         let namespace = if def.namespaced { namespace } else { "" };
         let key = (res, etcd_key(def, namespace, name));
         let mut st = self.shared.lock();
-        let Some(prev) = st.objects.remove(&key) else {
-            return false;
-        };
-        st.rv += 1;
-        let rv = st.rv;
-        // A DELETED event carries the object at the deletion's resource version.
-        let mut gone = (*prev).clone();
-        gone["metadata"]["resourceVersion"] = json!(rv.to_string());
-        self.record(
-            &mut st,
-            res,
-            namespace.to_string(),
-            EventType::Deleted,
-            Arc::new(gone),
-            Some(prev),
-        );
-        drop(st);
-        self.shared.rv_tx.send_replace(rv);
-        true
+        self.shared
+            .remove(&mut st, &key, namespace, false)
+            .is_some()
     }
 
-    fn record(
-        &self,
-        st: &mut State,
-        resource: usize,
-        namespace: String,
-        kind: EventType,
-        object: Arc<Value>,
-        prev: Option<Arc<Value>>,
-    ) {
-        let rv = st.rv;
-        st.events.push_back(StoredEvent {
-            rv,
-            resource,
-            namespace,
-            kind,
-            object,
-            prev,
-        });
-        while st.events.len() > self.shared.opts.retained_events {
-            if let Some(old) = st.events.pop_front() {
-                st.floor = st.floor.max(old.rv);
-            }
+    /// Installs rollcache's CustomResourceDefinition, as `kubectl apply` of it would: from now on
+    /// `rollcachenodes` is served and discovered. Before, its paths answer 404 as on a cluster
+    /// without the CRD.
+    pub fn install_rollcache_crd(&self) {
+        let mut st = self.shared.lock();
+        st.crd_installed = true;
+    }
+
+    /// Removes the CRD: its objects are deleted (watchers see DELETED) and its paths answer 404.
+    pub fn uninstall_rollcache_crd(&self) {
+        let mut st = self.shared.lock();
+        let keys: Vec<ObjKey> = st
+            .objects
+            .keys()
+            .filter(|(r, _)| RESOURCES[*r].crd)
+            .cloned()
+            .collect();
+        for key in keys {
+            self.shared.remove(&mut st, &key, "", false);
         }
+        st.crd_installed = false;
     }
 
+    pub fn rollcache_crd_installed(&self) -> bool {
+        self.shared.lock().crd_installed
+    }
+}
+
+impl ApiServer {
     /// Forgets the change history: watches and continue tokens from any resource version older
     /// than the current one get `410 Expired` from now on. Running watches are not disturbed.
     pub fn compact(&self) {
@@ -415,6 +416,12 @@ impl ApiServer {
         self.shared.watch_requests.store(0, Ordering::Relaxed);
         self.shared.bytes.store(0, Ordering::Relaxed);
     }
+}
+
+/// How kube-rs addresses rollcache's custom resource (`Api::all_with(client, &this)`).
+pub fn rollcache_node_resource() -> kube::api::ApiResource {
+    let gvk = kube::api::GroupVersionKind::gvk(ROLLCACHE_GROUP, ROLLCACHE_VERSION, "RollcacheNode");
+    kube::api::ApiResource::from_gvk_with_plural(&gvk, "rollcachenodes")
 }
 
 fn now_rfc3339() -> String {

@@ -14,11 +14,16 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::Shared;
+use super::discovery;
 use super::faults::fault_response;
 use super::list::{Filter, get_one, list};
 use super::resources::RESOURCES;
 use super::selector::{FieldSelector, LabelSelector};
 use super::watches::start_watch;
+use super::writes::{WriteReq, handle_write};
+
+/// Larger bodies are refused, as the real server's 3 MiB request limit does.
+const MAX_BODY: usize = 3 << 20;
 
 pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -103,14 +108,20 @@ pub(super) struct Target {
     pub(super) resource: usize,
     pub(super) namespace: Option<String>,
     pub(super) name: Option<String>,
+    /// The request is for the object's `/status` subresource.
+    pub(super) status: bool,
 }
 
 fn route(path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match segs.as_slice() {
-        ["api", "v1", rest @ ..] => ("", rest),
-        ["apis", group, "v1", rest @ ..] => (*group, rest),
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return None,
+    };
+    let (rest, status) = match rest {
+        [head @ .., "status"] if head.len() == 2 || head.len() == 4 => (head, true),
+        _ => (rest, false),
     };
     let (namespace, plural, name) = match rest {
         [plural] => (None, *plural, None),
@@ -121,7 +132,7 @@ fn route(path: &str) -> Option<Target> {
     };
     let resource = RESOURCES
         .iter()
-        .position(|r| r.group == group && r.plural == plural)?;
+        .position(|r| r.group == group && r.version == version && r.plural == plural)?;
     let def = &RESOURCES[resource];
     // `/api/v1/namespaces/NAME` is a Namespace; a namespaced kind needs its namespace for a name.
     if name.is_some() && def.namespaced != namespace.is_some() {
@@ -130,11 +141,38 @@ fn route(path: &str) -> Option<Target> {
     if namespace.is_some() && !def.namespaced {
         return None;
     }
+    if status && !def.status {
+        return None;
+    }
     Some(Target {
         resource,
         namespace: namespace.map(str::to_string),
         name: name.map(str::to_string),
+        status,
     })
+}
+
+/// Whether the real server knows the group/version of a path: unknown resources of a built-in
+/// group get a `Status`; unknown groups, and custom resource groups, a plain-text 404.
+fn known_group_version(path: &str) -> bool {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["api", "v1", ..] => true,
+        ["apis", group, version, ..] => RESOURCES
+            .iter()
+            .any(|r| r.group == *group && r.version == *version && !r.crd),
+        _ => false,
+    }
+}
+
+fn plain_not_found(shared: &Shared) -> Response<Body> {
+    let body = b"404 page not found\n".to_vec();
+    shared.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 fn query_params(req: &Request<Incoming>) -> BTreeMap<String, String> {
@@ -174,6 +212,15 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The address a client reached, for `/api`'s serverAddressByClientCIDRs.
+fn shared_addr(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     shared.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
@@ -184,27 +231,58 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             &json!({"major": "1", "minor": "35", "gitVersion": "v1.35.0-rollcache-testbed", "platform": "linux/amd64"}),
         );
     }
-    let Some(target) = route(&path) else {
-        let body = b"404 page not found\n".to_vec();
-        shared.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-        return Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .header("content-type", "text/plain; charset=utf-8")
-            .body(Body::from(body))
-            .unwrap_or_else(|_| Response::new(Body::empty()));
-    };
-    if req.method() != Method::GET {
-        return status_response(
-            &shared,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            &format!(
-                "the server does not allow this method on the requested resource ({})",
-                req.method()
-            ),
-        );
+    let crd_installed = shared.lock().crd_installed;
+    if req.method() == Method::GET
+        && let Some(doc) = discovery::document(&path, crd_installed, &shared_addr(&req))
+    {
+        return json_response(&shared, StatusCode::OK, &doc);
     }
+    let target = match route(&path) {
+        Some(t) if !RESOURCES[t.resource].crd || crd_installed => t,
+        _ if known_group_version(&path) => {
+            return status_response(
+                &shared,
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
+        _ => return plain_not_found(&shared),
+    };
     let params = query_params(&req);
+    if req.method() != Method::GET {
+        if let Some(r) = fault_response(&shared, target.resource, false).await {
+            return r;
+        }
+        let method = req.method().clone();
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let (content_type, user_agent) = (header("content-type"), header("user-agent"));
+        let body = match axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY).await {
+            Ok(b) => b,
+            Err(e) => {
+                return status_response(
+                    &shared,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    &format!("the request body could not be read: {e}"),
+                );
+            }
+        };
+        let write = WriteReq {
+            method: &method,
+            content_type: &content_type,
+            user_agent: &user_agent,
+            params: &params,
+            body: &body,
+        };
+        return handle_write(&shared, &target, &write);
+    }
     let is_watch = params.get("watch").is_some_and(|w| w == "true" || w == "1");
     if is_watch {
         shared.watch_requests.fetch_add(1, Ordering::Relaxed);
@@ -258,6 +336,12 @@ mod tests {
         assert!(route("/api/v1/namespaces/ns/nodes").is_none());
         assert!(route("/api/v1/pods/x").is_none());
         assert!(route("/apis/apps/v1/widgets").is_none());
+        let t = route("/apis/rollcache.io/v1alpha1/rollcachenodes/n1/status").expect("status");
+        assert_eq!(RESOURCES[t.resource].kind, "RollcacheNode");
+        assert!(t.status && t.name.as_deref() == Some("n1"));
+        assert!(route("/api/v1/namespaces/ns/configmaps/c/status").is_none());
+        let t = route("/apis/events.k8s.io/v1/namespaces/ns/events").expect("events");
+        assert_eq!(RESOURCES[t.resource].api_version(), "events.k8s.io/v1");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Cluster objects beside the workload history: Nodes and image pull Secrets.
+//! Cluster objects beside the workload history: Nodes, image pull Secrets, and the summary
+//! rollcache publishes per node.
 
 use serde_json::{Value, json};
 
@@ -19,4 +20,19 @@ pub fn pull_secret(ns: &str, name: &str, registry: &str, user: &str, pass: &str)
     json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
         "metadata": {"name": name, "namespace": ns},
         "data": {".dockerconfigjson": b64(config.to_string().as_bytes())}})
+}
+
+/// rollcache's summary of a node (`rollcache.io/v1alpha1` `RollcacheNode`, named after it),
+/// owned by the Node so that it goes when the Node goes; `extra` adds top-level fields such as
+/// `spec` and `status`.
+pub fn rollcache_node(node: &str, node_uid: &str, extra: Value) -> Value {
+    let mut obj = json!({
+        "apiVersion": "rollcache.io/v1alpha1", "kind": "RollcacheNode",
+        "metadata": {"name": node, "labels": {"app": "rollcache"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}]},
+    });
+    if let (Some(o), Some(e)) = (obj.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    obj
 }
