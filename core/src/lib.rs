@@ -12,4 +12,5 @@ pub mod problem;
 pub mod report;
 pub mod scheduling;
 pub mod status;
+pub mod summary;
 pub mod text;

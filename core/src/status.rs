@@ -61,6 +61,9 @@ pub struct Status {
     pub node_state: crate::plan::NodeState,
     /// Unix seconds.
     pub generated_at: i64,
+    /// The history store generation the document reflects.
+    #[serde(default)]
+    pub history_generation: u64,
     pub runtime_reachable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_error: Option<String>,

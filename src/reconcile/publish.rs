@@ -79,6 +79,7 @@ impl Daemon {
             node: cfg.node_name.clone().unwrap_or_default(),
             node_state: plan.node_state.clone(),
             generated_at: unix_now(),
+            history_generation: snap.generation,
             runtime_reachable: runtime_error.is_none(),
             runtime_error,
             can_pin: self.node.can_pin,
