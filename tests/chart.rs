@@ -28,6 +28,10 @@ fn by_id(objects: &[Value]) -> BTreeMap<String, Value> {
 /// The chart's object without Helm's own labels, after checking they are what Helm sets.
 fn without_helm_labels(mut o: Value) -> Value {
     let what = id(&o);
+    // crds/ is applied verbatim, never templated: the CRD is daemonset/'s file byte for byte.
+    if s(&o, "/kind") == "CustomResourceDefinition" {
+        return o;
+    }
     let labels = o["metadata"]["labels"]
         .as_object_mut()
         .unwrap_or_else(|| panic!("{what} has no labels"));
@@ -148,6 +152,7 @@ fn files_the_chart_shares_with_daemonset_stay_identical() {
             "files/prometheusrule.yaml",
             "monitoring/prometheusrule.yaml",
         ),
+        ("crds/rollcachenodes.yaml", "base/crd-rollcachenodes.yaml"),
     ] {
         assert!(
             read(&chart_dir().join(chart_file)) == read(&daemonset_dir().join(daemonset_file)),
@@ -164,7 +169,12 @@ fn default_install_is_in_the_release_namespace_without_a_namespace_object() {
     let r = Rendered::checked("chart", helm_template(&["--namespace", "ioc-cache"]));
     assert!(r.all("Namespace").is_empty());
     for o in &r.objects {
-        let cluster_scoped = ["ClusterRole", "ClusterRoleBinding"].contains(&s(o, "/kind"));
+        let cluster_scoped = [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+        ]
+        .contains(&s(o, "/kind"));
         let ns = o["metadata"]["namespace"].as_str();
         assert_eq!(ns, (!cluster_scoped).then_some("ioc-cache"), "{}", id(o));
     }

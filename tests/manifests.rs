@@ -342,11 +342,23 @@ fn check_daemonset(r: &Rendered) {
         "the ClusterRoleBinding binds the DaemonSet's service account"
     );
     for rule in role.rules.iter().flatten() {
-        for verb in &rule.verbs {
-            assert!(
-                ["get", "list", "watch"].contains(&verb.as_str()),
-                "verb {verb}"
+        // Read-only, except the one write: this node's RollcacheNode summary and its status.
+        let summary = rule.api_groups.as_deref() == Some(&["rollcache.io".to_owned()][..]);
+        if summary {
+            assert_eq!(
+                rule.resources.as_deref(),
+                Some(
+                    &[
+                        "rollcachenodes".to_owned(),
+                        "rollcachenodes/status".to_owned()
+                    ][..]
+                )
             );
+            assert_eq!(rule.verbs, ["get", "create", "patch"]);
+        }
+        for verb in &rule.verbs {
+            let read = ["get", "list", "watch"].contains(&verb.as_str());
+            assert!(read || summary, "verb {verb} in {rule:?}");
         }
         let everything = rule
             .api_groups
@@ -599,6 +611,7 @@ fn top_level_kustomization_is_the_base() {
         "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",
+        "CustomResourceDefinition",
         "DaemonSet",
         "Namespace",
         "NetworkPolicy",
@@ -608,7 +621,7 @@ fn top_level_kustomization_is_the_base() {
     assert_eq!(
         kinds,
         expected.into_iter().collect(),
-        "the base needs no CRDs"
+        "the base needs no other CRDs than its own"
     );
 }
 
@@ -630,6 +643,7 @@ fn check_base(base: &Rendered) {
         "configmaps",
         "secrets",
         "serviceaccounts",
+        "rollcachenodes",
     ] {
         assert!(resources.contains(r), "the ClusterRole grants {r}");
     }

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use rollcache::config::{Config, FileConfig};
 use rollcache_testbed::deps::{KubeClient, kube_client};
 use serde_json::Value;
@@ -86,8 +87,9 @@ pub fn kustomize(dir: &str) -> Vec<Value> {
     documents(&text, &format!("kubectl kustomize {dir}"))
 }
 
-/// `helm template rollcache charts/rollcache -n rollcache-system` with extra arguments (`-f`,
-/// `--set`).
+/// `helm template rollcache charts/rollcache -n rollcache-system --include-crds` with extra
+/// arguments (`-f`, `--set`): the CRD in `crds/` (which `helm install` applies and `helm
+/// template` leaves out unless asked) is compared with daemonset/'s like every other object.
 pub fn helm_template(args: &[&str]) -> Vec<Value> {
     let chart = chart_dir();
     let mut all = vec![
@@ -96,6 +98,7 @@ pub fn helm_template(args: &[&str]) -> Vec<Value> {
         chart.to_str().expect("a UTF-8 path"),
         "--namespace",
         NAMESPACE,
+        "--include-crds",
     ];
     all.extend_from_slice(args);
     let text = run(KubeClient::Helm, &all);
@@ -236,6 +239,7 @@ impl Rendered {
                 "NetworkPolicy" => {
                     drop(typed::<k8s_openapi::api::networking::v1::NetworkPolicy>(o))
                 }
+                "CustomResourceDefinition" => drop(typed::<CustomResourceDefinition>(o)),
                 "PodMonitor" | "PrometheusRule" => {
                     assert_eq!(s(o, "/apiVersion"), "monitoring.coreos.com/v1")
                 }
