@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::node::{Deadlines, ImageRuntime, Node};
 use crate::reconcile::credentials::{Credentials, KubeCredentials};
 use crate::reconcile::daemon::Daemon;
+use crate::reconcile::node_summary;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -156,6 +157,15 @@ pub async fn run_with(
     sources::start_sources(&cfg, client.clone(), &store, &cancel, &mut tasks).await?;
     if let (Some(client), Some(url)) = (&client, api_url) {
         tasks.spawn(say_if_unreachable(client.clone(), url));
+    }
+    if let (Some(client), Some(node)) = (&client, &cfg.node_name) {
+        tasks.spawn(node_summary::publish(
+            client.clone(),
+            node.clone(),
+            status_tx.subscribe(),
+            cfg.resync_interval,
+            cancel.clone(),
+        ));
     }
     let credentials: Option<Arc<dyn Credentials>> = match client {
         Some(client) if cfg.use_pull_secrets => Some(Arc::new(KubeCredentials {
