@@ -651,6 +651,88 @@ fn check_base(base: &Rendered) {
     assert!(config.sources.helm_secrets && config.use_pull_secrets);
 }
 
+/// The fields of `value` the CRD's structural `schema` does not declare (the API server would
+/// prune them), or declares with another type.
+fn undeclared(value: &Value, schema: &Value, at: String, out: &mut Vec<String>) {
+    let ty = match value {
+        Value::Object(_) => "object",
+        Value::Array(_) => "array",
+        Value::String(_) => "string",
+        Value::Number(_) => "integer",
+        Value::Bool(_) => "boolean",
+        Value::Null => return,
+    };
+    if schema["type"] != ty {
+        out.push(format!("{at}: {ty} vs {}", schema["type"]));
+    }
+    match value {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match schema["properties"].get(k) {
+                    Some(s) => undeclared(v, s, format!("{at}.{k}"), out),
+                    None if schema["x-kubernetes-preserve-unknown-fields"] == true => {}
+                    None => out.push(format!("{at}.{k}")),
+                }
+            }
+        }
+        Value::Array(a) => {
+            for v in a {
+                undeclared(v, &schema["items"], format!("{at}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn the_crd_declares_every_field_the_agent_publishes_and_its_columns_exist() {
+    use rollcache_core::summary::{NodeSummary, NotSafe};
+    let base = base();
+    let crd = base.all("CustomResourceDefinition");
+    assert_eq!(s(crd[0], "/spec/scope"), "Cluster");
+    let version = &crd[0]["spec"]["versions"][0];
+    assert_eq!(version["subresources"]["status"], json!({}));
+    // Every optional field set, so that none escapes the check.
+    let summary = NodeSummary {
+        not_offline_safe: vec![NotSafe {
+            workload: "StatefulSet/ioc/bl01".into(),
+            revision: Some(3),
+            helm_release: Some("bl01".into()),
+            readiness: "needs_registry".into(),
+            reason: "pull policy Always".into(),
+        }],
+        ..NodeSummary::default()
+    };
+    let status = serde_json::to_value(&summary).expect("serialise");
+    let schema = &version["schema"]["openAPIV3Schema"]["properties"]["status"];
+    let mut missing = Vec::new();
+    undeclared(&status, schema, "status".into(), &mut missing);
+    assert!(missing.is_empty(), "pruned or mistyped: {missing:?}");
+    let mut columns = Vec::new();
+    for c in arr(version, "/additionalPrinterColumns") {
+        let path = s(c, "/jsonPath");
+        columns.push(s(c, "/name").to_uppercase());
+        if let Some(p) = path.strip_prefix(".status.") {
+            let pointer = format!("/{}", p.replace('.', "/"));
+            assert!(
+                status.pointer(&pointer).is_some(),
+                "column {path} names no field"
+            );
+        }
+    }
+    for want in [
+        "DESIRED",
+        "PINNED",
+        "SAFE",
+        "NEEDS-REGISTRY",
+        "FAILED",
+        "STATE",
+        "AGE",
+    ] {
+        assert!(columns.iter().any(|c| c == want), "{want} in {columns:?}");
+    }
+}
+
 #[test]
 fn no_secrets_overlay_removes_secret_access_and_its_uses() {
     let [kustomized, chart] = both(Variant::NoSecrets);
