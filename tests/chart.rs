@@ -175,11 +175,32 @@ fn default_install_is_in_the_release_namespace_without_a_namespace_object() {
             "CustomResourceDefinition",
         ]
         .contains(&s(o, "/kind"));
-        let ns = o["metadata"]["namespace"].as_str();
-        assert_eq!(ns, (!cluster_scoped).then_some("ioc-cache"), "{}", id(o));
+        // A Node's Events live in `default`, whatever the release namespace.
+        let in_default = ["Role", "RoleBinding"].contains(&s(o, "/kind"));
+        let want = match (cluster_scoped, in_default) {
+            (true, _) => None,
+            (false, true) => Some("default"),
+            (false, false) => Some("ioc-cache"),
+        };
+        assert_eq!(o["metadata"]["namespace"].as_str(), want, "{}", id(o));
     }
     let binding = &r.all("ClusterRoleBinding")[0];
     assert_eq!(s(binding, "/subjects/0/namespace"), "ioc-cache");
+    let events_binding = &r.all("RoleBinding")[0];
+    assert_eq!(s(events_binding, "/subjects/0/namespace"), "ioc-cache");
+    let off = Rendered::checked(
+        "chart",
+        helm_template(&["--set", "nodeEvents.enabled=false"]),
+    );
+    assert!(off.all("Role").is_empty() && off.all("RoleBinding").is_empty());
+    let ds = off.daemonset();
+    let env = serde_json::to_value(&container(&ds).env).expect("env");
+    assert!(
+        env.as_array().is_some_and(|e| e
+            .iter()
+            .any(|v| v["name"] == "ROLLCACHE_NODE_EVENTS" && v["value"] == "false")),
+        "{env:#}"
+    );
     // Monitoring is off by default: it needs the Prometheus operator's CRDs.
     for kind in ["PodMonitor", "PrometheusRule"] {
         assert!(r.all(kind).is_empty(), "{kind} rendered by default");

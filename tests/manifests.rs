@@ -17,7 +17,8 @@ use rollcache::config::{
 };
 use rollcache::history::ProblemKind;
 use rollcache::metrics::{
-    Metrics, OpResult, PrefetchResult, ReconcileResult, ReloadResult, Source,
+    EventReason, EventResult, Metrics, OpResult, PrefetchResult, ReconcileResult, ReloadResult,
+    Source,
 };
 use rollcache::model::SourceKind;
 use rollcache::report::Readiness;
@@ -142,6 +143,7 @@ fn every_field_changed() -> Config {
         use_pull_secrets: false,
         credential_verification_policy: CredentialVerificationPolicy::AlwaysVerify,
         credential_verification_allowlist: vec!["x".into()],
+        node_events: false,
         metrics_addr: "0.0.0.0:1".parse().expect("literal"),
         admin_addr: "127.0.0.1:2".parse().expect("literal"),
     }
@@ -615,6 +617,8 @@ fn top_level_kustomization_is_the_base() {
         "DaemonSet",
         "Namespace",
         "NetworkPolicy",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ];
@@ -800,6 +804,7 @@ fn exposition() -> (BTreeSet<String>, BTreeMap<String, String>) {
     m.reconcile_finished(ReconcileResult::Success);
     m.config_reloaded(ReloadResult::Applied);
     m.prefetch_answered(PrefetchResult::Accepted);
+    m.event_finished(EventReason::PinnedImageRemoved, EventResult::Published);
     let source = Source::History(SourceKind::Pod);
     m.set_source_synced(source, true);
     m.source_failed(source);

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::node::{Deadlines, ImageRuntime, Node};
 use crate::reconcile::credentials::{Credentials, KubeCredentials};
 use crate::reconcile::daemon::Daemon;
-use crate::reconcile::node_summary;
+use crate::reconcile::{node_events, node_summary};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -167,6 +167,20 @@ pub async fn run_with(
             cancel.clone(),
         ));
     }
+    let node_events = match (&client, &cfg.node_name) {
+        (Some(client), Some(node)) if cfg.node_events => {
+            let (tx, rx) = node_events::channel(metrics.clone());
+            tasks.spawn(node_events::emit(
+                client.clone(),
+                node.clone(),
+                rx,
+                metrics.clone(),
+                cancel.clone(),
+            ));
+            Some(tx)
+        }
+        _ => None,
+    };
     let credentials: Option<Arc<dyn Credentials>> = match client {
         Some(client) if cfg.use_pull_secrets => Some(Arc::new(KubeCredentials {
             reader: SecretReader::new(client, SECRET_TTL),
@@ -179,7 +193,7 @@ pub async fn run_with(
         MEMORY_TRIM_QUIET,
         cancel.clone(),
     ));
-    let daemon = Daemon::new(runtime, store, config_rx)
+    let mut daemon = Daemon::new(runtime, store, config_rx)
         .with_metrics(metrics)
         .with_health(health)
         .with_status(status_tx)
@@ -191,6 +205,9 @@ pub async fn run_with(
             cfg.containerd_socket.clone(),
             cancel.clone(),
         ));
+    if let Some(events) = node_events {
+        daemon = daemon.with_node_events(events);
+    }
     let loop_cancel = cancel.clone();
     let mut daemon_task = tokio::spawn(daemon.run(loop_cancel));
 

@@ -76,6 +76,9 @@ pub struct ConfigArgs {
     /// Do not read imagePullSecrets (public images only; no Secret access needed).
     #[arg(long, env = "ROLLCACHE_NO_PULL_SECRETS")]
     pub no_pull_secrets: bool,
+    /// Write Events on this node's Node object for transitions a person should see [default: true]
+    #[arg(long, env = "ROLLCACHE_NODE_EVENTS", value_name = "BOOL")]
+    pub node_events: Option<bool>,
     /// The kubelet's imagePullCredentialsVerificationPolicy on this node [default: never-verify-preloaded-images]
     #[arg(long, env = "ROLLCACHE_CREDENTIAL_VERIFICATION_POLICY", value_enum)]
     pub credential_verification_policy: Option<CredentialVerificationPolicy>,
@@ -134,6 +137,7 @@ impl ConfigArgs {
             backoff_max,
             credential_verification_policy,
             credential_verification_allowlist,
+            node_events,
             metrics_addr,
             admin_addr
         );

@@ -120,6 +120,8 @@ pub struct Config {
     pub credential_verification_policy: CredentialVerificationPolicy,
     /// Images the kubelet's allowlist exempts (`NeverVerifyAllowlistedImages`); prefixes end in `*`.
     pub credential_verification_allowlist: Vec<String>,
+    /// Events on this node's Node object for transitions a person should see. Restart to change.
+    pub node_events: bool,
     /// `/metrics`, `/healthz`, `/readyz`, `/status`. Restart to change.
     pub metrics_addr: SocketAddr,
     /// `POST /prefetch` (and `/status`); localhost-only by default. Restart to change.
@@ -148,6 +150,7 @@ impl Default for Config {
             use_pull_secrets: true,
             credential_verification_policy: CredentialVerificationPolicy::default(),
             credential_verification_allowlist: Vec::new(),
+            node_events: true,
             metrics_addr: "0.0.0.0:9847".parse().expect("valid literal"),
             admin_addr: "127.0.0.1:9848".parse().expect("valid literal"),
         }
@@ -177,6 +180,7 @@ pub struct FileConfig {
     pub use_pull_secrets: Option<bool>,
     pub credential_verification_policy: Option<CredentialVerificationPolicy>,
     pub credential_verification_allowlist: Option<Vec<String>>,
+    pub node_events: Option<bool>,
     pub metrics_addr: Option<String>,
     pub admin_addr: Option<String>,
 }
@@ -252,7 +256,8 @@ impl Config {
             disk_budget_percent,
             use_pull_secrets,
             credential_verification_policy,
-            credential_verification_allowlist
+            credential_verification_allowlist,
+            node_events
         );
         c.node_name = file.node_name.clone();
         c.from_dir = file.from_dir.clone();
@@ -393,6 +398,7 @@ impl Config {
             from_dir,
             kubernetes,
             use_pull_secrets,
+            node_events,
             metrics_addr,
             admin_addr
         );

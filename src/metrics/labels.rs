@@ -122,6 +122,44 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// An Event on the Node, by its reason (as `kubectl events` shows it).
+    pub enum EventReason {
+        RevisionNotOfflineSafe => "RevisionNotOfflineSafe",
+        RevisionOfflineSafe => "RevisionOfflineSafe",
+        PinnedImageRemoved => "PinnedImageRemoved",
+        PinnedImageRepulled => "PinnedImageRepulled",
+        /// The one Event that stands for a pass's transitions beyond the first few.
+        MoreTransitions => "MoreTransitions",
+    }
+}
+
+impl From<&rollcache_core::transitions::Transition> for EventReason {
+    fn from(t: &rollcache_core::transitions::Transition) -> Self {
+        use rollcache_core::transitions::Transition as T;
+        match t {
+            T::RevisionNotOfflineSafe { .. } => Self::RevisionNotOfflineSafe,
+            T::RevisionOfflineSafe { .. } => Self::RevisionOfflineSafe,
+            T::PinnedImageRemoved { .. } => Self::PinnedImageRemoved,
+            T::PinnedImageRepulled { .. } => Self::PinnedImageRepulled,
+        }
+    }
+}
+
+label_enum! {
+    /// What became of an Event on the Node.
+    pub enum EventResult {
+        Published => "published",
+        /// The API refused it for lack of permission (403): RBAC misses `create`/`patch` on
+        /// `events.k8s.io` events in `default`.
+        Denied => "denied",
+        /// Any other API error, or the API unreachable.
+        Failed => "failed",
+        /// Not sent: the queue to the Event task was full (the API slower than the passes).
+        Dropped => "dropped",
+    }
+}
+
 /// Where facts, errors or decode problems come from: a kind of history source, the Node watch, or
 /// the inventory (problems found when revisions are assembled).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -196,6 +234,12 @@ pub struct ReloadResultLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PrefetchResultLabel {
     pub result: PrefetchResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub reason: EventReason,
+    pub result: EventResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -19,12 +19,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 pub use labels::{
-    ErrorKind, NodeStateValue, OpResult, PrefetchResult, Problem, ReadinessValue, ReconcileResult,
-    ReloadResult, Source,
+    ErrorKind, EventReason, EventResult, NodeStateValue, OpResult, PrefetchResult, Problem,
+    ReadinessValue, ReconcileResult, ReloadResult, Source,
 };
 use labels::{
-    NeedsRegistryLabel, NodeStateLabel, OpResultLabel, PrefetchResultLabel, ProblemLabel,
-    ReadinessLabel, ReconcileResultLabel, ReloadResultLabel, SourceLabel,
+    EventLabel, NeedsRegistryLabel, NodeStateLabel, OpResultLabel, PrefetchResultLabel,
+    ProblemLabel, ReadinessLabel, ReconcileResultLabel, ReloadResultLabel, SourceLabel,
 };
 pub use needs_registry::NEEDS_REGISTRY_SERIES_MAX;
 use rollcache_core::problem::ProblemKind;
@@ -66,6 +66,7 @@ pub struct Metrics {
     pub(crate) node_state: Family<NodeStateLabel, Gauge>,
     pub(crate) config_reloads: Family<ReloadResultLabel, Counter>,
     pub(crate) prefetch_requests: Family<PrefetchResultLabel, Counter>,
+    pub(crate) events: Family<EventLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -106,6 +107,7 @@ impl Metrics {
             node_state: Family::default(),
             config_reloads: Family::default(),
             prefetch_requests: Family::default(),
+            events: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -236,6 +238,11 @@ impl Metrics {
             "Manual prefetch requests by result",
             m.prefetch_requests.clone(),
         );
+        r.register(
+            "events",
+            "Events on the Node by reason and result",
+            m.events.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -288,6 +295,12 @@ impl Metrics {
     pub fn prefetch_answered(&self, result: PrefetchResult) {
         self.prefetch_requests
             .get_or_create(&PrefetchResultLabel { result })
+            .inc();
+    }
+
+    pub fn event_finished(&self, reason: EventReason, result: EventResult) {
+        self.events
+            .get_or_create(&EventLabel { reason, result })
             .inc();
     }
 
@@ -426,6 +439,7 @@ mod tests {
         m.reconcile_finished(ReconcileResult::RuntimeUnreachable);
         m.config_reloaded(ReloadResult::Rejected);
         m.prefetch_answered(PrefetchResult::Timeout);
+        m.event_finished(EventReason::RevisionNotOfflineSafe, EventResult::Denied);
         m.set_source_synced(Source::History(crate::model::SourceKind::HelmRelease), true);
         m.source_failed(Source::Node);
         m.decode_problems_found(Source::Inventory, ProblemKind::InvalidImageRef, 2);
@@ -441,6 +455,7 @@ mod tests {
             "rollcache_reconciles_total{result=\"runtime_unreachable\"} 1",
             "rollcache_config_reloads_total{result=\"rejected\"} 1",
             "rollcache_prefetch_requests_total{result=\"timeout\"} 1",
+            "rollcache_events_total{reason=\"RevisionNotOfflineSafe\",result=\"denied\"} 1",
             "rollcache_source_synced{source=\"helm\"} 1",
             "rollcache_source_errors_total{source=\"node\"} 1",
             "rollcache_decode_problems_total{source=\"inventory\",kind=\"invalid_image_ref\"} 2",

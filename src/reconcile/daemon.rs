@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::node::ImageRuntime;
 
 use super::credentials::Credentials;
+use super::node_events::EventSender;
 use super::pass::Planned;
 use super::publish::Counted;
 use super::pulls::Pulls;
@@ -45,11 +46,13 @@ pub(super) struct NodeSetup {
     pub(super) expect_node: bool,
 }
 
-/// Where the loop reports: metrics, health, and the `/status` document.
+/// Where the loop reports: metrics, health, the `/status` document, and Events on the Node.
 pub(super) struct Outputs {
     pub(super) metrics: Arc<Metrics>,
     pub(super) health: Arc<Health>,
     pub(super) status: watch::Sender<StatusDoc>,
+    /// None: no Events (turned off, or no API or node name).
+    pub(super) events: Option<EventSender>,
 }
 
 /// Triggers besides history and config changes.
@@ -82,6 +85,7 @@ impl Daemon {
                 metrics: Arc::new(Metrics::new()),
                 health: Arc::new(Health::default()),
                 status: watch::channel(StatusDoc::from_json(br#"{"starting":true}"#)).0,
+                events: None,
             },
             triggers: Triggers {
                 prefetch: None,
@@ -125,6 +129,12 @@ impl Daemon {
     /// Whether a Node object should describe this node (see `history::progress::expects_node`).
     pub fn expecting_node(mut self, expect_node: bool) -> Self {
         self.node.expect_node = expect_node;
+        self
+    }
+
+    /// Where each pass sends its transitions, to become Events on the Node.
+    pub fn with_node_events(mut self, events: EventSender) -> Self {
+        self.out.events = Some(events);
         self
     }
 
@@ -181,6 +191,8 @@ pub(super) struct LoopState {
     /// Why the image filesystem's size was unknown at the last look (logged once per change).
     pub(super) fs_unknown: Option<String>,
     pub(super) counted: Counted,
+    /// What the last passes saw, for the transitions sent as Events.
+    pub(super) transitions: rollcache_core::transitions::Watch,
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {

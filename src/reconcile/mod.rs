@@ -3,6 +3,7 @@
 
 pub mod credentials;
 pub mod daemon;
+pub mod node_events;
 pub mod node_summary;
 mod pass;
 pub mod planning;

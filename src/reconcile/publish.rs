@@ -69,6 +69,11 @@ impl Daemon {
             now: Instant::now(),
         };
         let rep = report::build(&revisions, &view);
+        // A runtime that did not answer holds nothing: not a loss, so not observed.
+        if let Some(events) = self.out.events.as_ref().filter(|_| runtime_error.is_none()) {
+            let wanted: Vec<&str> = plan.images.iter().map(|d| d.reference.as_str()).collect();
+            events.send(st.transitions.observe(&rep, held, &wanted));
+        }
         let present: Vec<&Held> = plan
             .images
             .iter()

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use rollcache::config::{Config, FileConfig};
 use rollcache_testbed::deps::{KubeClient, kube_client};
@@ -233,6 +233,8 @@ impl Rendered {
                 "ServiceAccount" => drop(typed::<ServiceAccount>(o)),
                 "ClusterRole" => drop(typed::<ClusterRole>(o)),
                 "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(o)),
+                "Role" => drop(typed::<Role>(o)),
+                "RoleBinding" => drop(typed::<RoleBinding>(o)),
                 "ConfigMap" => drop(typed::<ConfigMap>(o)),
                 "DaemonSet" => drop(typed::<DaemonSet>(o)),
                 "Service" => drop(typed::<Service>(o)),

@@ -355,13 +355,14 @@ impl ApiServer {
         self.shared.faults_tx.send_modify(|f| f.global = fault);
     }
 
-    /// Makes one resource, by its plural (`secrets`, `replicasets`, ...), misbehave as `fault`
-    /// says (None: back to the global behaviour). Panics on a resource that is not served, as a
-    /// test naming one has a typo.
+    /// Makes one resource, by its plural (`secrets`, `replicasets`, ...; the first served with it)
+    /// or its `plural.group` (`events.events.k8s.io`), misbehave as `fault` says (None: back to
+    /// the global behaviour). Panics on a resource that is not served, as a test naming one has a
+    /// typo.
     pub fn set_resource_fault(&self, plural: &str, fault: Option<Fault>) {
         let res = RESOURCES
             .iter()
-            .position(|r| r.plural == plural)
+            .position(|r| r.plural == plural || r.qualified() == plural)
             .unwrap_or_else(|| panic!("the test API server does not serve `{plural}`"));
         self.shared.faults_tx.send_modify(|f| match fault {
             Some(fault) => {
