@@ -272,3 +272,27 @@ async fn denied_events_are_counted_and_the_passes_go_on() {
     assert_eq!(with_reason(&got, "PinnedImageRemoved").len(), 1, "{got:#?}");
     d.stop().await;
 }
+
+/// `node_events: false`: the same removal and return, and no Event written or attempted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turned_off_no_events_are_written() {
+    let mut bed = Bed::start().await;
+    let api = api().await;
+    let (ioc, _, _) = bed.push_small(821, "nev/off:1");
+    api.apply(controller_revision(NS, "ioc", 1, &[&ioc]))
+        .expect("apply");
+    let mut settings = base_settings(bed.containerd.socket().as_path(), Some(NODE));
+    settings.insert("node_events".into(), "false".into());
+    let d = TestDaemon::start(&api, settings).await;
+    wait_pinned_by_us(&bed.node, &ioc).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    crictl_rmi(&bed, &ioc).await;
+    // Gone first, so that the wait below sees it pinned again rather than not yet removed.
+    assert!(cri_image(&bed.node, &ioc).await.is_none());
+    wait_pinned_by_us(&bed.node, &ioc).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(events(&api).await.is_empty());
+    let m = d.metrics().await;
+    assert!(!m.contains("rollcache_events_total{"), "{m}");
+    d.stop().await;
+}
