@@ -104,6 +104,7 @@ fn assert_on_node(e: &Event, type_: &str) {
 /// revision's loss is reported once however often the pull is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_images_and_lost_revisions_become_events_on_the_node() {
+    logs::capture();
     let mut bed = Bed::start().await;
     let api = api().await;
     let (ioc, _, _) = bed.push_small(801, "nev/ioc:1");
@@ -212,10 +213,12 @@ async fn removed_images_and_lost_revisions_become_events_on_the_node() {
     d.stop().await;
 }
 
-/// An API that forbids Events: the image is re-pulled and pinned all the same, the denial is
-/// counted, nothing is stored; once allowed, the next transition is written.
+/// An API that forbids Events: the image is re-pulled and pinned all the same, the denials are
+/// counted and said in one line, nothing is stored; once allowed, the next transition is written
+/// and the recovery said once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_events_are_counted_and_the_passes_go_on() {
+    logs::capture();
     let mut bed = Bed::start().await;
     let api = api().await;
     api.set_resource_fault("events.events.k8s.io", Some(Fault::Status(403)));
@@ -261,6 +264,13 @@ async fn denied_events_are_counted_and_the_passes_go_on() {
         Some(1.0),
         "{m}"
     );
+    // Two denials, one line; it names the fix.
+    let denied = "Events on Node n1 are not allowed";
+    assert_eq!(logs::lines(denied), 1);
+    assert_eq!(
+        logs::lines("grant create and patch on events.k8s.io events"),
+        1
+    );
     api.set_resource_fault("events.events.k8s.io", None);
     assert!(events(&api).await.is_empty());
 
@@ -270,12 +280,15 @@ async fn denied_events_are_counted_and_the_passes_go_on() {
     })
     .await;
     assert_eq!(with_reason(&got, "PinnedImageRemoved").len(), 1, "{got:#?}");
+    assert_eq!(logs::lines("Events on the Node are written again"), 1);
+    assert_eq!(logs::lines(denied), 1);
     d.stop().await;
 }
 
 /// `node_events: false`: the same removal and return, and no Event written or attempted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turned_off_no_events_are_written() {
+    logs::capture();
     let mut bed = Bed::start().await;
     let api = api().await;
     let (ioc, _, _) = bed.push_small(821, "nev/off:1");

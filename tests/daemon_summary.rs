@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
@@ -17,41 +16,6 @@ use serde_json::{Value, json};
 const NS: &str = "apps";
 const NODE: &str = "n1";
 const SOON: Duration = Duration::from_secs(20);
-
-/// What the daemons of this test binary logged (info and up), for the lines said only once.
-fn logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
-        // Installed before the test daemon's own (which then stays out: the first one wins).
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("rollcache=info"))
-            .with_ansi(false)
-            .with_writer(move || Captured(buf))
-            .init();
-        buf
-    })
-}
-
-struct Captured(&'static Mutex<Vec<u8>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn log_lines(containing: &str) -> usize {
-    let logs = logs().lock().expect("log buffer");
-    String::from_utf8_lossy(&logs)
-        .lines()
-        .filter(|l| l.contains(containing))
-        .count()
-}
 
 async fn api_with_crd(crd: bool) -> (ApiServer, String) {
     let api = ApiServer::start_with(ApiServerOptions {
@@ -91,7 +55,7 @@ async fn wait_summary(
 /// deleting the Node through the API takes the summary with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_summary_matches_status_follows_changes_and_goes_with_its_node() {
-    logs();
+    logs::capture();
     let mut bed = Bed::start().await;
     let (api, uid) = api_with_crd(true).await;
     let (ioc1, _, _) = bed.push_small(701, "rcn/ioc:1");
@@ -196,7 +160,7 @@ async fn the_summary_matches_status_follows_changes_and_goes_with_its_node() {
 /// again at every resync).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_crd_the_agent_carries_on_and_publishes_once_it_is_installed() {
-    logs();
+    logs::capture();
     let started = Instant::now();
     let mut bed = Bed::start().await;
     let (api, _) = api_with_crd(false).await;
@@ -215,7 +179,7 @@ async fn without_the_crd_the_agent_carries_on_and_publishes_once_it_is_installed
     // Looked again every 10 s (the resync, 2 s here, is below the publishing interval): said once.
     tokio::time::sleep(Duration::from_secs(25).saturating_sub(started.elapsed())).await;
     assert_eq!(
-        log_lines("CRD (rollcachenodes.rollcache.io) is not installed"),
+        logs::lines("CRD (rollcachenodes.rollcache.io) is not installed"),
         1
     );
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod logs;
 pub mod proxy;
 pub mod push;
 
