@@ -309,3 +309,77 @@ async fn turned_off_no_events_are_written() {
     assert!(!m.contains("rollcache_events_total{"), "{m}");
     d.stop().await;
 }
+
+/// A real trigger that changes many revisions in one pass: the kubelet's credential verification
+/// policy, reloaded as `AlwaysVerify`, sends every revision with pull secrets to the registry. Ten
+/// Events, then one counting the rest; set back, the same for their return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_transitions_in_one_pass_are_capped_and_the_rest_counted() {
+    logs::capture();
+    let mut bed = Bed::start().await;
+    let api = api().await;
+    let (ioc, _, _) = bed.push_small(831, "nev/many:1");
+    for n in 0..12 {
+        let mut cr = controller_revision(NS, &format!("ioc{n:02}"), 1, &[&ioc]);
+        pod_spec(&mut cr)["imagePullSecrets"] = json!([{"name": "regcred"}]);
+        api.apply(cr).expect("apply");
+    }
+    let settings = base_settings(bed.containerd.socket().as_path(), Some(NODE));
+    let mut d = TestDaemon::start(&api, settings.clone()).await;
+    d.wait_status(SOON, "twelve offline-safe", |s| {
+        s["summary"]["offline_safe"] == 12
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(events(&api).await.is_empty());
+
+    let mut verify = settings.clone();
+    verify.insert(
+        "credential_verification_policy".into(),
+        "AlwaysVerify".into(),
+    );
+    d.rewrite_config(verify);
+    let got = wait_events(&api, SOON, "ten and one for the rest", |e| {
+        with_reason(e, "MoreTransitions").len() == 1
+    })
+    .await;
+    let lost = with_reason(&got, "RevisionNotOfflineSafe");
+    assert_eq!(lost.len(), 10, "{got:#?}");
+    assert!(
+        lost.iter()
+            .all(|e| e.note.as_deref().is_some_and(
+                |n| n.contains("is no longer offline-safe on this node: needs_registry")
+            )),
+        "{lost:#?}"
+    );
+    let more = with_reason(&got, "MoreTransitions")[0];
+    assert_on_node(more, "Warning");
+    assert_eq!(
+        more.note.as_deref(),
+        Some("and 2 more (2 RevisionNotOfflineSafe): see `rollcache status` on this node")
+    );
+
+    d.rewrite_config(settings);
+    let got = wait_events(&api, SOON, "their return", |e| {
+        with_reason(e, "MoreTransitions").len() == 2
+    })
+    .await;
+    assert_eq!(with_reason(&got, "RevisionOfflineSafe").len(), 10);
+    let back = with_reason(&got, "MoreTransitions");
+    assert!(
+        back.iter().any(|e| e.type_.as_deref() == Some("Normal")
+            && e.note.as_deref()
+                == Some("and 2 more (2 RevisionOfflineSafe): see `rollcache status` on this node")),
+        "{back:#?}"
+    );
+    let m = d.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "rollcache_events_total{reason=\"MoreTransitions\",result=\"published\"}"
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    d.stop().await;
+}

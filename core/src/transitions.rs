@@ -123,6 +123,8 @@ fn truncate(mut s: String, max: usize) -> String {
 pub struct Batch {
     pub shown: Vec<Transition>,
     pub more: BTreeMap<&'static str, usize>,
+    /// A warning is among those left out.
+    pub more_warns: bool,
 }
 
 impl Batch {
@@ -130,11 +132,17 @@ impl Batch {
     pub fn of(mut all: Vec<Transition>, max: usize) -> Batch {
         all.sort_by_key(|t| !t.is_warning());
         let mut more = BTreeMap::new();
+        let mut more_warns = false;
         for t in all.iter().skip(max) {
             *more.entry(t.reason()).or_default() += 1;
+            more_warns |= t.is_warning();
         }
         all.truncate(max);
-        Batch { shown: all, more }
+        Batch {
+            shown: all,
+            more,
+            more_warns,
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -95,12 +95,8 @@ pub async fn emit(
             metrics.event_finished(t.into(), result);
         }
         if let Some(note) = batch.more_note() {
-            let warning = batch
-                .more
-                .keys()
-                .any(|r| *r == "RevisionNotOfflineSafe" || *r == "PinnedImageRemoved");
             let ev = Event {
-                type_: event_type(warning),
+                type_: event_type(batch.more_warns),
                 reason: EventReason::MoreTransitions.as_str().into(),
                 note: Some(note),
                 action: "Report".into(),

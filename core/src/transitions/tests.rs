@@ -189,6 +189,7 @@ fn a_batch_shows_warnings_first_and_counts_the_rest() {
         b.more,
         BTreeMap::from([("PinnedImageRemoved", 2), ("PinnedImageRepulled", 4)])
     );
+    assert!(b.more_warns);
     assert_eq!(
         b.more_note().as_deref(),
         Some(
@@ -202,6 +203,11 @@ fn a_batch_shows_warnings_first_and_counts_the_rest() {
         10,
     );
     assert_eq!((small.shown.len(), small.more_note()), (1, None));
+    let repulls = (0..11).map(|n| Transition::PinnedImageRepulled {
+        reference: format!("r/{n}"),
+    });
+    let b = Batch::of(repulls.collect(), 10);
+    assert_eq!((b.more_warns, b.more.len()), (false, 1));
     assert!(Batch::of(vec![], 10).is_empty());
 }
 
