@@ -56,10 +56,15 @@ pub struct RevisionCounts {
 pub struct NotSafe {
     /// `Kind/namespace/name`.
     pub workload: String,
+    /// The controller's revision number (what `kubectl rollout undo --to-revision` takes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helm_release: Option<String>,
+    /// The newest Helm release revision whose manifest holds this template (what `helm
+    /// rollback` takes); a separate number, since the two count differently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm_revision: Option<i64>,
     pub readiness: String,
     pub reason: String,
 }
@@ -87,8 +92,9 @@ impl NodeSummary {
                 }
                 not_safe.push(NotSafe {
                     workload: format!("{}/{}/{}", w.kind, w.namespace, w.name),
-                    revision: r.revision.or(r.helm_revision),
+                    revision: r.revision,
                     helm_release: w.helm_release.clone(),
+                    helm_revision: r.helm_revision,
                     readiness: readiness.as_str().to_owned(),
                     reason: r.reasons.join("; "),
                 });
