@@ -1,0 +1,256 @@
+//! `rollcache check-rollback`: would a rollback start from the cache on every node its pods could
+//! be scheduled on? The history listed once (as `plan`), the target planned for every Node by the
+//! agent's own planning path, each eligible node answered from its `RollcacheNode`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rollcache_core::rollback::{
+    NodeAnswer, Selector, Target, TargetRevision, age_text, answer, find_target, workload_kind,
+};
+use rollcache_core::text::{Column, table_within};
+use serde::Serialize;
+
+use crate::commands::cluster::{CLUSTER_HINT, list_nodes, list_summaries, unix_now};
+use crate::commands::{Exit, Output, to_yaml, with_hint};
+use crate::config::{Config, KubeArgs};
+use crate::history::once;
+use crate::history::sources::one_shot_client;
+use crate::inventory::Inventory;
+use crate::reconcile::planning::{NodeLookup, plan_for_node};
+
+#[derive(Debug, clap::Args)]
+pub struct CheckRollbackArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// The workload, as kubectl names it: deployment|statefulset|daemonset (deploy, sts, ds)/NAME.
+    #[arg(
+        value_name = "KIND/NAME",
+        required_unless_present = "helm_release",
+        conflicts_with = "helm_release"
+    )]
+    pub workload: Option<String>,
+    /// A Helm release instead: every workload its manifest at that revision holds.
+    #[arg(long, value_name = "NAME")]
+    pub helm_release: Option<String>,
+    /// The namespace of the workload or release.
+    #[arg(long, short = 'n', value_name = "NS", default_value = "default")]
+    pub namespace: String,
+    /// The revision to roll back to [default: the previous one, as `kubectl rollout undo` and
+    /// `helm rollback` pick it].
+    #[arg(long, value_name = "N")]
+    pub to_revision: Option<i64>,
+    /// A node summary older than this is not believed (agents refresh theirs every 5 min).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::commands::node::duration)]
+    pub max_age: Duration,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// A node the target's pods could not be scheduled on, and why.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NotEligible {
+    node: String,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    /// `Kind/namespace/name` or `helm release namespace/name`.
+    target: String,
+    #[serde(flatten)]
+    revision: Target,
+    /// Every eligible node is ready and fresh, and there is at least one.
+    ready: bool,
+    nodes: Vec<NodeAnswer>,
+    not_eligible: Vec<NotEligible>,
+}
+
+/// Exit 0 ready, 1 not ready, 2 no answer.
+pub async fn run(args: CheckRollbackArgs) -> anyhow::Result<()> {
+    let report = check(&args).await.map_err(Exit::no_answer)?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Yaml => print!("{}", to_yaml(&report)?),
+        Output::Table | Output::Wide => print!("{}", table(&report, args.output)),
+    }
+    if report.ready {
+        Ok(())
+    } else {
+        Err(Exit {
+            code: Exit::NOT_READY,
+            message: String::new(),
+        }
+        .into())
+    }
+}
+
+fn selector(args: &CheckRollbackArgs) -> Result<Selector, Exit> {
+    let namespace = args.namespace.clone();
+    if let Some(name) = &args.helm_release {
+        return Ok(Selector::HelmRelease {
+            namespace,
+            name: name.clone(),
+        });
+    }
+    let text = args.workload.as_deref().unwrap_or_default();
+    let usage = || {
+        Exit::lookup(format!(
+            "{text:?}: give the workload as KIND/NAME, KIND one of deployment, statefulset, daemonset (deploy, sts, ds)"
+        ))
+    };
+    let (kind, name) = text.split_once('/').ok_or_else(usage)?;
+    let kind = workload_kind(kind).ok_or_else(usage)?;
+    if name.is_empty() {
+        return Err(usage());
+    }
+    Ok(Selector::Workload {
+        kind: kind.to_owned(),
+        namespace,
+        name: name.to_owned(),
+    })
+}
+
+async fn check(args: &CheckRollbackArgs) -> anyhow::Result<Report> {
+    let selector = selector(args)?;
+    let client = one_shot_client(&args.kube)
+        .await
+        .map_err(|e| with_hint(e, CLUSTER_HINT))?;
+    // The summaries first: without the CRD there is nothing to answer from.
+    let summaries = list_summaries(&client).await?;
+    let nodes = list_nodes(&client).await?;
+    let cfg = Config {
+        namespaces: vec![args.namespace.clone()],
+        ..Config::default()
+    };
+    let history = once::load_history(&cfg, Some(client)).await?;
+    let (inventory, _) = Inventory::build(&history.facts);
+    let target = find_target(&inventory, &selector, args.to_revision)
+        .map_err(|e| Exit::lookup(e.to_string()))?;
+
+    let (now, max_age) = (unix_now(), args.max_age.as_secs() as i64);
+    let mut answers = Vec::new();
+    let mut not_eligible = Vec::new();
+    for node in &nodes {
+        // The agent's own path, as if planning on that node: what it would hold is where the
+        // target's pods could be scheduled (cordon ignored, as the agent ignores it).
+        let lookup = NodeLookup {
+            name: &node.name,
+            expected: true,
+            facts: Some(node),
+            listed: true,
+            error: None,
+        };
+        let plan = plan_for_node(&inventory, &lookup, &cfg, [], &HashMap::new());
+        let mut here: Vec<&TargetRevision> = Vec::new();
+        let mut why_not = None;
+        for t in &target.revisions {
+            let planned = t.key.as_ref().and_then(|k| plan.revision(k));
+            match planned {
+                Some(p) if p.wanted => here.push(t),
+                Some(p) => {
+                    why_not = why_not.or_else(|| p.not_held.as_ref().map(|r| r.to_string()));
+                }
+                None => {}
+            }
+        }
+        if here.is_empty() {
+            not_eligible.push(NotEligible {
+                node: node.name.clone(),
+                reason: why_not.unwrap_or_else(|| "not scheduled here".into()),
+            });
+            continue;
+        }
+        answers.push(answer(
+            &node.name,
+            summaries.get(&node.name),
+            &here,
+            now,
+            max_age,
+        ));
+    }
+    Ok(Report {
+        target: selector.to_string(),
+        ready: !answers.is_empty() && answers.iter().all(|a| a.ready),
+        revision: target,
+        nodes: answers,
+        not_eligible,
+    })
+}
+
+fn table(r: &Report, output: Output) -> String {
+    let wide = output == Output::Wide;
+    let how = if r.revision.previous {
+        match r.target.starts_with("helm release") {
+            true => " (the previous one, as `helm rollback` picks it)",
+            false => " (the previous one, as `kubectl rollout undo` picks it)",
+        }
+    } else {
+        ""
+    };
+    let mut out = format!(
+        "Rollback of {} to revision {}{how}\n",
+        r.target, r.revision.revision
+    );
+    if r.revision.revisions.len() > 1 || r.target.starts_with("helm release") {
+        let names: Vec<String> = r
+            .revision
+            .revisions
+            .iter()
+            .map(TargetRevision::label)
+            .collect();
+        out.push_str(&format!("Workloads: {}\n", names.join(", ")));
+    }
+    let mut columns = vec![Column::left("NODE").shrinks(), Column::left("READY")];
+    if wide {
+        columns.push(Column::left("STATE"));
+    }
+    columns.extend([Column::left("REASON").shrinks(), Column::right("OBSERVED")]);
+    let rows: Vec<Vec<String>> = r
+        .nodes
+        .iter()
+        .map(|a| {
+            let mut row = vec![a.node.clone(), if a.ready { "yes" } else { "no" }.into()];
+            if wide {
+                row.push(a.state.clone());
+            }
+            row.push(a.reason.clone());
+            row.push(
+                a.age_seconds
+                    .map_or_else(|| "-".into(), |s| format!("{} ago", age_text(s))),
+            );
+            row
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push_str(&table_within("", &columns, &rows, output.width()));
+    }
+    if !r.not_eligible.is_empty() {
+        let n = r.not_eligible.len();
+        let list: Vec<String> = r
+            .not_eligible
+            .iter()
+            .map(|e| match wide {
+                true => format!("{} ({})", e.node, e.reason),
+                false => e.node.clone(),
+            })
+            .collect();
+        out.push_str(&format!(
+            "{n} node(s) not eligible (its pods cannot be scheduled there): {}\n",
+            list.join(", ")
+        ));
+    }
+    let ready = r.nodes.iter().filter(|a| a.ready).count();
+    out.push_str(&match (r.ready, r.nodes.len()) {
+        (_, 0) => "NOT READY: no node could run this revision\n".to_owned(),
+        (true, n) => format!("READY: starts from the cache on all {n} eligible node(s)\n"),
+        (false, n) => format!(
+            "NOT READY: {} of {n} eligible node(s) would need the registry or cannot tell\n",
+            n - ready
+        ),
+    });
+    out
+}
