@@ -120,10 +120,12 @@ async fn cluster(crd: bool) -> ApiServer {
     api
 }
 
-fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
+/// A kubeconfig for `server`, its context in `namespace` if given.
+fn kubeconfig_in(dir: &Path, server: &str, namespace: Option<&str>) -> PathBuf {
+    let ns = namespace.map_or_else(String::new, |n| format!("    namespace: {n}\n"));
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n\
-         users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n\
+         users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n{ns}\
          current-context: c\n"
     );
     let path = dir.join("kubeconfig");
@@ -131,10 +133,19 @@ fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
     path
 }
 
+fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
+    kubeconfig_in(dir, server, None)
+}
+
 /// Runs the binary with `args` against `api`, off the async runtime the server answers on.
 async fn rollcache(api: &ApiServer, args: &[&str]) -> Output {
+    rollcache_in(api, None, args).await
+}
+
+/// [`rollcache`] with the kubeconfig's context in `namespace`.
+async fn rollcache_in(api: &ApiServer, namespace: Option<&str>, args: &[&str]) -> Output {
     let home = tempfile::tempdir().unwrap();
-    let config = kubeconfig(home.path(), &api.url());
+    let config = kubeconfig_in(home.path(), &api.url(), namespace);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollcache"));
     cmd.args(args)
         .arg("--kubeconfig")
@@ -306,6 +317,16 @@ async fn the_previous_revision_is_picked_and_an_unknown_one_lists_the_retained()
     );
     let out = rollcache(&api, &with(&STS[..4], &["--to-revision", "1"])).await;
     assert_eq!(code(&out), 1, "{}", text(&out.stdout));
+
+    // Without -n, the context's namespace, as kubectl; else `default`.
+    let out = rollcache_in(&api, Some(NS), &["check-rollback", "sts/bl01"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let out = rollcache(&api, &["check-rollback", "sts/bl01"]).await;
+    assert_eq!(code(&out), 2);
+    assert_eq!(
+        text(&out.stderr),
+        "error: StatefulSet/default/bl01: not found in the history\n"
+    );
 
     for (args, want) in [
         (

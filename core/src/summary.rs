@@ -298,6 +298,23 @@ mod tests {
         assert_eq!(sum.observed_at, "1970-01-01T00:00:00Z");
     }
 
+    /// `kubectl rollout undo --to-revision` and `helm rollback` count differently: a revision is
+    /// named by each number it has, never one standing in for the other.
+    #[test]
+    fn controller_and_helm_revision_numbers_are_kept_apart() {
+        let mut helm_only = revision(0, Readiness::NeedsRegistry, "pull policy Always");
+        (helm_only.revision, helm_only.helm_revision) = (None, Some(5));
+        let mut both = revision(3, Readiness::Missing, "missing");
+        both.helm_revision = Some(7);
+        let sum = NodeSummary::of(&status(vec![helm_only, both]), 1, 0);
+        let numbers: Vec<_> = sum
+            .not_offline_safe
+            .iter()
+            .map(|n| (n.revision, n.helm_revision))
+            .collect();
+        assert_eq!(numbers, [(None, Some(5)), (Some(3), Some(7))]);
+    }
+
     #[test]
     fn names_at_most_twenty_and_counts_the_rest() {
         let revs = (1..=25)

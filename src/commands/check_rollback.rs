@@ -33,9 +33,9 @@ pub struct CheckRollbackArgs {
     /// A Helm release instead: every workload its manifest at that revision holds.
     #[arg(long, value_name = "NAME")]
     pub helm_release: Option<String>,
-    /// The namespace of the workload or release.
-    #[arg(long, short = 'n', value_name = "NS", default_value = "default")]
-    pub namespace: String,
+    /// The namespace of the workload or release [default: the kubeconfig context's, else `default`]
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
     /// The revision to roll back to [default: the previous one, as `kubectl rollout undo` and
     /// `helm rollback` pick it].
     #[arg(long, value_name = "N")]
@@ -88,8 +88,8 @@ pub async fn run(args: CheckRollbackArgs) -> anyhow::Result<()> {
     }
 }
 
-fn selector(args: &CheckRollbackArgs) -> Result<Selector, Exit> {
-    let namespace = args.namespace.clone();
+/// What `args` name, in `namespace`; a workload that kubectl would not understand is a usage error.
+fn selector(args: &CheckRollbackArgs, namespace: String) -> Result<Selector, Exit> {
     if let Some(name) = &args.helm_release {
         return Ok(Selector::HelmRelease {
             namespace,
@@ -115,15 +115,22 @@ fn selector(args: &CheckRollbackArgs) -> Result<Selector, Exit> {
 }
 
 async fn check(args: &CheckRollbackArgs) -> anyhow::Result<Report> {
-    let selector = selector(args)?;
+    // A usage error is told before the cluster is asked anything.
+    selector(args, String::new())?;
     let client = one_shot_client(&args.kube)
         .await
         .map_err(|e| with_hint(e, CLUSTER_HINT))?;
+    // As kubectl: the context's namespace unless one is given (the client knows it, or `default`).
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let selector = selector(args, namespace.clone())?;
     // The summaries first: without the CRD there is nothing to answer from.
     let summaries = list_summaries(&client).await?;
     let nodes = list_nodes(&client).await?;
     let cfg = Config {
-        namespaces: vec![args.namespace.clone()],
+        namespaces: vec![namespace],
         ..Config::default()
     };
     let history = once::load_history(&cfg, Some(client)).await?;
