@@ -3,9 +3,12 @@
 //! labels and taints make some of them eligible, RollcacheNodes applied to `/status` as the agent
 //! applies them (its serde type, server-side apply); the exit codes scripts rely on.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::SystemTime;
+
+use common::cli::*;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rollcache_core::summary::{NodeSummary, NotSafe, rfc3339};
@@ -118,60 +121,6 @@ async fn cluster(crd: bool) -> ApiServer {
         api.apply(web_release(v, image, status)).expect("release");
     }
     api
-}
-
-/// A kubeconfig for `server`, its context in `namespace` if given.
-fn kubeconfig_in(dir: &Path, server: &str, namespace: Option<&str>) -> PathBuf {
-    let ns = namespace.map_or_else(String::new, |n| format!("    namespace: {n}\n"));
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n\
-         users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n{ns}\
-         current-context: c\n"
-    );
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
-    kubeconfig_in(dir, server, None)
-}
-
-/// Runs the binary with `args` against `api`, off the async runtime the server answers on.
-async fn rollcache(api: &ApiServer, args: &[&str]) -> Output {
-    rollcache_in(api, None, args).await
-}
-
-/// [`rollcache`] with the kubeconfig's context in `namespace`.
-async fn rollcache_in(api: &ApiServer, namespace: Option<&str>, args: &[&str]) -> Output {
-    let home = tempfile::tempdir().unwrap();
-    let config = kubeconfig_in(home.path(), &api.url(), namespace);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollcache"));
-    cmd.args(args)
-        .arg("--kubeconfig")
-        .arg(&config)
-        .env_remove("KUBECONFIG")
-        .env_remove("ROLLCACHE_CONTEXT")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("RUST_LOG")
-        .env("HOME", home.path())
-        .stdin(Stdio::null());
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().expect("exited")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)))
 }
 
 fn nodes_of(doc: &Value, key: &str) -> Vec<String> {
