@@ -190,18 +190,19 @@ async fn check(args: &CheckRollbackArgs) -> anyhow::Result<Report> {
 
 fn table(r: &Report, output: Output) -> String {
     let wide = output == Output::Wide;
-    let how = if r.revision.previous {
-        match r.target.starts_with("helm release") {
-            true => " (the previous one, as `helm rollback` picks it)",
-            false => " (the previous one, as `kubectl rollout undo` picks it)",
-        }
-    } else {
-        ""
-    };
     let mut out = format!(
-        "Rollback of {} to revision {}{how}\n",
+        "Rollback of {} to revision {}\n",
         r.target, r.revision.revision
     );
+    if r.revision.previous {
+        let tool = match r.target.starts_with("helm release") {
+            true => "`helm rollback`",
+            false => "`kubectl rollout undo`",
+        };
+        out.push_str(&format!(
+            "(the previous revision: what {tool} picks without a number)\n"
+        ));
+    }
     if r.revision.revisions.len() > 1 || r.target.starts_with("helm release") {
         let names: Vec<String> = r
             .revision
@@ -236,19 +237,7 @@ fn table(r: &Report, output: Output) -> String {
         out.push_str(&table_within("", &columns, &rows, output.width()));
     }
     if !r.not_eligible.is_empty() {
-        let n = r.not_eligible.len();
-        let list: Vec<String> = r
-            .not_eligible
-            .iter()
-            .map(|e| match wide {
-                true => format!("{} ({})", e.node, e.reason),
-                false => e.node.clone(),
-            })
-            .collect();
-        out.push_str(&format!(
-            "{n} node(s) not eligible (its pods cannot be scheduled there): {}\n",
-            list.join(", ")
-        ));
+        out.push_str(&not_eligible_line(&r.not_eligible, output.width()));
     }
     let ready = r.nodes.iter().filter(|a| a.ready).count();
     out.push_str(&match (r.ready, r.nodes.len()) {
@@ -260,4 +249,63 @@ fn table(r: &Report, output: Output) -> String {
         ),
     });
     out
+}
+
+/// The footer naming the nodes left out: in `width`, as many names as fit and how many more
+/// (`-o wide` names every one, with why).
+fn not_eligible_line(nodes: &[NotEligible], width: Option<usize>) -> String {
+    let mut line = format!(
+        "{} node(s) not eligible (its pods cannot be scheduled there): ",
+        nodes.len()
+    );
+    for (i, e) in nodes.iter().enumerate() {
+        let name = match width {
+            None => format!("{} ({})", e.node, e.reason),
+            Some(_) => e.node.clone(),
+        };
+        let sep = if i == 0 { "" } else { ", " };
+        let left = nodes.len() - i;
+        let more = format!(" and {} more (-o wide lists them)", left - 1);
+        let fits = width.is_none_or(|w| {
+            let tail = if left > 1 { more.len() } else { 0 };
+            line.chars().count() + sep.len() + name.chars().count() + tail <= w
+        });
+        if !fits {
+            line.push_str(&format!(" and {left} more (-o wide lists them)"));
+            break;
+        }
+        line.push_str(sep);
+        line.push_str(&name);
+    }
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_footer_fits_the_table_width_and_counts_the_rest() {
+        let nodes: Vec<NotEligible> = (0..40)
+            .map(|i| NotEligible {
+                node: format!("ws{i:03}"),
+                reason: "nodeSelector location=bl01, node has location=bl02".into(),
+            })
+            .collect();
+        let line = not_eligible_line(&nodes, Some(100));
+        assert!(line.trim_end().chars().count() <= 100, "{line}");
+        assert!(line.starts_with("40 node(s) not eligible"), "{line}");
+        assert!(
+            line.trim_end().ends_with(" more (-o wide lists them)"),
+            "{line}"
+        );
+        let wide = not_eligible_line(&nodes, None);
+        assert!(wide.contains("ws039 (nodeSelector location=bl01"), "{wide}");
+        let two = not_eligible_line(&nodes[..2], Some(100));
+        assert_eq!(
+            two,
+            "2 node(s) not eligible (its pods cannot be scheduled there): ws000, ws001\n"
+        );
+    }
 }
