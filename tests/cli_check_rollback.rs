@@ -93,7 +93,7 @@ fn web_release(v: i64, image: &str, status: &str) -> Value {
 }
 
 /// Four Nodes: n1, n2 at beamline bl01, n3 at bl02, n4 at bl01 but tainted; StatefulSet bl01
-/// (revisions 1 to 3, required to run at bl01) and Helm release web (v1 to v3, anywhere).
+/// (revisions 1 to 3, required node affinity to bl01) and Helm release web (v1 to v3, anywhere).
 async fn cluster(crd: bool) -> ApiServer {
     let api = ApiServer::start_with(ApiServerOptions {
         rollcache_crd: crd,
@@ -110,8 +110,13 @@ async fn cluster(crd: bool) -> ApiServer {
     api.apply(tainted).expect("node n4");
     for n in 1..=3 {
         let cr = controller_revision(NS, "bl01", n, &[&format!("reg.example/ioc:{n}")]);
-        api.apply(with_node_selector(cr, json!({"location": "bl01"})))
-            .expect("controller revision");
+        let mut cr = cr;
+        // As the ioc-instance chart places an IOC: required node affinity on a location label.
+        pod_spec(&mut cr)["affinity"] = json!({"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "location", "operator": "In", "values": ["bl01"]}]}
+        ]}}});
+        api.apply(cr).expect("controller revision");
     }
     for (v, image, status) in [
         (1, "reg.example/web:1", "superseded"),
@@ -159,7 +164,7 @@ async fn only_eligible_nodes_are_asked_and_each_must_be_ready_and_fresh() {
         .iter()
         .map(|n| n["reason"].as_str().unwrap())
         .collect();
-    assert!(why[0].contains("location=bl01"), "{why:?}");
+    assert!(why[0].starts_with("required node affinity"), "{why:?}");
     assert!(why[1].contains("dedicated=x:NoSchedule"), "{why:?}");
     assert_eq!(
         (doc["revision"].as_i64(), doc["ready"].as_bool()),
@@ -200,7 +205,7 @@ async fn only_eligible_nodes_are_asked_and_each_must_be_ready_and_fresh() {
         "{table}"
     );
     assert!(
-        table.contains("n3 (nodeSelector location=bl01"),
+        table.contains("n3 (required node affinity"),
         "wide says why: {table}"
     );
     assert!(
@@ -351,9 +356,10 @@ async fn a_helm_release_revision_is_checked_on_every_node_it_could_run_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_table_shows_every_node_and_marks_missing_and_stale_summaries() {
     let api = cluster(true).await;
-    publish(&api, "n1", &summary("Ready", 20, vec![])).await;
+    // Ages in whole minutes, so that the second the command runs in does not change the table.
+    publish(&api, "n1", &summary("Ready", 300, vec![])).await;
     let listed = needs_registry("StatefulSet/ioc/bl01", Some(2), None);
-    let mut n2 = summary("NotReady", 20, vec![listed]);
+    let mut n2 = summary("NotReady", 180, vec![listed]);
     n2.revisions.needs_registry = 1;
     publish(&api, "n2", &n2).await;
     publish(&api, "n3", &summary("Ready", 7200, vec![])).await;
@@ -368,11 +374,11 @@ async fn the_cluster_table_shows_every_node_and_marks_missing_and_stale_summarie
     );
     assert_eq!(
         lines[1],
-        "n1          3       2     2               0       0  Ready          20s"
+        "n1          3       2     2               0       0  Ready           5m"
     );
     assert_eq!(
         lines[2],
-        "n2          3       2     2               1       0  NotReady       20s"
+        "n2          3       2     2               1       0  NotReady        3m"
     );
     assert_eq!(
         lines[3],
