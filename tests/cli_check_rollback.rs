@@ -12,7 +12,7 @@ use common::cli::*;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rollcache_core::summary::{NodeSummary, NotSafe, rfc3339};
-use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions, rollcache_node_resource};
+use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions, Fault, rollcache_node_resource};
 use rollcache_testbed::history::*;
 use serde_json::{Value, json};
 
@@ -272,6 +272,14 @@ async fn the_previous_revision_is_picked_and_an_unknown_one_lists_the_retained()
     );
     let out = rollcache(&api, &with(&STS[..4], &["--to-revision", "1"])).await;
     assert_eq!(code(&out), 1, "{}", text(&out.stdout));
+
+    // A workload's check reads only its controller's history: no Secrets needed.
+    api.set_resource_fault("secrets", Some(Fault::Status(403)));
+    let started = std::time::Instant::now();
+    let out = rollcache(&api, &STS[..4]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+    api.set_resource_fault("secrets", None);
 
     // Without -n, the context's namespace, as kubectl; else `default`.
     let out = rollcache_in(&api, Some(NS), &["check-rollback", "sts/bl01"]).await;

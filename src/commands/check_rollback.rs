@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::commands::cluster::{CLUSTER_HINT, list_nodes, list_summaries, unix_now};
 use crate::commands::{Exit, Output, to_yaml, with_hint};
-use crate::config::{Config, KubeArgs};
+use crate::config::{Config, KubeArgs, SourcesConfig};
 use crate::history::once;
 use crate::history::sources::one_shot_client;
 use crate::inventory::Inventory;
@@ -129,8 +129,21 @@ async fn check(args: &CheckRollbackArgs) -> anyhow::Result<Report> {
     // The summaries first: without the CRD there is nothing to answer from.
     let summaries = list_summaries(&client).await?;
     let nodes = list_nodes(&client).await?;
+    // Only the history that numbers the target's revisions: less to list, and no Secrets read
+    // (which many users may not) unless a Helm release is asked about.
+    let kind = match &selector {
+        Selector::Workload { kind, .. } => Some(kind.as_str()),
+        Selector::HelmRelease { .. } => None,
+    };
     let cfg = Config {
         namespaces: vec![namespace],
+        sources: SourcesConfig {
+            replicasets: kind == Some("Deployment"),
+            controller_revisions: matches!(kind, Some("StatefulSet" | "DaemonSet")),
+            helm_secrets: kind.is_none(),
+            helm_configmaps: kind.is_none(),
+            pods: false,
+        },
         ..Config::default()
     };
     let history = once::load_history(&cfg, Some(client)).await?;
