@@ -288,7 +288,7 @@ async fn the_previous_revision_is_picked_and_an_unknown_one_lists_the_retained()
     assert_eq!(code(&out), 2);
     assert_eq!(
         text(&out.stderr),
-        "error: StatefulSet/default/bl01: not found in the history\n"
+        "error: StatefulSet/default/bl01: not found in the history (no ControllerRevisions of it; for what a Helm release deployed, use --helm-release RELEASE)\n"
     );
 
     for (args, want) in [
@@ -298,7 +298,7 @@ async fn the_previous_revision_is_picked_and_an_unknown_one_lists_the_retained()
         ),
         (
             &["check-rollback", "deploy/bl01", "-n", NS],
-            "error: Deployment/ioc/bl01: not found in the history\n",
+            "error: Deployment/ioc/bl01: not found in the history (no ReplicaSets of it; for what a Helm release deployed, use --helm-release RELEASE)\n",
         ),
         (
             &["check-rollback", "pod/bl01", "-n", NS],

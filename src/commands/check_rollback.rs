@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rollcache_core::rollback::{
-    NodeAnswer, Selector, Target, TargetRevision, age_text, answer, find_target, workload_kind,
+    LookupError, NodeAnswer, Selector, Target, TargetRevision, age_text, answer, find_target,
+    workload_kind,
 };
 use rollcache_core::text::{Column, table_within};
 use serde::Serialize;
@@ -148,8 +149,17 @@ async fn check(args: &CheckRollbackArgs) -> anyhow::Result<Report> {
     };
     let history = once::load_history(&cfg, Some(client)).await?;
     let (inventory, _) = Inventory::build(&history.facts);
-    let target = find_target(&inventory, &selector, args.to_revision)
-        .map_err(|e| Exit::lookup(e.to_string()))?;
+    let target = find_target(&inventory, &selector, args.to_revision).map_err(|e| {
+        // Where it looked, since a workload only Helm knows of has no controller history yet.
+        let looked = match (&e, kind) {
+            (LookupError::NotFound(_), Some("Deployment")) => "ReplicaSets",
+            (LookupError::NotFound(_), Some(_)) => "ControllerRevisions",
+            _ => return Exit::lookup(e.to_string()),
+        };
+        Exit::lookup(format!(
+            "{e} (no {looked} of it; for what a Helm release deployed, use --helm-release RELEASE)"
+        ))
+    })?;
 
     let (now, max_age) = (unix_now(), args.max_age.as_secs() as i64);
     let mut answers = Vec::new();
