@@ -3,7 +3,7 @@
 //! Every flag has a `ROLLCACHE_…` env twin. New subcommands are new `Command` variants.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use rollcache::commands::{self, node, plan, status};
+use rollcache::commands::{self, check_rollback, cluster, node, plan, status};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +44,18 @@ pub enum Command {
     Prefetch(status::PrefetchArgs),
     /// Talk to this node's container runtime directly (list, pull, pin, unpin, check).
     Node(node::NodeArgs),
+    /// Would a rollback start from the cache on every node its pods could run on? (exit 0 yes,
+    /// 1 no, 2 no answer)
+    CheckRollback(check_rollback::CheckRollbackArgs),
+    /// Every node with the summary its agent published (RollcacheNode), one table.
+    Cluster(cluster::ClusterArgs),
+}
+
+impl Command {
+    /// Whether the command's output is an answer for scripts (`check-rollback`, `cluster`).
+    pub fn answers(&self) -> bool {
+        matches!(self, Command::CheckRollback(_) | Command::Cluster(_))
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -53,6 +65,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::status(args).await,
         Command::Prefetch(args) => status::prefetch(args).await,
         Command::Node(args) => Ok(node::run(&args, &mut std::io::stdout().lock()).await?),
+        Command::CheckRollback(args) => check_rollback::run(args).await,
+        Command::Cluster(args) => cluster::run(args).await,
     }
 }
 
@@ -81,7 +95,7 @@ mod tests {
 
     #[test]
     fn every_command_on_the_api_takes_kubeconfig_and_context_and_every_output_takes_yaml() {
-        for command in ["run", "plan"] {
+        for command in ["run", "plan", "cluster"] {
             let cli = Cli::try_parse_from([
                 "rollcache",
                 command,
@@ -94,6 +108,7 @@ mod tests {
             let kube = match cli.command {
                 Command::Run(a) => a.config.kube,
                 Command::Plan(a) => a.config.kube,
+                Command::Cluster(a) => a.kube,
                 _ => panic!("{command}"),
             };
             assert_eq!(kube.kubeconfig, Some(PathBuf::from("/tmp/kc")), "{command}");
@@ -105,6 +120,23 @@ mod tests {
             &["prefetch", "-o", "yaml"],
             &["node", "list", "-o", "yaml"],
             &["node", "check", "--output", "wide"],
+            &["cluster", "-o", "yaml"],
+            &["check-rollback", "sts/x", "-n", "ns", "-o", "yaml"],
+            &[
+                "check-rollback",
+                "--helm-release",
+                "r",
+                "--kubeconfig",
+                "/tmp/kc",
+            ],
+            &[
+                "check-rollback",
+                "ds/x",
+                "--context",
+                "b",
+                "--max-age",
+                "1h",
+            ],
         ] {
             let parsed =
                 Cli::try_parse_from(std::iter::once("rollcache").chain(args.iter().copied()));

@@ -702,6 +702,7 @@ fn the_crd_declares_every_field_the_agent_publishes_and_its_columns_exist() {
             workload: "StatefulSet/ioc/bl01".into(),
             revision: Some(3),
             helm_release: Some("bl01".into()),
+            helm_revision: Some(4),
             readiness: "needs_registry".into(),
             reason: "pull policy Always".into(),
         }],

@@ -59,6 +59,39 @@ fn every_run_flag_and_env_var_is_documented() {
     assert!(missing.is_empty(), "undocumented: {missing:?}");
 }
 
+/// `check-rollback` and `cluster`, whose flags and exit codes scripts depend on: every flag named.
+#[test]
+fn every_flag_of_the_cluster_commands_is_documented() {
+    use rollcache::commands::{check_rollback::CheckRollbackArgs, cluster::ClusterArgs};
+    let text = readme();
+    let mut missing = Vec::new();
+    for cmd in [
+        CheckRollbackArgs::augment_args(clap::Command::new("check-rollback")),
+        ClusterArgs::augment_args(clap::Command::new("cluster")),
+    ] {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long()
+                && !text.contains(&format!("`--{long}"))
+                && !text.contains(&format!("/`--{long}`"))
+            {
+                missing.push(format!("{} --{long}", cmd.get_name()));
+            }
+            if let Some(env) = arg.get_env()
+                && !text.contains(&format!("`{}`", env.to_string_lossy()))
+            {
+                missing.push(env.to_string_lossy().into_owned());
+            }
+        }
+    }
+    assert!(missing.is_empty(), "undocumented: {missing:?}");
+    for code in ["`0` when", "`1` when", "`2` when"] {
+        assert!(
+            text.contains(code),
+            "check-rollback's exit status {code} undocumented"
+        );
+    }
+}
+
 #[test]
 fn every_subcommand_is_documented() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcache"))

@@ -10,6 +10,7 @@ pub mod model;
 pub mod plan;
 pub mod problem;
 pub mod report;
+pub mod rollback;
 pub mod scheduling;
 pub mod status;
 pub mod summary;

@@ -56,10 +56,15 @@ pub struct RevisionCounts {
 pub struct NotSafe {
     /// `Kind/namespace/name`.
     pub workload: String,
+    /// The controller's revision number (what `kubectl rollout undo --to-revision` takes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helm_release: Option<String>,
+    /// The newest Helm release revision whose manifest holds this template (what `helm
+    /// rollback` takes); a separate number, since the two count differently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm_revision: Option<i64>,
     pub readiness: String,
     pub reason: String,
 }
@@ -87,8 +92,9 @@ impl NodeSummary {
                 }
                 not_safe.push(NotSafe {
                     workload: format!("{}/{}/{}", w.kind, w.namespace, w.name),
-                    revision: r.revision.or(r.helm_revision),
+                    revision: r.revision,
                     helm_release: w.helm_release.clone(),
+                    helm_revision: r.helm_revision,
                     readiness: readiness.as_str().to_owned(),
                     reason: r.reasons.join("; "),
                 });
@@ -290,6 +296,23 @@ mod tests {
             ("NotReady", 7)
         );
         assert_eq!(sum.observed_at, "1970-01-01T00:00:00Z");
+    }
+
+    /// `kubectl rollout undo --to-revision` and `helm rollback` count differently: a revision is
+    /// named by each number it has, never one standing in for the other.
+    #[test]
+    fn controller_and_helm_revision_numbers_are_kept_apart() {
+        let mut helm_only = revision(0, Readiness::NeedsRegistry, "pull policy Always");
+        (helm_only.revision, helm_only.helm_revision) = (None, Some(5));
+        let mut both = revision(3, Readiness::Missing, "missing");
+        both.helm_revision = Some(7);
+        let sum = NodeSummary::of(&status(vec![helm_only, both]), 1, 0);
+        let numbers: Vec<_> = sum
+            .not_offline_safe
+            .iter()
+            .map(|n| (n.revision, n.helm_revision))
+            .collect();
+        assert_eq!(numbers, [(None, Some(5)), (Some(3), Some(7))]);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The CLI's commands: each a function the clap layer calls, with its arguments.
 
+pub mod check_rollback;
+pub mod cluster;
 pub mod node;
 pub mod plan;
 pub mod run;
@@ -55,4 +57,35 @@ pub struct YamlError(String);
 /// A Kubernetes error as the one line a command ends with, followed by what to try.
 pub fn with_hint(e: crate::history::sources::KubeError, hint: &str) -> anyhow::Error {
     anyhow::anyhow!("{e} ({hint})")
+}
+
+/// A command's end with an exit code of its own: `check-rollback` tells "not ready" (1) from
+/// "could not answer" (2), as scripts need. The binary prints `message` unless it is empty.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Exit {
+    /// Exit code 1: the answer is no (the table said why).
+    pub const NOT_READY: i32 = 1;
+    /// Exit code 2: no answer (usage, a lookup that found nothing, the cluster unreachable).
+    pub const NO_ANSWER: i32 = 2;
+
+    pub fn lookup(message: String) -> Self {
+        Exit {
+            code: Self::NO_ANSWER,
+            message,
+        }
+    }
+
+    /// Any error as "could not answer", an `Exit` keeping its own code.
+    pub fn no_answer(e: anyhow::Error) -> anyhow::Error {
+        match e.downcast::<Exit>() {
+            Ok(exit) => exit.into(),
+            Err(e) => Exit::lookup(format!("{e:#}")).into(),
+        }
+    }
 }

@@ -1,9 +1,10 @@
 //! Shared set-up of the node integration tests: a private containerd (version from
 //! `ROLLCACHE_TEST_CONTAINERD`), a registry wired to it, an OCI layout to build images in; and for
 //! the daemon tests an in-process `rollcache run`, a fast pusher and a proxy (history objects come
-//! from `rollcache_testbed::history`).
+//! from `rollcache_testbed::history`); the binary run against a test API server (`cli`).
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod daemon;
 pub mod logs;
 pub mod proxy;
