@@ -11,6 +11,7 @@ pub mod plan;
 pub mod problem;
 pub mod report;
 pub mod scheduling;
+pub mod shard;
 pub mod status;
 pub mod summary;
 pub mod text;
