@@ -1,0 +1,133 @@
+//! Inventory shards to and from their published form: the facts as JSON, gzip, base64, with the
+//! digest of the JSON; reading is bounded in text, inflated bytes and facts.
+
+use std::io::{Read, Write};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+
+use crate::model::RevisionFact;
+use rollcache_core::shard::{
+    self, ENCODING, InventorySpec, NamespaceFacts, SHARD_BUDGET_BYTES, ShardError,
+};
+
+/// Base64 text a read shard may hold: what the API server accepts in one object at most.
+pub const MAX_DATA_TEXT: usize = 3 * 1024 * 1024 / 2;
+
+/// JSON one shard may inflate to. Facts compress about tenfold; a shard within the budget stays
+/// far below, and a hostile one stops here, before any fact is built.
+pub const MAX_INFLATED: usize = 16 * 1024 * 1024;
+
+/// Every shard of one source namespace: the fewest shards (a power of two) whose compressed data
+/// each fits `budget`, so that the same facts always give the same shards.
+pub fn encode_namespace(
+    namespace: &str,
+    facts: &NamespaceFacts<'_>,
+    budget: usize,
+) -> Vec<InventorySpec> {
+    let mut shards = 1;
+    loop {
+        let specs: Vec<InventorySpec> = (0..shards)
+            .map(|s| encode_shard(namespace, &shard::shard_facts(facts, s, shards), s, shards))
+            .collect();
+        let over = specs.iter().any(|s| s.data.len() * 3 / 4 > budget);
+        match shard::grow(shards) {
+            Some(next) if over => shards = next,
+            _ => return specs,
+        }
+    }
+}
+
+/// `encode_namespace` with the default budget.
+pub fn encode(namespace: &str, facts: &NamespaceFacts<'_>) -> Vec<InventorySpec> {
+    encode_namespace(namespace, facts, SHARD_BUDGET_BYTES)
+}
+
+fn encode_shard(
+    namespace: &str,
+    facts: &[&RevisionFact],
+    shard: u32,
+    shards: u32,
+) -> InventorySpec {
+    let json = serde_json::to_vec(facts).expect("facts serialize: plain data, string keys");
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(&json).expect("gzip into memory");
+    let compressed = gz.finish().expect("gzip into memory");
+    InventorySpec {
+        source_namespace: namespace.to_owned(),
+        shard,
+        shards,
+        objects: shard::count_objects(facts.iter().copied()),
+        revisions: facts.len() as u64,
+        encoding: ENCODING.to_owned(),
+        data: STANDARD.encode(compressed),
+        digest: shard::digest(&json),
+    }
+}
+
+/// The facts of the shard named `name`, refused whole (with an error naming it) when its
+/// encoding is unknown, its text or inflated data is over the caps, its digest does not match,
+/// or its facts leave its namespace or miscount.
+pub fn decode(name: &str, spec: &InventorySpec) -> Result<Vec<RevisionFact>, ShardError> {
+    decode_with(name, spec, MAX_INFLATED)
+}
+
+/// `decode` with an inflation cap of `cap` bytes.
+pub fn decode_with(
+    name: &str,
+    spec: &InventorySpec,
+    cap: usize,
+) -> Result<Vec<RevisionFact>, ShardError> {
+    let shard = || name.to_owned();
+    if spec.encoding != ENCODING {
+        return Err(ShardError::Encoding {
+            shard: shard(),
+            encoding: spec.encoding.clone(),
+        });
+    }
+    if spec.data.len() > MAX_DATA_TEXT {
+        return Err(ShardError::DataTooLarge {
+            shard: shard(),
+            bytes: spec.data.len(),
+            cap: MAX_DATA_TEXT,
+        });
+    }
+    let compressed = STANDARD
+        .decode(spec.data.as_bytes())
+        .map_err(|e| ShardError::Base64 {
+            shard: shard(),
+            cause: e.to_string(),
+        })?;
+    let mut json = Vec::new();
+    // One byte more than the cap tells "exactly the cap" from "beyond it".
+    GzDecoder::new(compressed.as_slice())
+        .take(cap as u64 + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| ShardError::Gzip {
+            shard: shard(),
+            cause: e.to_string(),
+        })?;
+    if json.len() > cap {
+        return Err(ShardError::Inflated {
+            shard: shard(),
+            cap,
+        });
+    }
+    let found = shard::digest(&json);
+    if found != spec.digest {
+        return Err(ShardError::Digest {
+            shard: shard(),
+            expected: spec.digest.clone(),
+            found,
+        });
+    }
+    let facts: Vec<RevisionFact> = serde_json::from_slice(&json).map_err(|e| ShardError::Json {
+        shard: shard(),
+        cause: e.to_string(),
+    })?;
+    shard::check_facts(name, spec, &facts)?;
+    Ok(facts)
+}

@@ -1,0 +1,242 @@
+//! Inventory shards end to end without a server: history objects from the test bed decoded by the
+//! agent's decoders, sharded, encoded, decoded back to the same facts; hostile shards refused by
+//! name, never a panic and never past the inflation cap.
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet};
+use k8s_openapi::api::core::v1::Secret;
+use rollcache::fleet::codec;
+use rollcache::history::{controller_revisions, helm, replicasets};
+use rollcache::model::RevisionFact;
+use rollcache::shard::{self, ENCODING, InventorySpec, ShardError};
+use rollcache_testbed::{bombs, history};
+use serde_json::Value;
+
+fn decoded(obj: Value) -> Vec<RevisionFact> {
+    let kind = obj["kind"].as_str().unwrap().to_owned();
+    let d = match kind.as_str() {
+        "ReplicaSet" => replicasets::decode(&serde_json::from_value::<ReplicaSet>(obj).unwrap()),
+        "ControllerRevision" => controller_revisions::decode(
+            &serde_json::from_value::<ControllerRevision>(obj).unwrap(),
+        ),
+        "Secret" => helm::decode_secret(&serde_json::from_value::<Secret>(obj).unwrap()),
+        other => panic!("no decoder for {other}"),
+    };
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+    assert!(!d.facts.is_empty());
+    d.facts
+}
+
+/// Every object's facts: `iocs` StatefulSets of 10 revisions and a Deployment's ReplicaSets in
+/// namespace `ns`, and Helm releases of one chart.
+fn cluster(ns: &str, iocs: usize) -> Vec<Vec<RevisionFact>> {
+    let mut out = Vec::new();
+    for i in 0..iocs {
+        for rev in 1..=10 {
+            let image = format!("ghcr.io/epics-containers/ioc-{i}:{rev}.0");
+            out.push(decoded(history::controller_revision(
+                ns,
+                &format!("ioc-{i}"),
+                rev,
+                &[&image],
+            )));
+        }
+    }
+    for rev in 1..=3 {
+        let image = format!("registry.example/archiver:{rev}");
+        out.push(decoded(history::replicaset(
+            ns,
+            "archiver",
+            rev,
+            &[&image],
+            i32::from(rev == 3),
+        )));
+        out.push(decoded(history::helm::deployment_release(
+            ns,
+            "gateway",
+            rev.into(),
+            &image,
+        )));
+    }
+    out
+}
+
+fn flatten(specs: &[InventorySpec]) -> Vec<RevisionFact> {
+    let mut all = Vec::new();
+    for s in specs {
+        let name = shard::object_name(&s.source_namespace, s.shard, s.shards);
+        all.extend(codec::decode(&name, s).unwrap_or_else(|e| panic!("{e}")));
+    }
+    all
+}
+
+fn sorted(mut facts: Vec<RevisionFact>) -> Vec<RevisionFact> {
+    facts.sort_by(|a, b| (&a.object, a.revision).cmp(&(&b.object, b.revision)));
+    facts
+}
+
+#[test]
+fn facts_survive_sharding_and_encoding_unchanged() {
+    let mut objects = cluster("bl45p", 40);
+    objects.extend(cluster("bl46p", 3));
+    let grouped = shard::by_namespace(objects.iter().map(Vec::as_slice));
+    assert_eq!(grouped.len(), 2);
+    for (ns, facts) in &grouped {
+        // A small budget forces several shards on test-sized data.
+        let specs = codec::encode_namespace(ns, facts, 2048);
+        assert!(specs.len().is_power_of_two(), "{}", specs.len());
+        for s in &specs {
+            assert_eq!(
+                (s.source_namespace.as_str(), s.shards),
+                (*ns, specs.len() as u32)
+            );
+            assert!(
+                s.data.len() * 3 / 4 <= 2048 || s.shards == shard::MAX_SHARDS,
+                "{ns} {}",
+                s.shard
+            );
+        }
+        let want: Vec<RevisionFact> = facts.values().flat_map(|f| f.iter().cloned()).collect();
+        assert_eq!(sorted(flatten(&specs)), sorted(want), "{ns}");
+        let objects: u64 = specs.iter().map(|s| s.objects).sum();
+        assert_eq!(objects, facts.len() as u64);
+    }
+    let big = codec::encode_namespace("bl45p", &grouped["bl45p"], 2048);
+    let small = codec::encode_namespace("bl46p", &grouped["bl46p"], 2048);
+    assert!(big.len() > small.len(), "{} vs {}", big.len(), small.len());
+    assert_eq!(
+        codec::encode("bl45p", &grouped["bl45p"]).len(),
+        1,
+        "fits one default shard"
+    );
+}
+
+#[test]
+fn a_change_to_one_object_rewrites_only_its_shard() {
+    let objects = cluster("bl45p", 40);
+    let mut changed = objects.clone();
+    changed[5] = decoded(history::controller_revision(
+        "bl45p",
+        "ioc-0",
+        6,
+        &["ghcr.io/x/changed:1"],
+    ));
+    let before = codec::encode_namespace(
+        "bl45p",
+        &shard::by_namespace(objects.iter().map(Vec::as_slice))["bl45p"],
+        2048,
+    );
+    let after = codec::encode_namespace(
+        "bl45p",
+        &shard::by_namespace(changed.iter().map(Vec::as_slice))["bl45p"],
+        2048,
+    );
+    assert_eq!(before.len(), after.len());
+    let differ: Vec<u32> = before
+        .iter()
+        .zip(&after)
+        .filter(|(a, b)| a.digest != b.digest)
+        .map(|(a, _)| a.shard)
+        .collect();
+    assert_eq!(
+        differ,
+        vec![shard::bucket(&changed[5][0].object, after.len() as u32)]
+    );
+    // Same facts, same bytes: an unchanged shard is recognised by its digest alone.
+    let again = codec::encode_namespace(
+        "bl45p",
+        &shard::by_namespace(objects.iter().map(Vec::as_slice))["bl45p"],
+        2048,
+    );
+    assert_eq!(before, again);
+}
+
+fn spec_with(data: String, digest: String) -> InventorySpec {
+    InventorySpec {
+        source_namespace: "bl45p".into(),
+        shard: 0,
+        shards: 1,
+        objects: 0,
+        revisions: 0,
+        encoding: ENCODING.into(),
+        data,
+        digest,
+    }
+}
+
+fn refused(spec: &InventorySpec) -> ShardError {
+    let err = codec::decode("bl45p.1-0", spec).expect_err("refused");
+    assert!(
+        err.to_string().starts_with("inventory shard bl45p.1-0: "),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn a_shard_that_inflates_beyond_the_cap_is_refused_before_any_fact() {
+    // The 100 KB Helm bomb that inflates to 60 MB, put where a shard's data goes.
+    let bomb = &bombs::named(&["flow-60mb"])[0];
+    let err = refused(&spec_with(bomb.helm_text().to_owned(), "sha256:00".into()));
+    assert_eq!(
+        err,
+        ShardError::Inflated {
+            shard: "bl45p.1-0".into(),
+            cap: codec::MAX_INFLATED
+        }
+    );
+}
+
+#[test]
+fn hostile_or_corrupt_shards_are_errors_naming_the_shard() {
+    let objects = cluster("bl45p", 2);
+    let good = codec::encode(
+        "bl45p",
+        &shard::by_namespace(objects.iter().map(Vec::as_slice))["bl45p"],
+    )
+    .remove(0);
+
+    let mut tampered = good.clone();
+    tampered.digest = shard::digest(b"[]");
+    assert!(matches!(refused(&tampered), ShardError::Digest { .. }));
+
+    let mut wrong_encoding = good.clone();
+    wrong_encoding.encoding = "json".into();
+    assert!(matches!(
+        refused(&wrong_encoding),
+        ShardError::Encoding { .. }
+    ));
+
+    let mut miscounted = good.clone();
+    miscounted.revisions += 1;
+    assert!(matches!(refused(&miscounted), ShardError::Counts { .. }));
+
+    let mut elsewhere = good.clone();
+    elsewhere.source_namespace = "other".into();
+    assert!(matches!(
+        refused(&elsewhere),
+        ShardError::ForeignNamespace { .. }
+    ));
+
+    assert!(matches!(
+        refused(&spec_with("not base64!".into(), String::new())),
+        ShardError::Base64 { .. }
+    ));
+    let not_gzip = history::b64(b"plain text, no gzip header");
+    assert!(matches!(
+        refused(&spec_with(not_gzip, String::new())),
+        ShardError::Gzip { .. }
+    ));
+
+    // Deep nesting with a matching digest reaches the JSON decoder, which stops at its depth
+    // limit instead of recursing on.
+    let deep = bombs::deep_nesting(1 << 20);
+    let deep = deep.trim_end().as_bytes();
+    let err = refused(&spec_with(
+        history::b64(&history::gzip(deep)),
+        shard::digest(deep),
+    ));
+    assert!(matches!(err, ShardError::Json { .. }), "{err}");
+
+    let huge = spec_with("A".repeat(codec::MAX_DATA_TEXT + 4), String::new());
+    assert!(matches!(refused(&huge), ShardError::DataTooLarge { .. }));
+}
