@@ -2,3 +2,4 @@
 //! (`lease`), and the indexer that publishes the shards while it leads (`publish`).
 
 pub mod codec;
+pub mod lease;
