@@ -44,6 +44,8 @@ pub enum Command {
     Prefetch(status::PrefetchArgs),
     /// Talk to this node's container runtime directly (list, pull, pin, unpin, check).
     Node(node::NodeArgs),
+    /// Fleet mode (preview): watch the history once for the cluster, publish it as RollcacheInventory shards while leader.
+    Index(commands::index::IndexArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -53,6 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::status(args).await,
         Command::Prefetch(args) => status::prefetch(args).await,
         Command::Node(args) => Ok(node::run(&args, &mut std::io::stdout().lock()).await?),
+        Command::Index(args) => commands::index::run(args).await,
     }
 }
 

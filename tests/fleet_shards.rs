@@ -240,3 +240,22 @@ fn hostile_or_corrupt_shards_are_errors_naming_the_shard() {
     let huge = spec_with("A".repeat(codec::MAX_DATA_TEXT + 4), String::new());
     assert!(matches!(refused(&huge), ShardError::DataTooLarge { .. }));
 }
+
+#[test]
+fn an_object_over_the_budget_alone_does_not_multiply_shards() {
+    let objects = cluster("bl45p", 4);
+    let grouped = shard::by_namespace(objects.iter().map(Vec::as_slice));
+    // Smaller than any one object's facts compressed: splitting cannot help.
+    let specs = codec::encode_namespace("bl45p", &grouped["bl45p"], 16);
+    assert!(
+        specs.len() < 4 * objects.len(),
+        "{} shards for {} objects",
+        specs.len(),
+        objects.len()
+    );
+    assert!(specs.iter().any(|s| s.objects == 1));
+    assert_eq!(
+        sorted(flatten(&specs)).len(),
+        objects.iter().map(Vec::len).sum::<usize>()
+    );
+}

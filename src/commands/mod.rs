@@ -1,5 +1,6 @@
 //! The CLI's commands: each a function the clap layer calls, with its arguments.
 
+pub mod index;
 pub mod node;
 pub mod plan;
 pub mod run;

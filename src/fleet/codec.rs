@@ -22,7 +22,8 @@ pub const MAX_DATA_TEXT: usize = 3 * 1024 * 1024 / 2;
 pub const MAX_INFLATED: usize = 16 * 1024 * 1024;
 
 /// Every shard of one source namespace: the fewest shards (a power of two) whose compressed data
-/// each fits `budget`, so that the same facts always give the same shards.
+/// each fits `budget`, so that the same facts always give the same shards. A shard over the
+/// budget with one object cannot be split: such a shard alone stops the doubling.
 pub fn encode_namespace(
     namespace: &str,
     facts: &NamespaceFacts<'_>,
@@ -30,15 +31,28 @@ pub fn encode_namespace(
 ) -> Vec<InventorySpec> {
     let mut shards = 1;
     loop {
-        let specs: Vec<InventorySpec> = (0..shards)
-            .map(|s| encode_shard(namespace, &shard::shard_facts(facts, s, shards), s, shards))
+        let specs = encode_shards(namespace, facts, shards);
+        let over: Vec<&InventorySpec> = specs
+            .iter()
+            .filter(|s| s.data.len() * 3 / 4 > budget)
             .collect();
-        let over = specs.iter().any(|s| s.data.len() * 3 / 4 > budget);
+        let splittable = !over.is_empty() && over.iter().all(|s| s.objects > 1);
         match shard::grow(shards) {
-            Some(next) if over => shards = next,
+            Some(next) if splittable => shards = next,
             _ => return specs,
         }
     }
+}
+
+/// Every shard of one source namespace split into exactly `shards` (a power of two).
+pub fn encode_shards(
+    namespace: &str,
+    facts: &NamespaceFacts<'_>,
+    shards: u32,
+) -> Vec<InventorySpec> {
+    (0..shards)
+        .map(|s| encode_shard(namespace, &shard::shard_facts(facts, s, shards), s, shards))
+        .collect()
 }
 
 /// `encode_namespace` with the default budget.

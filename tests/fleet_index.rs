@@ -1,0 +1,275 @@
+//! `rollcache index` against the test API server: history written with the test bed's builder
+//! appears as shards that decode to the facts the agent's decoders read; a change rewrites only
+//! its shard; an incomplete view deletes nothing; a second replica writes nothing while the first
+//! leads, and takes over without rewriting what is unchanged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet};
+use kube::api::{Api, DynamicObject, ListParams};
+use rollcache::commands::index::{IndexArgs, inventory_resource, run_with};
+use rollcache::fleet::codec;
+use rollcache::fleet::publish::{IndexMetrics, Tuning};
+use rollcache::history::{controller_revisions, replicasets};
+use rollcache::model::RevisionFact;
+use rollcache::shard::InventorySpec;
+use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions, Fault};
+use rollcache_testbed::history;
+use serde_json::Value;
+use tokio::time::{Instant, sleep};
+use tokio_util::sync::CancellationToken;
+
+fn args(identity: &str) -> IndexArgs {
+    IndexArgs {
+        kube: Default::default(),
+        namespace: Some("rollcache".into()),
+        identity: Some(identity.into()),
+        lease_name: "rollcache-index".into(),
+        lease_duration: Duration::from_secs(2),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+    }
+}
+
+/// A small budget so that test-sized namespaces get several shards.
+fn tuning() -> Tuning {
+    Tuning {
+        budget: 600,
+        debounce: Duration::from_millis(100),
+        retry: Duration::from_millis(300),
+        resync: Duration::from_secs(300),
+    }
+}
+
+struct Replica {
+    metrics: Arc<IndexMetrics>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn start(api: &ApiServer, identity: &str) -> Replica {
+    let (metrics, cancel) = (Arc::new(IndexMetrics::default()), CancellationToken::new());
+    let client = api.client().expect("client");
+    let task = tokio::spawn(run_with(
+        args(identity),
+        client,
+        tuning(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
+    Replica {
+        metrics,
+        cancel,
+        task,
+    }
+}
+
+/// Every shard as published: name → (resourceVersion, spec).
+async fn shards(api: &ApiServer) -> Vec<(String, String, InventorySpec)> {
+    let inv: Api<DynamicObject> =
+        Api::namespaced_with(api.client().unwrap(), "rollcache", &inventory_resource());
+    let mut out: Vec<_> = inv
+        .list(&ListParams::default())
+        .await
+        .expect("list shards")
+        .items
+        .into_iter()
+        .map(|o| {
+            let spec = serde_json::from_value(o.data["spec"].clone()).expect("spec");
+            (
+                o.metadata.name.unwrap(),
+                o.metadata.resource_version.unwrap(),
+                spec,
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn facts_of(shards: &[(String, String, InventorySpec)]) -> Vec<RevisionFact> {
+    let mut all: Vec<RevisionFact> = shards
+        .iter()
+        .flat_map(|(name, _, spec)| codec::decode(name, spec).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    all.sort_by(|a, b| (&a.object, a.revision).cmp(&(&b.object, b.revision)));
+    all
+}
+
+/// The facts the agent's own decoders read from `objects`, in the same order.
+fn expected(objects: &[Value]) -> Vec<RevisionFact> {
+    let mut all = Vec::new();
+    for o in objects {
+        let d = match o["kind"].as_str().unwrap() {
+            "ReplicaSet" => {
+                replicasets::decode(&serde_json::from_value::<ReplicaSet>(o.clone()).unwrap())
+            }
+            _ => controller_revisions::decode(
+                &serde_json::from_value::<ControllerRevision>(o.clone()).unwrap(),
+            ),
+        };
+        all.extend(d.facts);
+    }
+    all.sort_by(|a, b| (&a.object, a.revision).cmp(&(&b.object, b.revision)));
+    all
+}
+
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not within 10 s: {what}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn history_objects() -> Vec<Value> {
+    let mut objects = Vec::new();
+    for i in 0..12 {
+        for rev in 1..=3 {
+            let image = format!("ghcr.io/epics-containers/ioc-{i}:{rev}.0");
+            objects.push(history::controller_revision(
+                "bl45p",
+                &format!("ioc-{i}"),
+                rev,
+                &[&image],
+            ));
+        }
+    }
+    for rev in 1..=2 {
+        objects.push(history::replicaset(
+            "bl46p",
+            "archiver",
+            rev,
+            &[&format!("r/archiver:{rev}")],
+            i32::from(rev == 2),
+        ));
+    }
+    objects
+}
+
+#[tokio::test]
+async fn the_indexer_publishes_shards_that_decode_to_the_history() {
+    let opts = ApiServerOptions {
+        rollcache_crd: true,
+        ..ApiServerOptions::default()
+    };
+    let api = ApiServer::start_with(opts)
+        .await
+        .expect("test API server starts");
+    // As stored: the server's creation times are part of the facts.
+    let mut objects: Vec<Value> = history_objects()
+        .into_iter()
+        .map(|o| api.apply(o).expect("history object"))
+        .collect();
+    let a = start(&api, "a");
+    eventually("the history published", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    let before = shards(&api).await;
+    let bl45p = before
+        .iter()
+        .filter(|s| s.2.source_namespace == "bl45p")
+        .count();
+    assert!(bl45p > 1, "several shards for bl45p: {before:?}");
+    assert!(
+        before
+            .iter()
+            .all(|s| s.2.shards as usize == bl45p || s.2.source_namespace != "bl45p")
+    );
+    let written = a.metrics.writes.get();
+    assert_eq!(written as usize, before.len());
+
+    // A new revision of one IOC: one shard rewritten, the others untouched.
+    let new =
+        history::controller_revision("bl45p", "ioc-3", 4, &["ghcr.io/epics-containers/ioc-3:4.0"]);
+    objects.push(api.apply(new).expect("new revision"));
+    eventually("the new revision published", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    let after = shards(&api).await;
+    let changed: Vec<&str> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b.1 != a.1)
+        .map(|(b, _)| b.0.as_str())
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(a.metrics.writes.get(), written + 1);
+
+    // With ControllerRevisions unlistable the view is incomplete: bl46p's history going away
+    // deletes nothing until every source is healthy again.
+    api.set_resource_fault("controllerrevisions", Some(Fault::Status(500)));
+    sleep(Duration::from_millis(500)).await;
+    for o in objects.iter().filter(|o| o["kind"] == "ReplicaSet") {
+        assert!(api.delete(
+            "ReplicaSet",
+            "bl46p",
+            o["metadata"]["name"].as_str().unwrap()
+        ));
+    }
+    sleep(Duration::from_secs(2)).await;
+    let kept = shards(&api).await;
+    assert!(
+        kept.iter().any(|s| s.2.source_namespace == "bl46p"),
+        "kept while incomplete: {kept:?}"
+    );
+    assert_eq!(a.metrics.deletes.get(), 0);
+    api.set_resource_fault("controllerrevisions", None);
+    eventually("bl46p's shards deleted", async || {
+        shards(&api)
+            .await
+            .iter()
+            .all(|s| s.2.source_namespace != "bl46p")
+    })
+    .await;
+    assert!(a.metrics.deletes.get() >= 1);
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
+}
+
+#[tokio::test]
+async fn a_second_replica_writes_nothing_while_the_first_leads() {
+    let opts = ApiServerOptions {
+        rollcache_crd: true,
+        ..ApiServerOptions::default()
+    };
+    let api = ApiServer::start_with(opts)
+        .await
+        .expect("test API server starts");
+    let objects: Vec<Value> = history_objects()
+        .into_iter()
+        .map(|o| api.apply(o).expect("history object"))
+        .collect();
+    let a = start(&api, "a");
+    eventually("a leads", async || a.metrics.leader.get() == 1).await;
+    let b = start(&api, "b");
+    eventually("the history published", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    let published = shards(&api).await;
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!((b.metrics.leader.get(), b.metrics.writes.get()), (0, 0));
+    assert_eq!(shards(&api).await, published, "nothing rewritten");
+
+    // Failover: b leads within the lease duration and rewrites nothing that did not change.
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("a ends cleanly");
+    eventually("b leads", async || {
+        b.metrics.leader.get() == 1 && b.metrics.passes.get() > 0
+    })
+    .await;
+    assert_eq!(b.metrics.writes.get(), 0);
+    assert_eq!(shards(&api).await, published);
+    let new =
+        history::controller_revision("bl45p", "ioc-0", 4, &["ghcr.io/epics-containers/ioc-0:4.0"]);
+    api.apply(new).expect("new revision");
+    eventually("b writes the change", async || b.metrics.writes.get() == 1).await;
+    b.cancel.cancel();
+    b.task.await.unwrap().expect("b ends cleanly");
+}
