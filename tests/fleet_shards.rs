@@ -51,10 +51,7 @@ fn cluster(ns: &str, iocs: usize) -> Vec<Vec<RevisionFact>> {
             i32::from(rev == 3),
         )));
         out.push(decoded(history::helm::deployment_release(
-            ns,
-            "gateway",
-            rev.into(),
-            &image,
+            ns, "gateway", rev, &image,
         )));
     }
     out

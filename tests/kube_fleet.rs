@@ -84,7 +84,7 @@ fn shard_object(spec: &shard::InventorySpec) -> Value {
 fn one_shard() -> shard::InventorySpec {
     let rs: k8s_openapi::api::apps::v1::ReplicaSet =
         serde_json::from_value(history::replicaset("bl45p", "archiver", 2, &["r/a:2"], 1)).unwrap();
-    let facts = vec![rollcache::history::replicasets::decode(&rs).facts];
+    let facts = [rollcache::history::replicasets::decode(&rs).facts];
     codec::encode(
         "bl45p",
         &shard::by_namespace(facts.iter().map(Vec::as_slice))["bl45p"],

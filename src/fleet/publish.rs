@@ -276,7 +276,7 @@ pub async fn run(
                 publisher
                     .publish(&store.snapshot(), &leading)
                     .await
-                    .map(|p| Some(p))
+                    .map(Some)
             } else {
                 publisher.load().await.map(|()| None)
             };
