@@ -273,3 +273,76 @@ async fn a_second_replica_writes_nothing_while_the_first_leads() {
     b.cancel.cancel();
     b.task.await.unwrap().expect("b ends cleanly");
 }
+
+#[tokio::test]
+async fn a_release_that_never_decodes_is_named_and_holds_deletions_but_not_publishing() {
+    let opts = ApiServerOptions {
+        rollcache_crd: true,
+        ..ApiServerOptions::default()
+    };
+    let api = ApiServer::start_with(opts)
+        .await
+        .expect("test API server starts");
+    let objects: Vec<Value> = history_objects()
+        .into_iter()
+        .map(|o| api.apply(o).expect("history object"))
+        .collect();
+    let release = history::helm::release_json(
+        "gw",
+        "bl47p",
+        1,
+        "deployed",
+        "2025-01-10T09:00:00Z",
+        "",
+        &[],
+    );
+    api.apply(history::helm::secret_with_payload(
+        &release,
+        b"not Helm's text",
+    ))
+    .expect("corrupt release");
+    let a = start(&api, "a");
+    eventually("published despite the corrupt release", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    let all = shards(&api).await;
+    let unknown: Vec<&String> = all.iter().flat_map(|s| &s.2.unresolved).collect();
+    assert_eq!(
+        unknown,
+        vec!["Secret bl47p/sh.helm.release.v1.gw.v1"],
+        "{all:?}"
+    );
+    let bl47p: Vec<_> = all
+        .iter()
+        .filter(|s| s.2.source_namespace == "bl47p")
+        .collect();
+    assert_eq!((bl47p.len(), bl47p[0].2.revisions), (1, 0));
+
+    // While the release is unknown, bl46p's history going away deletes nothing; once it is
+    // gone too, both namespaces' shards go.
+    for o in objects.iter().filter(|o| o["kind"] == "ReplicaSet") {
+        assert!(api.delete(
+            "ReplicaSet",
+            "bl46p",
+            o["metadata"]["name"].as_str().unwrap()
+        ));
+    }
+    sleep(Duration::from_secs(1)).await;
+    assert!(
+        shards(&api)
+            .await
+            .iter()
+            .any(|s| s.2.source_namespace == "bl46p")
+    );
+    assert!(api.delete("Secret", "bl47p", "sh.helm.release.v1.gw.v1"));
+    eventually("bl46p and bl47p deleted", async || {
+        shards(&api)
+            .await
+            .iter()
+            .all(|s| s.2.source_namespace == "bl45p")
+    })
+    .await;
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
+}

@@ -157,6 +157,7 @@ fn spec_with(data: String, digest: String) -> InventorySpec {
         encoding: ENCODING.into(),
         data,
         digest,
+        unresolved: Vec::new(),
     }
 }
 

@@ -46,6 +46,10 @@ pub struct InventorySpec {
     pub data: String,
     /// `sha256:<hex>` of the uncompressed JSON: unchanged shards are skipped, corrupt ones refused.
     pub digest: String,
+    /// Source objects of this shard that never decoded cleanly (as `Kind namespace/name`): what
+    /// they hold is unknown, so a reader's view of the namespace is incomplete while any is here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<String>,
 }
 
 /// The object name of shard `shard` of `shards` for `namespace`: stable, readable in `kubectl get`,

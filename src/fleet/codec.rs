@@ -79,6 +79,7 @@ fn encode_shard(
         encoding: ENCODING.to_owned(),
         data: STANDARD.encode(compressed),
         digest: shard::digest(&json),
+        unresolved: Vec::new(),
     }
 }
 

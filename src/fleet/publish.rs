@@ -4,8 +4,9 @@
 //! Nothing is written before every source has listed once: a shard rewritten from a partial list
 //! would drop facts that agents still need. After that, a changed shard is written at once (the
 //! store keeps last good facts through errors), but shards are deleted, and a namespace's shard
-//! count changed, only when every source is listed and healthy: an incomplete view never shrinks
-//! what is published.
+//! count changed, only when every source is listed and healthy and no object is unknown: an
+//! incomplete view never shrinks what is published. Objects that never decoded cleanly are named
+//! in their shard's `unresolved`, so that readers know their view of that namespace is incomplete.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 
 use super::codec;
 use crate::history::store::{HistorySnapshot, HistoryStore};
+use crate::model::ObjectRef;
 use rollcache_core::shard::{self, InventorySpec};
 
 /// The field manager of every shard write.
@@ -136,8 +138,10 @@ impl Publisher {
         snap: &HistorySnapshot,
         leading: &watch::Receiver<bool>,
     ) -> Result<Pass, kube::Error> {
-        let complete = snap.all_sources_fresh() && snap.complete();
-        self.listed_once |= complete;
+        // Every source listed: one object that never decodes must not keep the inventory unpublished.
+        let fresh = snap.all_sources_fresh();
+        let complete = fresh && snap.complete();
+        self.listed_once |= fresh;
         self.metrics.ready.set(i64::from(self.listed_once));
         if !self.listed_once {
             return Ok(Pass {
@@ -146,7 +150,17 @@ impl Publisher {
             });
         }
         self.metrics.passes.inc();
-        let grouped = shard::by_namespace(snap.objects.iter().map(|o| &**o));
+        let mut grouped = shard::by_namespace(snap.objects.iter().map(|o| &**o));
+        let mut unknown: BTreeMap<&str, Vec<&ObjectRef>> = BTreeMap::new();
+        for u in snap.unresolved().filter(|u| u.holds_unpins()) {
+            unknown
+                .entry(u.object.namespace.as_str())
+                .or_default()
+                .push(&u.object);
+        }
+        for ns in unknown.keys() {
+            grouped.entry(ns).or_default();
+        }
         let mut wanted: BTreeMap<String, InventorySpec> = BTreeMap::new();
         for (ns, facts) in &grouped {
             let mut specs = codec::encode_namespace(ns, facts, self.budget);
@@ -155,7 +169,14 @@ impl Publisher {
             if !complete && let Some(n) = published.filter(|n| *n != specs.len() as u32) {
                 specs = codec::encode_shards(ns, facts, n);
             }
-            for s in specs {
+            for mut s in specs {
+                s.unresolved = unknown
+                    .get(ns)
+                    .into_iter()
+                    .flatten()
+                    .filter(|o| shard::bucket(o, s.shards) == s.shard)
+                    .map(|o| o.to_string())
+                    .collect();
                 wanted.insert(shard::object_name(ns, s.shard, s.shards), s);
             }
         }

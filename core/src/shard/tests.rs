@@ -138,6 +138,7 @@ fn a_shard_whose_facts_leave_its_namespace_or_miscount_is_refused() {
         encoding: ENCODING.into(),
         data: String::new(),
         digest: String::new(),
+        unresolved: Vec::new(),
     };
     assert_eq!(check_facts("a.1-0", &spec, &facts), Ok(()));
     let mut foreign = facts.clone();
