@@ -90,7 +90,8 @@ pub fn watch_config() -> WatchConfig {
 
 pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    crate::commands::run::spawn_signal_handler(cancel.clone());
+    let stopping = "no more writes, releasing the lease";
+    crate::commands::run::spawn_signal_handler(cancel.clone(), stopping);
     let config = sources::kube_config(&args.kube).await?;
     let client = sources::client_from(config)?;
     run_with(args, client, Tuning::default(), Arc::default(), cancel).await
