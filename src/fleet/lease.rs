@@ -156,6 +156,7 @@ impl Elector {
         // Stop leading before the lease can expire in anyone's eyes.
         let deadline = self.duration * 2 / 3;
         let mut confirmed: Option<Instant> = None;
+        let mut last_problem: Option<String> = None;
         let say = |confirmed: &mut Option<Instant>| {
             if confirmed.is_some_and(|t| t.elapsed() >= deadline) {
                 *confirmed = None;
@@ -171,13 +172,25 @@ impl Elector {
                 _ = cancel.cancelled() => break,
                 r = tokio::time::timeout(period, self.try_once()) => r,
             };
-            match attempt {
-                Ok(Ok(true)) => confirmed = Some(started),
-                Ok(Ok(false)) => confirmed = None,
-                Ok(Err(e)) => {
-                    warn!(lease = %self.name, error = %e, "cannot read or write the lease")
+            let problem = match attempt {
+                Ok(Ok(true)) => {
+                    confirmed = Some(started);
+                    None
                 }
-                Err(_) => warn!(lease = %self.name, "the lease request did not answer in time"),
+                Ok(Ok(false)) => {
+                    confirmed = None;
+                    None
+                }
+                Ok(Err(e)) => Some(format!("cannot read or write the lease: {e}")),
+                Err(_) => Some("the lease request did not answer in time".to_owned()),
+            };
+            // Once per change, not once per attempt.
+            if problem != last_problem {
+                match &problem {
+                    Some(p) => warn!(lease = %self.name, "{p}"),
+                    None => info!(lease = %self.name, "the lease answers again"),
+                }
+                last_problem = problem;
             }
             say(&mut confirmed);
             let next = started + period;

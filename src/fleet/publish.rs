@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::codec;
 use crate::history::store::{HistorySnapshot, HistoryStore};
@@ -292,6 +292,7 @@ pub async fn run(
         publisher.metrics.leader.set(1);
         info!("leading: publishing the inventory");
         let mut loaded = false;
+        let mut failing: Option<String> = None;
         while *leading.borrow() {
             let outcome = if loaded {
                 publisher
@@ -307,18 +308,31 @@ pub async fn run(
                     continue;
                 }
                 Ok(Some(pass)) => {
-                    if pass.written + pass.deleted > 0 || pass.kept > 0 {
+                    if failing.take().is_some() {
+                        info!("publishing the inventory again");
+                    }
+                    if pass.written + pass.deleted > 0 {
                         info!(
                             written = pass.written,
                             deleted = pass.deleted,
                             kept = pass.kept,
                             "inventory published"
                         );
+                    } else if pass.kept > 0 {
+                        debug!(
+                            kept = pass.kept,
+                            "stale shards kept: the view is incomplete"
+                        );
                     }
                     None
                 }
                 Err(e) => {
-                    warn!(error = %e, "cannot publish the inventory; trying again");
+                    // Once per kind of failure, not once per retry (a missing CRD would repeat).
+                    let text = e.to_string();
+                    if failing.as_deref() != Some(text.as_str()) {
+                        warn!(error = %text, "cannot publish the inventory; trying again with backoff");
+                    }
+                    failing = Some(text);
                     Some(pacing.retry)
                 }
             };
