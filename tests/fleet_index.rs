@@ -346,3 +346,23 @@ async fn a_release_that_never_decodes_is_named_and_holds_deletions_but_not_publi
     a.cancel.cancel();
     a.task.await.unwrap().expect("indexer ends cleanly");
 }
+
+#[tokio::test]
+async fn without_the_crd_the_indexer_waits_and_publishes_once_it_is_installed() {
+    let api = ApiServer::start().await.expect("test API server starts");
+    let objects: Vec<Value> = history_objects()
+        .into_iter()
+        .map(|o| api.apply(o).expect("history object"))
+        .collect();
+    let a = start(&api, "a");
+    eventually("a leads", async || a.metrics.leader.get() == 1).await;
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.metrics.writes.get(), 0);
+    api.install_rollcache_crd();
+    eventually("published once the CRD is there", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
+}

@@ -328,9 +328,16 @@ pub async fn run(
                 }
                 Err(e) => {
                     // Once per kind of failure, not once per retry (a missing CRD would repeat).
-                    let text = e.to_string();
+                    let text = match &e {
+                        kube::Error::Api(s) if s.code == 404 => format!(
+                            "{} answers 404: is the CRD installed (daemonset/fleet/crd-rollcacheinventories.yaml)?",
+                            shard::PLURAL
+                        ),
+                        e => e.to_string(),
+                    };
                     if failing.as_deref() != Some(text.as_str()) {
-                        warn!(error = %text, "cannot publish the inventory; trying again with backoff");
+                        let every = humantime::format_duration(pacing.retry);
+                        warn!(error = %text, "cannot publish the inventory; trying again every {every}");
                     }
                     failing = Some(text);
                     Some(pacing.retry)
