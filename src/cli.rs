@@ -44,7 +44,7 @@ pub enum Command {
     Prefetch(status::PrefetchArgs),
     /// Talk to this node's container runtime directly (list, pull, pin, unpin, check).
     Node(node::NodeArgs),
-    /// Fleet mode (preview): watch the history once for the cluster, publish it as RollcacheInventory shards while leader.
+    /// Fleet mode (preview): publish the cluster's history as RollcacheInventory shards (one leader).
     Index(commands::index::IndexArgs),
 }
 

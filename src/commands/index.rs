@@ -107,6 +107,11 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let namespace = args.namespace();
     let identity = args.identity()?;
+    anyhow::ensure!(
+        args.lease_duration >= Duration::from_secs(2),
+        "--lease-duration {} is too short: at least 2s (renewed every third of it)",
+        humantime::format_duration(args.lease_duration)
+    );
     let store = HistoryStore::new();
     let mut tasks = JoinSet::new();
     spawn_watchers(&client, &watch_config(), &store, &cancel, &mut tasks);

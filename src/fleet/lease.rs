@@ -152,9 +152,11 @@ impl Elector {
     }
 
     async fn run(self, tx: watch::Sender<bool>, cancel: CancellationToken) {
-        let period = self.duration / 3;
+        // The Lease holds whole seconds: time from what others read, not from a finer duration.
+        let duration = Duration::from_secs(self.seconds() as u64);
+        let period = duration / 3;
         // Stop leading before the lease can expire in anyone's eyes.
-        let deadline = self.duration * 2 / 3;
+        let deadline = duration * 2 / 3;
         let mut confirmed: Option<Instant> = None;
         let mut last_problem: Option<String> = None;
         let say = |confirmed: &mut Option<Instant>| {
