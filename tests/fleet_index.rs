@@ -37,7 +37,7 @@ fn tuning() -> Tuning {
         budget: 600,
         debounce: Duration::from_millis(100),
         retry: Duration::from_millis(300),
-        resync: Duration::from_secs(300),
+        resync: Duration::from_secs(1),
     }
 }
 
@@ -200,6 +200,20 @@ async fn the_indexer_publishes_shards_that_decode_to_the_history() {
         .collect();
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert_eq!(a.metrics.writes.get(), written + 1);
+
+    // A shard deleted by hand is back at the next resync, and only that one is written.
+    let (gone, _, _) = &after[0];
+    let inv: Api<DynamicObject> =
+        Api::namespaced_with(api.client().unwrap(), "rollcache", &inventory_resource());
+    inv.delete(gone, &Default::default())
+        .await
+        .expect("delete a shard");
+    eventually("the deleted shard restored", async || {
+        shards(&api).await.iter().any(|s| &s.0 == gone)
+    })
+    .await;
+    assert_eq!(facts_of(&shards(&api).await), expected(&objects));
+    assert_eq!(a.metrics.writes.get(), written + 2);
 
     // With ControllerRevisions unlistable the view is incomplete: bl46p's history going away
     // deletes nothing until every source is healthy again.

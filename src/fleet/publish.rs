@@ -182,11 +182,7 @@ impl Publisher {
         }
         let mut pass = Pass::default();
         for (name, spec) in &wanted {
-            if self
-                .published
-                .get(name)
-                .is_some_and(|p| p.digest == spec.digest && p == spec)
-            {
+            if self.published.get(name) == Some(spec) {
                 continue;
             }
             if !*leading.borrow() {
@@ -259,7 +255,7 @@ pub struct Tuning {
     pub debounce: Duration,
     /// A failed pass or load is retried after this long.
     pub retry: Duration,
-    /// Everything is compared again this often, changes or not.
+    /// What is published is read again and compared this often, changes or not.
     pub resync: Duration,
 }
 
@@ -293,6 +289,10 @@ pub async fn run(
         info!("leading: publishing the inventory");
         let mut loaded = false;
         let mut failing: Option<String> = None;
+        let mut resync = tokio::time::interval(pacing.resync);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is now: the load below already reads what is published.
+        resync.tick().await;
         while *leading.borrow() {
             let outcome = if loaded {
                 publisher
@@ -343,7 +343,7 @@ pub async fn run(
                     Some(pacing.retry)
                 }
             };
-            let wait = wait.unwrap_or(pacing.resync);
+            let retry = wait.unwrap_or_default();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = leading.changed() => if r.is_err() { return },
@@ -351,7 +351,10 @@ pub async fn run(
                     if r.is_err() { return }
                     tokio::time::sleep(pacing.debounce).await;
                 }
-                _ = tokio::time::sleep(wait) => {}
+                // Read what is published again: a shard deleted or edited by hand is restored,
+                // however busy the history is.
+                _ = resync.tick() => loaded = false,
+                _ = tokio::time::sleep(retry), if wait.is_some() => {}
             }
         }
         info!("no longer leading: stopped writing");
