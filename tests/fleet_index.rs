@@ -380,3 +380,74 @@ async fn without_the_crd_the_indexer_waits_and_publishes_once_it_is_installed() 
     a.cancel.cancel();
     a.task.await.unwrap().expect("indexer ends cleanly");
 }
+
+/// The shard count each source namespace is published with.
+fn counts(shards: &[(String, String, InventorySpec)]) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = shards
+        .iter()
+        .map(|s| (s.2.source_namespace.clone(), s.2.shards))
+        .collect();
+    out.dedup();
+    out
+}
+
+#[tokio::test]
+async fn a_namespace_is_resharded_only_on_a_complete_view() {
+    let opts = ApiServerOptions {
+        rollcache_crd: true,
+        ..ApiServerOptions::default()
+    };
+    let api = ApiServer::start_with(opts)
+        .await
+        .expect("test API server starts");
+    let mut objects: Vec<Value> = history_objects()
+        .into_iter()
+        .map(|o| api.apply(o).expect("history object"))
+        .collect();
+    let a = start(&api, "a");
+    eventually("the history published", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    assert!(counts(&shards(&api).await).contains(&("bl46p".into(), 1)));
+
+    // bl46p grows past one shard's budget while ControllerRevisions cannot be listed: its new
+    // revisions are published in the shard count it has.
+    api.set_resource_fault("controllerrevisions", Some(Fault::Status(500)));
+    sleep(Duration::from_millis(500)).await;
+    for rev in 3..=40 {
+        let image = format!("r/archiver:{rev}");
+        let rs = history::replicaset("bl46p", "archiver", rev, &[&image], 0);
+        objects.push(api.apply(rs).expect("new revision"));
+    }
+    eventually("the new revisions published", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    assert!(counts(&shards(&api).await).contains(&("bl46p".into(), 1)));
+
+    // Complete again: split, the new set complete before the old one goes.
+    api.set_resource_fault("controllerrevisions", None);
+    eventually("bl46p resharded", async || {
+        let c = counts(&shards(&api).await);
+        c.iter().filter(|(ns, _)| ns == "bl46p").count() == 1 && !c.contains(&("bl46p".into(), 1))
+    })
+    .await;
+    let now = shards(&api).await;
+    assert_eq!(facts_of(&now), expected(&objects));
+    let n = now
+        .iter()
+        .find(|s| s.2.source_namespace == "bl46p")
+        .unwrap()
+        .2
+        .shards;
+    assert_eq!(
+        now.iter()
+            .filter(|s| s.2.source_namespace == "bl46p")
+            .count(),
+        n as usize,
+        "every shard of the new set, empty ones too"
+    );
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
+}
