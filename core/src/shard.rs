@@ -158,6 +158,15 @@ pub enum ShardError {
         found: String,
     },
     #[error(
+        "inventory shard {shard}: holds {object}, which belongs in shard {belongs} of {shards}"
+    )]
+    Misplaced {
+        shard: String,
+        object: String,
+        belongs: u32,
+        shards: u32,
+    },
+    #[error(
         "inventory shard {shard}: counts {spec_objects} objects, {spec_revisions} revisions; data holds {objects}, {revisions}"
     )]
     Counts {
@@ -170,7 +179,8 @@ pub enum ShardError {
 }
 
 /// Checks what the decoded facts of `spec` claim against the spec: every fact of its source
-/// namespace (namespaces are trust boundaries, safety rule 10), the counts as published.
+/// namespace (namespaces are trust boundaries, safety rule 10), each in the shard its object
+/// hashes to, the counts as published.
 pub fn check_facts(
     name: &str,
     spec: &InventorySpec,
@@ -183,6 +193,18 @@ pub fn check_facts(
             shard: name.to_owned(),
             expected: spec.source_namespace.clone(),
             found: f.object.namespace.clone(),
+        });
+    }
+    // Shards of one namespace are disjoint: a fact in the wrong one is a corrupt or forged shard.
+    if let Some(f) = facts
+        .iter()
+        .find(|f| bucket(&f.object, spec.shards) != spec.shard)
+    {
+        return Err(ShardError::Misplaced {
+            shard: name.to_owned(),
+            object: f.object.to_string(),
+            belongs: bucket(&f.object, spec.shards),
+            shards: spec.shards,
         });
     }
     let objects = count_objects(facts);

@@ -148,4 +148,17 @@ fn a_shard_whose_facts_leave_its_namespace_or_miscount_is_refused() {
     assert!(err.to_string().contains("a.1-0"), "{err}");
     let err = check_facts("a.1-0", &spec, &facts[..2]).unwrap_err();
     assert!(matches!(err, ShardError::Counts { .. }), "{err}");
+    let halves = InventorySpec {
+        shards: 2,
+        ..spec.clone()
+    };
+    let other = facts
+        .iter()
+        .find(|f| bucket(&f.object, 2) == 1)
+        .expect("one of three facts in shard 1 of 2");
+    let err = check_facts("a.2-0", &halves, std::slice::from_ref(other)).unwrap_err();
+    assert!(
+        matches!(err, ShardError::Misplaced { belongs: 1, .. }),
+        "{err}"
+    );
 }
