@@ -148,3 +148,21 @@ async fn a_leader_that_cannot_renew_stops_before_its_lease_expires() {
     assert_eq!(holder(&api).await.as_deref(), Some("b"));
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn a_hanging_api_does_not_hold_the_shutdown() {
+    let api = ApiServer::start().await.expect("test API server starts");
+    let cancel = CancellationToken::new();
+    let (mut rx, task) = elector(&api, "a").spawn(cancel.clone());
+    until(&mut rx, true, DURATION).await;
+    api.set_fault(Some(Fault::Hang));
+    let start = Instant::now();
+    cancel.cancel();
+    tokio::time::timeout(DURATION, task)
+        .await
+        .expect("ends while the API hangs")
+        .expect("no panic");
+    assert!(!*rx.borrow(), "stopped leading first");
+    assert!(start.elapsed() < DURATION, "{:?}", start.elapsed());
+    api.set_fault(None);
+}

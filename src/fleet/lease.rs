@@ -213,8 +213,18 @@ impl Elector {
         }
         let was_leading = *tx.borrow();
         tx.send_replace(false);
-        if was_leading && let Err(e) = self.release().await {
-            warn!(lease = %self.name, error = %e, "cannot release the lease; it expires by itself");
+        if !was_leading {
+            return;
+        }
+        // A hanging API must not hold the shutdown: the lease expires by itself anyway.
+        match tokio::time::timeout(period, self.release()).await {
+            Ok(Ok(())) => info!(lease = %self.name, "lease released"),
+            Ok(Err(e)) => {
+                warn!(lease = %self.name, error = %e, "cannot release the lease; it expires by itself")
+            }
+            Err(_) => {
+                warn!(lease = %self.name, "the lease release did not answer in time; it expires by itself")
+            }
         }
     }
 }
