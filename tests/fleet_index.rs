@@ -451,3 +451,77 @@ async fn a_namespace_is_resharded_only_on_a_complete_view() {
     a.cancel.cancel();
     a.task.await.unwrap().expect("indexer ends cleanly");
 }
+
+/// GET `path` on `addr`: (HTTP status, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use rollcache::client::{ClientError, request};
+    match request(
+        addr,
+        hyper::Method::GET,
+        path,
+        None,
+        "get",
+        Duration::from_secs(5),
+    )
+    .await
+    {
+        Ok(b) => (200, b),
+        Err(ClientError::Status { status, body }) => (status, body),
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn the_listener_says_health_readiness_and_leadership() {
+    let opts = ApiServerOptions {
+        rollcache_crd: true,
+        ..ApiServerOptions::default()
+    };
+    let api = ApiServer::start_with(opts)
+        .await
+        .expect("test API server starts");
+    let objects: Vec<Value> = history_objects()
+        .into_iter()
+        .map(|o| api.apply(o).expect("history object"))
+        .collect();
+    // Replica sets cannot be listed: alive, not ready, nothing published.
+    api.set_resource_fault("replicasets", Some(Fault::Status(403)));
+    // A free port, then the indexer on it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (metrics, cancel) = (Arc::new(IndexMetrics::default()), CancellationToken::new());
+    let mut args = args("a");
+    args.metrics_addr = addr;
+    let task = tokio::spawn(run_with(
+        args,
+        api.client().unwrap(),
+        tuning(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
+    eventually("a leads", async || metrics.leader.get() == 1).await;
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    assert_eq!(get(addr, "/readyz").await.0, 503);
+    assert_eq!(metrics.writes.get(), 0);
+    api.set_resource_fault("replicasets", None);
+    eventually("ready", async || get(addr, "/readyz").await.0 == 200).await;
+    eventually("the history published", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    let n = shards(&api).await.len();
+    let (code, text) = get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    for sample in [
+        "rollcache_index_leader 1".to_owned(),
+        "rollcache_index_ready 1".to_owned(),
+        format!("rollcache_index_shards {n}"),
+        format!("rollcache_index_shard_writes_total {n}"),
+    ] {
+        assert!(text.lines().any(|l| l == sample), "{sample} in {text}");
+    }
+    cancel.cancel();
+    task.await.unwrap().expect("indexer ends cleanly");
+}
