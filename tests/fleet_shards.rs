@@ -257,3 +257,41 @@ fn an_object_over_the_budget_alone_does_not_multiply_shards() {
         objects.iter().map(Vec::len).sum::<usize>()
     );
 }
+
+/// The JSON inside `spec`'s data, as the indexer wrote it.
+fn json_of(spec: &InventorySpec) -> Vec<u8> {
+    use std::io::Read;
+    let gz =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &spec.data).unwrap();
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Corrupt JSON with a matching digest (a forged shard) reaches the fact decoder: it decodes
+    /// to facts that pass every check, or is refused naming the shard; never a panic.
+    #[test]
+    fn forged_shards_decode_or_are_refused_by_name(
+        flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..6),
+        digest_matches in proptest::prelude::any::<bool>(),
+    ) {
+        let objects = cluster("bl45p", 1);
+        let good = codec::encode("bl45p", &shard::by_namespace(objects.iter().map(Vec::as_slice))["bl45p"]).remove(0);
+        let mut json = json_of(&good);
+        for (at, byte) in &flips {
+            let i = at % json.len();
+            json[i] = *byte;
+        }
+        let digest = if digest_matches { shard::digest(&json) } else { good.digest.clone() };
+        let forged = InventorySpec { data: history::b64(&history::gzip(&json)), digest, ..good.clone() };
+        match codec::decode("bl45p.1-0", &forged) {
+            Ok(facts) => proptest::prop_assert!(facts.len() as u64 == forged.revisions),
+            Err(e) => proptest::prop_assert!(e.to_string().starts_with("inventory shard bl45p.1-0: "), "{}", e),
+        }
+    }
+}
