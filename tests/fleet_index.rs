@@ -269,6 +269,7 @@ async fn a_second_replica_writes_nothing_while_the_first_leads() {
     let published = shards(&api).await;
     sleep(Duration::from_secs(3)).await;
     assert_eq!((b.metrics.leader.get(), b.metrics.writes.get()), (0, 0));
+    assert_eq!(b.metrics.ready.get(), 1, "a standby replica is ready too");
     assert_eq!(shards(&api).await, published, "nothing rewritten");
 
     // Failover: b leads within the lease duration and rewrites nothing that did not change.

@@ -138,12 +138,8 @@ impl Publisher {
         snap: &HistorySnapshot,
         leading: &watch::Receiver<bool>,
     ) -> Result<Pass, kube::Error> {
-        // Every source listed: one object that never decodes must not keep the inventory unpublished.
-        let fresh = snap.all_sources_fresh();
-        let complete = fresh && snap.complete();
-        self.listed_once |= fresh;
-        self.metrics.ready.set(i64::from(self.listed_once));
-        if !self.listed_once {
+        let complete = snap.all_sources_fresh() && snap.complete();
+        if !self.note_listed(snap) {
             return Ok(Pass {
                 waiting: true,
                 ..Pass::default()
@@ -234,6 +230,14 @@ impl Publisher {
         Ok(pass)
     }
 
+    /// Whether every source has listed since start, noting it in the readiness gauge. One object
+    /// that never decodes does not count: it must not keep the inventory unpublished.
+    pub fn note_listed(&mut self, snap: &HistorySnapshot) -> bool {
+        self.listed_once |= snap.all_sources_fresh();
+        self.metrics.ready.set(i64::from(self.listed_once));
+        self.listed_once
+    }
+
     /// The shard count `ns` is published with, when it has exactly one.
     fn published_count(&self, ns: &str) -> Option<u32> {
         let counts: BTreeSet<u32> = self
@@ -281,9 +285,14 @@ pub async fn run(
     let mut changes = store.subscribe();
     loop {
         publisher.metrics.leader.set(0);
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = leading.wait_for(|l| *l) => if r.is_err() { return },
+        // A standby replica is ready once its history is listed too: a rollout waits for it.
+        while !*leading.borrow() {
+            publisher.note_listed(&store.snapshot());
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = leading.changed() => if r.is_err() { return },
+                r = changes.changed() => if r.is_err() { return },
+            }
         }
         publisher.metrics.leader.set(1);
         info!("leading: publishing the inventory");
