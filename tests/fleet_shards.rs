@@ -295,3 +295,39 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_shard_holds_at_most_max_facts_and_a_reader_builds_no_more_than_counted() {
+    let template = cluster("bl45p", 1).remove(0).remove(0);
+    let many: Vec<Vec<RevisionFact>> = (0..shard::MAX_FACTS + 500)
+        .map(|i| {
+            let mut f = template.clone();
+            f.object = rollcache::model::ObjectRef::new(
+                "ControllerRevision",
+                "bl45p",
+                format!("ioc-rev{i}"),
+            );
+            vec![f]
+        })
+        .collect();
+    let grouped = shard::by_namespace(many.iter().map(Vec::as_slice));
+    // Alike facts compress far below the byte budget: the count splits them.
+    let specs = codec::encode("bl45p", &grouped["bl45p"]);
+    assert!(specs.len() >= 2, "{}", specs.len());
+    assert!(specs.iter().all(|s| s.revisions <= shard::MAX_FACTS));
+    assert_eq!(flatten(&specs).len(), many.len());
+
+    // A spec that claims more than the cap is refused before its data is read.
+    let mut claims = specs[0].clone();
+    claims.revisions = shard::MAX_FACTS + 1;
+    assert!(matches!(refused(&claims), ShardError::TooManyFacts { .. }));
+    // A spec that claims fewer facts than its data holds stops at the claim.
+    let mut fewer = specs[0].clone();
+    fewer.revisions = 3;
+    let err = refused(&fewer);
+    assert!(
+        err.to_string()
+            .contains("more facts than the 3 the spec counts"),
+        "{err}"
+    );
+}

@@ -29,6 +29,10 @@ pub const SHARD_BUDGET_BYTES: usize = 256 * 1024;
 /// caps, so a namespace needing more would hold tens of thousands of revisions per shard budget.
 pub const MAX_SHARDS: u32 = 1024;
 
+/// Revision facts one shard may hold. Facts compress so well that the byte budget alone would
+/// let tens of thousands into one shard; a reader builds at most this many (a few MiB).
+pub const MAX_FACTS: u64 = 10_000;
+
 /// `spec` of a `RollcacheInventory`, written by the indexer, read by agents in fleet mode.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -149,6 +153,8 @@ pub enum ShardError {
         expected: String,
         found: String,
     },
+    #[error("inventory shard {shard}: counts {revisions} revisions, over the cap of {MAX_FACTS}")]
+    TooManyFacts { shard: String, revisions: u64 },
     #[error("inventory shard {shard}: facts are not readable: {cause}")]
     Json { shard: String, cause: String },
     #[error("inventory shard {shard}: holds a fact of namespace {found}, not {expected}")]

@@ -1,6 +1,7 @@
 //! Inventory shards to and from their published form: the facts as JSON, gzip, base64, with the
 //! digest of the JSON; reading is bounded in text, inflated bytes and facts.
 
+use std::fmt;
 use std::io::{Read, Write};
 
 use base64::Engine;
@@ -8,10 +9,12 @@ use base64::engine::general_purpose::STANDARD;
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+use serde::Deserializer as _;
+use serde::de::{self, SeqAccess, Visitor};
 
 use crate::model::RevisionFact;
 use rollcache_core::shard::{
-    self, ENCODING, InventorySpec, NamespaceFacts, SHARD_BUDGET_BYTES, ShardError,
+    self, ENCODING, InventorySpec, MAX_FACTS, NamespaceFacts, SHARD_BUDGET_BYTES, ShardError,
 };
 
 /// Base64 text a read shard may hold: what the API server accepts in one object at most.
@@ -34,7 +37,7 @@ pub fn encode_namespace(
         let specs = encode_shards(namespace, facts, shards);
         let over: Vec<&InventorySpec> = specs
             .iter()
-            .filter(|s| s.data.len() * 3 / 4 > budget)
+            .filter(|s| s.data.len() * 3 / 4 > budget || s.revisions > MAX_FACTS)
             .collect();
         let splittable = !over.is_empty() && over.iter().all(|s| s.objects > 1);
         match shard::grow(shards) {
@@ -103,6 +106,12 @@ pub fn decode_with(
             encoding: spec.encoding.clone(),
         });
     }
+    if spec.revisions > MAX_FACTS {
+        return Err(ShardError::TooManyFacts {
+            shard: shard(),
+            revisions: spec.revisions,
+        });
+    }
     if spec.data.len() > MAX_DATA_TEXT {
         return Err(ShardError::DataTooLarge {
             shard: shard(),
@@ -139,10 +148,40 @@ pub fn decode_with(
             found,
         });
     }
-    let facts: Vec<RevisionFact> = serde_json::from_slice(&json).map_err(|e| ShardError::Json {
-        shard: shard(),
-        cause: e.to_string(),
-    })?;
+    // Stops at the count the spec claims: a forged shard of many tiny facts builds no more.
+    let mut de = serde_json::Deserializer::from_slice(&json);
+    let facts = de
+        .deserialize_seq(Counted(spec.revisions as usize))
+        .and_then(|f| de.end().map(|()| f))
+        .map_err(|e| ShardError::Json {
+            shard: shard(),
+            cause: e.to_string(),
+        })?;
     shard::check_facts(name, spec, &facts)?;
     Ok(facts)
+}
+
+/// A JSON array of at most `.0` facts.
+struct Counted(usize);
+
+impl<'de> Visitor<'de> for Counted {
+    type Value = Vec<RevisionFact>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an array of at most {} revision facts", self.0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(self.0.min(1024));
+        while let Some(fact) = seq.next_element::<RevisionFact>()? {
+            if out.len() == self.0 {
+                return Err(de::Error::custom(format!(
+                    "more facts than the {} the spec counts",
+                    self.0
+                )));
+            }
+            out.push(fact);
+        }
+        Ok(out)
+    }
 }
