@@ -171,7 +171,7 @@ fn refused(spec: &InventorySpec) -> ShardError {
 }
 
 #[test]
-fn a_shard_that_inflates_beyond_the_cap_is_refused_before_any_fact() {
+fn a_shard_that_inflates_beyond_the_cap_is_refused() {
     // The 100 KB Helm bomb that inflates to 60 MB, put where a shard's data goes.
     let bomb = &bombs::named(&["flow-60mb"])[0];
     let err = refused(&spec_with(bomb.helm_text().to_owned(), "sha256:00".into()));

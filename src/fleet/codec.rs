@@ -1,8 +1,9 @@
 //! Inventory shards to and from their published form: the facts as JSON, gzip, base64, with the
-//! digest of the JSON; reading is bounded in text, inflated bytes and facts.
+//! digest of the JSON; reading streams (inflate, hash, parse) and is bounded in text, inflated
+//! bytes and facts.
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -11,6 +12,7 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde::Deserializer as _;
 use serde::de::{self, SeqAccess, Visitor};
+use sha2::{Digest, Sha256};
 
 use crate::model::RevisionFact;
 use rollcache_core::shard::{
@@ -125,22 +127,40 @@ pub fn decode_with(
             shard: shard(),
             cause: e.to_string(),
         })?;
-    let mut json = Vec::new();
-    // One byte more than the cap tells "exactly the cap" from "beyond it".
-    GzDecoder::new(compressed.as_slice())
-        .take(cap as u64 + 1)
-        .read_to_end(&mut json)
-        .map_err(|e| ShardError::Gzip {
-            shard: shard(),
-            cause: e.to_string(),
-        })?;
-    if json.len() > cap {
+    // Inflated while it is parsed, hashed and counted on the way: no copy of the JSON is held,
+    // and the facts built stop at the count the spec claims. One byte more than the cap tells
+    // "exactly the cap" from "beyond it".
+    let mut inflated = Hashing {
+        inner: GzDecoder::new(compressed.as_slice()).take(cap as u64 + 1),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    let mut buffered = BufReader::new(&mut inflated);
+    let parsed = {
+        let mut de = serde_json::Deserializer::from_reader(&mut buffered);
+        de.deserialize_seq(Counted(spec.revisions as usize))
+            .and_then(|f| de.end().map(|()| f))
+    };
+    // Whatever the parser made of it, the size and digest checks see all of it.
+    let drained = std::io::copy(&mut buffered, &mut std::io::sink());
+    drop(buffered);
+    if inflated.bytes > cap {
         return Err(ShardError::Inflated {
             shard: shard(),
             cap,
         });
     }
-    let found = shard::digest(&json);
+    let gzip = |cause: String| ShardError::Gzip {
+        shard: shard(),
+        cause,
+    };
+    drained.map_err(|e| gzip(e.to_string()))?;
+    if let Err(e) = &parsed
+        && e.is_io()
+    {
+        return Err(gzip(e.to_string()));
+    }
+    let found = format!("sha256:{}", hex::encode(inflated.hash.finalize()));
     if found != spec.digest {
         return Err(ShardError::Digest {
             shard: shard(),
@@ -148,15 +168,10 @@ pub fn decode_with(
             found,
         });
     }
-    // Stops at the count the spec claims: a forged shard of many tiny facts builds no more.
-    let mut de = serde_json::Deserializer::from_slice(&json);
-    let facts = de
-        .deserialize_seq(Counted(spec.revisions as usize))
-        .and_then(|f| de.end().map(|()| f))
-        .map_err(|e| ShardError::Json {
-            shard: shard(),
-            cause: e.to_string(),
-        })?;
+    let facts = parsed.map_err(|e| ShardError::Json {
+        shard: shard(),
+        cause: e.to_string(),
+    })?;
     shard::check_facts(name, spec, &facts)?;
     Ok(facts)
 }
@@ -183,5 +198,21 @@ impl<'de> Visitor<'de> for Counted {
             out.push(fact);
         }
         Ok(out)
+    }
+}
+
+/// Hashes and counts what passes through.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    bytes: usize,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n;
+        Ok(n)
     }
 }
