@@ -150,8 +150,9 @@ fn history_objects() -> Vec<Value> {
     objects
 }
 
-#[tokio::test]
-async fn the_indexer_publishes_shards_that_decode_to_the_history() {
+/// A server with rollcache's CRDs and `history_objects()` as stored (the server's creation times
+/// are part of the facts).
+async fn with_history() -> (ApiServer, Vec<Value>) {
     let opts = ApiServerOptions {
         rollcache_crd: true,
         ..ApiServerOptions::default()
@@ -159,16 +160,26 @@ async fn the_indexer_publishes_shards_that_decode_to_the_history() {
     let api = ApiServer::start_with(opts)
         .await
         .expect("test API server starts");
-    // As stored: the server's creation times are part of the facts.
-    let mut objects: Vec<Value> = history_objects()
+    let objects = history_objects()
         .into_iter()
         .map(|o| api.apply(o).expect("history object"))
         .collect();
-    let a = start(&api, "a");
+    (api, objects)
+}
+
+/// Waits until the shards decode to the facts of `objects`.
+async fn published(api: &ApiServer, objects: &[Value]) {
     eventually("the history published", async || {
-        facts_of(&shards(&api).await) == expected(&objects)
+        facts_of(&shards(api).await) == expected(objects)
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_indexer_publishes_shards_that_decode_to_the_history() {
+    let (api, mut objects) = with_history().await;
+    let a = start(&api, "a");
+    published(&api, &objects).await;
     let before = shards(&api).await;
     let bl45p = before
         .iter()
@@ -248,24 +259,11 @@ async fn the_indexer_publishes_shards_that_decode_to_the_history() {
 
 #[tokio::test]
 async fn a_second_replica_writes_nothing_while_the_first_leads() {
-    let opts = ApiServerOptions {
-        rollcache_crd: true,
-        ..ApiServerOptions::default()
-    };
-    let api = ApiServer::start_with(opts)
-        .await
-        .expect("test API server starts");
-    let objects: Vec<Value> = history_objects()
-        .into_iter()
-        .map(|o| api.apply(o).expect("history object"))
-        .collect();
+    let (api, objects) = with_history().await;
     let a = start(&api, "a");
     eventually("a leads", async || a.metrics.leader.get() == 1).await;
     let b = start(&api, "b");
-    eventually("the history published", async || {
-        facts_of(&shards(&api).await) == expected(&objects)
-    })
-    .await;
+    published(&api, &objects).await;
     let published = shards(&api).await;
     sleep(Duration::from_secs(3)).await;
     assert_eq!((b.metrics.leader.get(), b.metrics.writes.get()), (0, 0));
@@ -291,17 +289,7 @@ async fn a_second_replica_writes_nothing_while_the_first_leads() {
 
 #[tokio::test]
 async fn a_release_that_never_decodes_is_named_and_holds_deletions_but_not_publishing() {
-    let opts = ApiServerOptions {
-        rollcache_crd: true,
-        ..ApiServerOptions::default()
-    };
-    let api = ApiServer::start_with(opts)
-        .await
-        .expect("test API server starts");
-    let objects: Vec<Value> = history_objects()
-        .into_iter()
-        .map(|o| api.apply(o).expect("history object"))
-        .collect();
+    let (api, objects) = with_history().await;
     let release = history::helm::release_json(
         "gw",
         "bl47p",
@@ -394,22 +382,9 @@ fn counts(shards: &[(String, String, InventorySpec)]) -> Vec<(String, u32)> {
 
 #[tokio::test]
 async fn a_namespace_is_resharded_only_on_a_complete_view() {
-    let opts = ApiServerOptions {
-        rollcache_crd: true,
-        ..ApiServerOptions::default()
-    };
-    let api = ApiServer::start_with(opts)
-        .await
-        .expect("test API server starts");
-    let mut objects: Vec<Value> = history_objects()
-        .into_iter()
-        .map(|o| api.apply(o).expect("history object"))
-        .collect();
+    let (api, mut objects) = with_history().await;
     let a = start(&api, "a");
-    eventually("the history published", async || {
-        facts_of(&shards(&api).await) == expected(&objects)
-    })
-    .await;
+    published(&api, &objects).await;
     assert!(counts(&shards(&api).await).contains(&("bl46p".into(), 1)));
 
     // bl46p grows past one shard's budget while ControllerRevisions cannot be listed: its new
@@ -474,17 +449,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn the_listener_says_health_readiness_and_leadership() {
-    let opts = ApiServerOptions {
-        rollcache_crd: true,
-        ..ApiServerOptions::default()
-    };
-    let api = ApiServer::start_with(opts)
-        .await
-        .expect("test API server starts");
-    let objects: Vec<Value> = history_objects()
-        .into_iter()
-        .map(|o| api.apply(o).expect("history object"))
-        .collect();
+    let (api, objects) = with_history().await;
     // Replica sets cannot be listed: alive, not ready, nothing published.
     api.set_resource_fault("replicasets", Some(Fault::Status(403)));
     // A free port, then the indexer on it.
@@ -508,10 +473,7 @@ async fn the_listener_says_health_readiness_and_leadership() {
     assert_eq!(metrics.writes.get(), 0);
     api.set_resource_fault("replicasets", None);
     eventually("ready", async || get(addr, "/readyz").await.0 == 200).await;
-    eventually("the history published", async || {
-        facts_of(&shards(&api).await) == expected(&objects)
-    })
-    .await;
+    published(&api, &objects).await;
     let n = shards(&api).await.len();
     let (code, text) = get(addr, "/metrics").await;
     assert_eq!(code, 200);
