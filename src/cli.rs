@@ -49,6 +49,8 @@ pub enum Command {
     CheckRollback(check_rollback::CheckRollbackArgs),
     /// Every node with the summary its agent published (RollcacheNode), one table.
     Cluster(cluster::ClusterArgs),
+    /// Fleet mode (preview): publish the cluster's history as RollcacheInventory shards (one leader).
+    Index(commands::index::IndexArgs),
 }
 
 impl Command {
@@ -67,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => Ok(node::run(&args, &mut std::io::stdout().lock()).await?),
         Command::CheckRollback(args) => check_rollback::run(args).await,
         Command::Cluster(args) => cluster::run(args).await,
+        Command::Index(args) => commands::index::run(args).await,
     }
 }
 

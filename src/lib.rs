@@ -7,6 +7,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod credentials;
+pub mod fleet;
 pub mod history;
 pub mod http;
 pub mod memory;
@@ -16,4 +17,6 @@ pub mod plan_view;
 pub mod reconcile;
 
 /// The pure stages, from rollcache-core.
-pub use rollcache_core::{decide, image_ref, inventory, model, plan, report, scheduling, status};
+pub use rollcache_core::{
+    decide, image_ref, inventory, model, plan, report, scheduling, shard, status,
+};

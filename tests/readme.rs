@@ -1,7 +1,8 @@
 //! The README stays true to the binary: every config option, every flag of `rollcache run` with its
-//! environment variable, and every subcommand appear in it.
+//! environment variable (and those of `rollcache index`), and every subcommand appear in it.
 
 use clap::Args;
+use rollcache::commands::index::IndexArgs;
 use rollcache::commands::run::RunArgs;
 use rollcache::config::Config;
 
@@ -41,8 +42,16 @@ fn config_reference_covers_every_option() {
 
 #[test]
 fn every_run_flag_and_env_var_is_documented() {
+    undocumented_flags(RunArgs::augment_args(clap::Command::new("run")));
+}
+
+#[test]
+fn every_index_flag_and_env_var_is_documented() {
+    undocumented_flags(IndexArgs::augment_args(clap::Command::new("index")));
+}
+
+fn undocumented_flags(cmd: clap::Command) {
     let text = readme();
-    let cmd = RunArgs::augment_args(clap::Command::new("run"));
     let mut missing = Vec::new();
     for arg in cmd.get_arguments() {
         if let Some(long) = arg.get_long()

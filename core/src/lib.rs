@@ -12,6 +12,7 @@ pub mod problem;
 pub mod report;
 pub mod rollback;
 pub mod scheduling;
+pub mod shard;
 pub mod status;
 pub mod summary;
 pub mod text;

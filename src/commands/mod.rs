@@ -2,6 +2,7 @@
 
 pub mod check_rollback;
 pub mod cluster;
+pub mod index;
 pub mod node;
 pub mod plan;
 pub mod run;

@@ -40,7 +40,7 @@ const MEMORY_TRIM_QUIET: Duration = Duration::from_secs(3);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
+    spawn_signal_handler(cancel.clone(), "no new pulls, cancelling those in flight");
     run_until(args.config, cancel).await
 }
 
@@ -318,7 +318,8 @@ async fn detect_pinning(
     }
 }
 
-fn spawn_signal_handler(cancel: CancellationToken) {
+/// SIGTERM or SIGINT cancels `cancel`, saying `stopping` (what the command stops); a second exits.
+pub(crate) fn spawn_signal_handler(cancel: CancellationToken, stopping: &'static str) {
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -334,9 +335,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
                 _ = tokio::signal::ctrl_c() => {}
             }
             if n == 0 {
-                tracing::info!(
-                    "shutting down: no new pulls, cancelling those in flight (send again to exit at once)"
-                );
+                tracing::info!("shutting down: {stopping} (send again to exit at once)");
                 cancel.cancel();
             } else {
                 tracing::warn!("second signal: exiting at once");

@@ -304,9 +304,9 @@ impl ApiServer {
             .is_some()
     }
 
-    /// Installs rollcache's CustomResourceDefinition, as `kubectl apply` of it would: from now on
-    /// `rollcachenodes` is served and discovered. Before, its paths answer 404 as on a cluster
-    /// without the CRD.
+    /// Installs rollcache's CustomResourceDefinitions, as `kubectl apply` of them would: from now
+    /// on `rollcachenodes` and `rollcacheinventories` are served and discovered. Before, their
+    /// paths answer 404 as on a cluster without the CRDs.
     pub fn install_rollcache_crd(&self) {
         let mut st = self.shared.lock();
         st.crd_installed = true;
@@ -322,7 +322,12 @@ impl ApiServer {
             .cloned()
             .collect();
         for key in keys {
-            self.shared.remove(&mut st, &key, "", false);
+            // Namespaced objects are keyed `namespace/name`; watchers filter on the namespace.
+            let namespace = match key.1.split_once('/') {
+                Some((ns, _)) if RESOURCES[key.0].namespaced => ns.to_owned(),
+                _ => String::new(),
+            };
+            self.shared.remove(&mut st, &key, &namespace, false);
         }
         st.crd_installed = false;
     }
@@ -423,6 +428,13 @@ impl ApiServer {
 pub fn rollcache_node_resource() -> kube::api::ApiResource {
     let gvk = kube::api::GroupVersionKind::gvk(ROLLCACHE_GROUP, ROLLCACHE_VERSION, "RollcacheNode");
     kube::api::ApiResource::from_gvk_with_plural(&gvk, "rollcachenodes")
+}
+
+/// The `RollcacheInventory` resource (the fleet inventory's shards) for a `DynamicObject` API.
+pub fn rollcache_inventory_resource() -> kube::api::ApiResource {
+    let gvk =
+        kube::api::GroupVersionKind::gvk(ROLLCACHE_GROUP, ROLLCACHE_VERSION, "RollcacheInventory");
+    kube::api::ApiResource::from_gvk_with_plural(&gvk, "rollcacheinventories")
 }
 
 fn now_rfc3339() -> String {

@@ -1,5 +1,5 @@
 //! The resources the test API server serves: group, version, plural, kind, scope, selectable
-//! fields, subresources, and rollcache's own custom resource (served once its CRD is installed).
+//! fields, subresources, and rollcache's own custom resources (served once their CRDs are installed).
 
 /// A served resource.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ impl ResourceDef {
     }
 }
 
-/// rollcache's custom resource: group and version (`RollcacheNode`, plural `rollcachenodes`).
+/// rollcache's custom resources' group and version (`RollcacheNode`, `RollcacheInventory`).
 pub const ROLLCACHE_GROUP: &str = "rollcache.io";
 pub const ROLLCACHE_VERSION: &str = "v1alpha1";
 
@@ -212,6 +212,30 @@ pub(super) const RESOURCES: &[ResourceDef] = &[
         crd: true,
         status: true,
         generation: true,
+    },
+    // The fleet inventory's shards, in rollcache's own namespace (spec only, no status).
+    ResourceDef {
+        group: ROLLCACHE_GROUP,
+        version: ROLLCACHE_VERSION,
+        plural: "rollcacheinventories",
+        kind: "RollcacheInventory",
+        namespaced: true,
+        fields: &[],
+        crd: true,
+        status: false,
+        generation: true,
+    },
+    // What the indexer's replicas elect a leader with.
+    ResourceDef {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        kind: "Lease",
+        namespaced: true,
+        fields: &[],
+        crd: false,
+        status: false,
+        generation: false,
     },
 ];
 

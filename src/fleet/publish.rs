@@ -1,0 +1,371 @@
+//! The indexer's writer: the store's facts as `RollcacheInventory` shards, written while this
+//! replica leads, only where a digest changed, and shrunk only on a complete view.
+//!
+//! Nothing is written before every source has listed once: a shard rewritten from a partial list
+//! would drop facts that agents still need. After that, a changed shard is written at once (the
+//! store keeps last good facts through errors), but shards are deleted, and a namespace's shard
+//! count changed, only when every source is listed and healthy and no object is unknown: an
+//! incomplete view never shrinks what is published. Objects that never decoded cleanly are named
+//! in their shard's `unresolved`, so that readers know their view of that namespace is incomplete.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::codec;
+use crate::history::store::{HistorySnapshot, HistoryStore};
+use crate::model::ObjectRef;
+use rollcache_core::shard::{self, InventorySpec};
+
+/// The field manager of every shard write.
+pub const FIELD_MANAGER: &str = "rollcache-index";
+
+/// The indexer's metrics, served on its `/metrics`.
+#[derive(Debug, Default)]
+pub struct IndexMetrics {
+    pub leader: Gauge,
+    pub shards: Gauge,
+    pub writes: Counter,
+    pub write_errors: Counter,
+    pub deletes: Counter,
+    /// 1 once every source has listed (the indexer publishes from then on).
+    pub ready: Gauge<i64, AtomicI64>,
+    pub passes: Counter<u64, AtomicU64>,
+}
+
+impl IndexMetrics {
+    pub fn register(self: &Arc<Self>, registry: &mut Registry) {
+        registry.register(
+            "rollcache_index_leader",
+            "1 while this replica leads and writes",
+            self.leader.clone(),
+        );
+        registry.register(
+            "rollcache_index_shards",
+            "Inventory shards published",
+            self.shards.clone(),
+        );
+        registry.register(
+            "rollcache_index_shard_writes",
+            "Shards written (server-side apply)",
+            self.writes.clone(),
+        );
+        registry.register(
+            "rollcache_index_shard_write_errors",
+            "Shard writes or deletes that failed",
+            self.write_errors.clone(),
+        );
+        registry.register(
+            "rollcache_index_shard_deletes",
+            "Shards deleted (namespace gone or resharded)",
+            self.deletes.clone(),
+        );
+        registry.register(
+            "rollcache_index_ready",
+            "1 once every history source has listed",
+            self.ready.clone(),
+        );
+        registry.register(
+            "rollcache_index_passes",
+            "Publish passes run while leading",
+            self.passes.clone(),
+        );
+    }
+}
+
+/// What the published shards are, as far as this replica knows: object name → spec.
+pub struct Publisher {
+    pub api: Api<DynamicObject>,
+    pub budget: usize,
+    pub metrics: Arc<IndexMetrics>,
+    published: BTreeMap<String, InventorySpec>,
+    listed_once: bool,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub written: usize,
+    pub deleted: usize,
+    /// Deletions held back because the view was incomplete.
+    pub kept: usize,
+    /// The view had not been complete once yet: nothing was written.
+    pub waiting: bool,
+}
+
+impl Publisher {
+    pub fn new(api: Api<DynamicObject>, budget: usize, metrics: Arc<IndexMetrics>) -> Self {
+        Self {
+            api,
+            budget,
+            metrics,
+            published: BTreeMap::new(),
+            listed_once: false,
+        }
+    }
+
+    /// Reads what is published (at start and on becoming leader: another replica wrote meanwhile).
+    pub async fn load(&mut self) -> Result<(), kube::Error> {
+        let list = self.api.list(&ListParams::default()).await?;
+        self.published = list
+            .items
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.metadata.name?;
+                // An undecodable spec counts as nothing published: it is rewritten.
+                let spec = serde_json::from_value(o.data.get("spec")?.clone()).ok()?;
+                Some((name, spec))
+            })
+            .collect();
+        self.metrics.shards.set(self.published.len() as i64);
+        Ok(())
+    }
+
+    /// Publishes `snap`, writing only while `leading` says so.
+    pub async fn publish(
+        &mut self,
+        snap: &HistorySnapshot,
+        leading: &watch::Receiver<bool>,
+    ) -> Result<Pass, kube::Error> {
+        let complete = snap.all_sources_fresh() && snap.complete();
+        if !self.note_listed(snap) {
+            return Ok(Pass {
+                waiting: true,
+                ..Pass::default()
+            });
+        }
+        self.metrics.passes.inc();
+        let mut grouped = shard::by_namespace(snap.objects.iter().map(|o| &**o));
+        let mut unknown: BTreeMap<&str, Vec<&ObjectRef>> = BTreeMap::new();
+        for u in snap.unresolved().filter(|u| u.holds_unpins()) {
+            unknown
+                .entry(u.object.namespace.as_str())
+                .or_default()
+                .push(&u.object);
+        }
+        for ns in unknown.keys() {
+            grouped.entry(ns).or_default();
+        }
+        let mut wanted: BTreeMap<String, InventorySpec> = BTreeMap::new();
+        for (ns, facts) in &grouped {
+            let mut specs = codec::encode_namespace(ns, facts, self.budget);
+            let published = self.published_count(ns);
+            // Resharding replaces a namespace's whole set: only on a complete view.
+            if !complete && let Some(n) = published.filter(|n| *n != specs.len() as u32) {
+                specs = codec::encode_shards(ns, facts, n);
+            }
+            for mut s in specs {
+                s.unresolved = unknown
+                    .get(ns)
+                    .into_iter()
+                    .flatten()
+                    .filter(|o| shard::bucket(o, s.shards) == s.shard)
+                    .map(|o| o.to_string())
+                    .collect();
+                wanted.insert(shard::object_name(ns, s.shard, s.shards), s);
+            }
+        }
+        let mut pass = Pass::default();
+        for (name, spec) in &wanted {
+            if self.published.get(name) == Some(spec) {
+                continue;
+            }
+            if !*leading.borrow() {
+                return Ok(pass);
+            }
+            let obj = json!({
+                "apiVersion": format!("{}/{}", shard::GROUP, shard::VERSION),
+                "kind": shard::KIND,
+                "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "rollcache",
+                             "rollcache.io/source-namespace": spec.source_namespace}},
+                "spec": spec,
+            });
+            let ssa = PatchParams::apply(FIELD_MANAGER).force();
+            if let Err(e) = self.api.patch(name, &ssa, &Patch::Apply(&obj)).await {
+                self.metrics.write_errors.inc();
+                return Err(e);
+            }
+            self.metrics.writes.inc();
+            self.published.insert(name.clone(), spec.clone());
+            pass.written += 1;
+        }
+        let stale: Vec<String> = self
+            .published
+            .keys()
+            .filter(|n| !wanted.contains_key(*n))
+            .cloned()
+            .collect();
+        if !complete {
+            pass.kept = stale.len();
+        } else {
+            for name in stale {
+                if !*leading.borrow() {
+                    return Ok(pass);
+                }
+                match self.api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => {
+                        self.metrics.write_errors.inc();
+                        return Err(e);
+                    }
+                }
+                self.metrics.deletes.inc();
+                self.published.remove(&name);
+                pass.deleted += 1;
+            }
+        }
+        self.metrics.shards.set(self.published.len() as i64);
+        Ok(pass)
+    }
+
+    /// Whether every source has listed since start, noting it in the readiness gauge. One object
+    /// that never decodes does not count: it must not keep the inventory unpublished.
+    pub fn note_listed(&mut self, snap: &HistorySnapshot) -> bool {
+        self.listed_once |= snap.all_sources_fresh();
+        self.metrics.ready.set(i64::from(self.listed_once));
+        self.listed_once
+    }
+
+    /// The shard count `ns` is published with, when it has exactly one.
+    fn published_count(&self, ns: &str) -> Option<u32> {
+        let counts: BTreeSet<u32> = self
+            .published
+            .values()
+            .filter(|s| s.source_namespace == ns)
+            .map(|s| s.shards)
+            .collect();
+        (counts.len() == 1).then(|| *counts.first().expect("one"))
+    }
+}
+
+/// How the indexer paces and sizes its writes.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// Compressed bytes per shard before a namespace is split further.
+    pub budget: usize,
+    /// Changes within this window are published together.
+    pub debounce: Duration,
+    /// A failed pass or load is retried after this long.
+    pub retry: Duration,
+    /// What is published is read again and compared this often, changes or not.
+    pub resync: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            budget: shard::SHARD_BUDGET_BYTES,
+            debounce: Duration::from_secs(1),
+            retry: Duration::from_secs(5),
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Publishes the store's facts while `leading`, until `cancel`.
+pub async fn run(
+    store: Arc<HistoryStore>,
+    mut publisher: Publisher,
+    mut leading: watch::Receiver<bool>,
+    pacing: Tuning,
+    cancel: CancellationToken,
+) {
+    let mut changes = store.subscribe();
+    loop {
+        publisher.metrics.leader.set(0);
+        // A standby replica is ready once its history is listed too: a rollout waits for it.
+        while !*leading.borrow() {
+            publisher.note_listed(&store.snapshot());
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = leading.changed() => if r.is_err() { return },
+                r = changes.changed() => if r.is_err() { return },
+            }
+        }
+        publisher.metrics.leader.set(1);
+        info!("leading: publishing the inventory");
+        let mut loaded = false;
+        let mut failing: Option<String> = None;
+        let mut resync = tokio::time::interval(pacing.resync);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is now: the load below already reads what is published.
+        resync.tick().await;
+        while *leading.borrow() {
+            let outcome = if loaded {
+                publisher
+                    .publish(&store.snapshot(), &leading)
+                    .await
+                    .map(Some)
+            } else {
+                publisher.load().await.map(|()| None)
+            };
+            let wait = match outcome {
+                Ok(None) => {
+                    loaded = true;
+                    continue;
+                }
+                Ok(Some(pass)) => {
+                    if failing.take().is_some() {
+                        info!("publishing the inventory again");
+                    }
+                    if pass.written + pass.deleted > 0 {
+                        info!(
+                            written = pass.written,
+                            deleted = pass.deleted,
+                            kept = pass.kept,
+                            "inventory published"
+                        );
+                    } else if pass.kept > 0 {
+                        debug!(
+                            kept = pass.kept,
+                            "stale shards kept: the view is incomplete"
+                        );
+                    }
+                    None
+                }
+                Err(e) => {
+                    // Once per kind of failure, not once per retry (a missing CRD would repeat).
+                    let text = match &e {
+                        kube::Error::Api(s) if s.code == 404 => format!(
+                            "{} answers 404: is the CRD installed (daemonset/fleet/crd-rollcacheinventories.yaml)?",
+                            shard::PLURAL
+                        ),
+                        e => e.to_string(),
+                    };
+                    if failing.as_deref() != Some(text.as_str()) {
+                        let every = humantime::format_duration(pacing.retry);
+                        warn!(error = %text, "cannot publish the inventory; trying again every {every}");
+                    }
+                    failing = Some(text);
+                    Some(pacing.retry)
+                }
+            };
+            let retry = wait.unwrap_or_default();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = leading.changed() => if r.is_err() { return },
+                r = changes.changed() => {
+                    if r.is_err() { return }
+                    tokio::time::sleep(pacing.debounce).await;
+                }
+                // Read what is published again: a shard deleted or edited by hand is restored,
+                // however busy the history is.
+                _ = resync.tick() => loaded = false,
+                _ = tokio::time::sleep(retry), if wait.is_some() => {}
+            }
+        }
+        info!("no longer leading: stopped writing");
+    }
+}

@@ -1,0 +1,490 @@
+//! `rollcache index` against the test API server: history written with the test bed's builder
+//! appears as shards that decode to the facts the agent's decoders read; a change rewrites only
+//! its shard; an incomplete view deletes nothing; a second replica writes nothing while the first
+//! leads, and takes over without rewriting what is unchanged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet};
+use kube::api::{Api, DynamicObject, ListParams};
+use rollcache::commands::index::{IndexArgs, inventory_resource, run_with};
+use rollcache::fleet::codec;
+use rollcache::fleet::publish::{IndexMetrics, Tuning};
+use rollcache::history::{controller_revisions, replicasets};
+use rollcache::model::RevisionFact;
+use rollcache::shard::InventorySpec;
+use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions, Fault};
+use rollcache_testbed::history;
+use serde_json::Value;
+use tokio::time::{Instant, sleep};
+use tokio_util::sync::CancellationToken;
+
+fn args(identity: &str) -> IndexArgs {
+    IndexArgs {
+        kube: Default::default(),
+        namespace: Some("rollcache".into()),
+        identity: Some(identity.into()),
+        lease_name: "rollcache-index".into(),
+        lease_duration: Duration::from_secs(2),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+    }
+}
+
+/// A small budget so that test-sized namespaces get several shards.
+fn tuning() -> Tuning {
+    Tuning {
+        budget: 600,
+        debounce: Duration::from_millis(100),
+        retry: Duration::from_millis(300),
+        resync: Duration::from_secs(1),
+    }
+}
+
+struct Replica {
+    metrics: Arc<IndexMetrics>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn start(api: &ApiServer, identity: &str) -> Replica {
+    let (metrics, cancel) = (Arc::new(IndexMetrics::default()), CancellationToken::new());
+    let client = api.client().expect("client");
+    let task = tokio::spawn(run_with(
+        args(identity),
+        client,
+        tuning(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
+    Replica {
+        metrics,
+        cancel,
+        task,
+    }
+}
+
+/// Every shard as published: name → (resourceVersion, spec).
+async fn shards(api: &ApiServer) -> Vec<(String, String, InventorySpec)> {
+    let inv: Api<DynamicObject> =
+        Api::namespaced_with(api.client().unwrap(), "rollcache", &inventory_resource());
+    let mut out: Vec<_> = inv
+        .list(&ListParams::default())
+        .await
+        .expect("list shards")
+        .items
+        .into_iter()
+        .map(|o| {
+            let spec = serde_json::from_value(o.data["spec"].clone()).expect("spec");
+            (
+                o.metadata.name.unwrap(),
+                o.metadata.resource_version.unwrap(),
+                spec,
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn facts_of(shards: &[(String, String, InventorySpec)]) -> Vec<RevisionFact> {
+    let mut all: Vec<RevisionFact> = shards
+        .iter()
+        .flat_map(|(name, _, spec)| codec::decode(name, spec).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    all.sort_by(|a, b| (&a.object, a.revision).cmp(&(&b.object, b.revision)));
+    all
+}
+
+/// The facts the agent's own decoders read from `objects`, in the same order.
+fn expected(objects: &[Value]) -> Vec<RevisionFact> {
+    let mut all = Vec::new();
+    for o in objects {
+        let d = match o["kind"].as_str().unwrap() {
+            "ReplicaSet" => {
+                replicasets::decode(&serde_json::from_value::<ReplicaSet>(o.clone()).unwrap())
+            }
+            _ => controller_revisions::decode(
+                &serde_json::from_value::<ControllerRevision>(o.clone()).unwrap(),
+            ),
+        };
+        all.extend(d.facts);
+    }
+    all.sort_by(|a, b| (&a.object, a.revision).cmp(&(&b.object, b.revision)));
+    all
+}
+
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not within 10 s: {what}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn history_objects() -> Vec<Value> {
+    let mut objects = Vec::new();
+    for i in 0..12 {
+        for rev in 1..=3 {
+            let image = format!("ghcr.io/epics-containers/ioc-{i}:{rev}.0");
+            objects.push(history::controller_revision(
+                "bl45p",
+                &format!("ioc-{i}"),
+                rev,
+                &[&image],
+            ));
+        }
+    }
+    for rev in 1..=2 {
+        objects.push(history::replicaset(
+            "bl46p",
+            "archiver",
+            rev,
+            &[&format!("r/archiver:{rev}")],
+            i32::from(rev == 2),
+        ));
+    }
+    objects
+}
+
+/// A server with rollcache's CRDs and `history_objects()` as stored (the server's creation times
+/// are part of the facts).
+async fn with_history() -> (ApiServer, Vec<Value>) {
+    let opts = ApiServerOptions {
+        rollcache_crd: true,
+        ..ApiServerOptions::default()
+    };
+    let api = ApiServer::start_with(opts)
+        .await
+        .expect("test API server starts");
+    let objects = history_objects()
+        .into_iter()
+        .map(|o| api.apply(o).expect("history object"))
+        .collect();
+    (api, objects)
+}
+
+/// Waits until the shards decode to the facts of `objects`.
+async fn published(api: &ApiServer, objects: &[Value]) {
+    eventually("the history published", async || {
+        facts_of(&shards(api).await) == expected(objects)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_indexer_publishes_shards_that_decode_to_the_history() {
+    let (api, mut objects) = with_history().await;
+    let a = start(&api, "a");
+    published(&api, &objects).await;
+    let before = shards(&api).await;
+    let bl45p = before
+        .iter()
+        .filter(|s| s.2.source_namespace == "bl45p")
+        .count();
+    assert!(bl45p > 1, "several shards for bl45p: {before:?}");
+    assert!(
+        before
+            .iter()
+            .all(|s| s.2.shards as usize == bl45p || s.2.source_namespace != "bl45p")
+    );
+    let written = a.metrics.writes.get();
+    assert_eq!(written as usize, before.len());
+
+    // A new revision of one IOC: one shard rewritten, the others untouched.
+    let new =
+        history::controller_revision("bl45p", "ioc-3", 4, &["ghcr.io/epics-containers/ioc-3:4.0"]);
+    objects.push(api.apply(new).expect("new revision"));
+    eventually("the new revision published", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    let after = shards(&api).await;
+    let changed: Vec<&str> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b.1 != a.1)
+        .map(|(b, _)| b.0.as_str())
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(a.metrics.writes.get(), written + 1);
+
+    // A shard deleted by hand is back at the next resync, and only that one is written.
+    let (gone, _, _) = &after[0];
+    let inv: Api<DynamicObject> =
+        Api::namespaced_with(api.client().unwrap(), "rollcache", &inventory_resource());
+    inv.delete(gone, &Default::default())
+        .await
+        .expect("delete a shard");
+    eventually("the deleted shard restored", async || {
+        shards(&api).await.iter().any(|s| &s.0 == gone)
+    })
+    .await;
+    assert_eq!(facts_of(&shards(&api).await), expected(&objects));
+    assert_eq!(a.metrics.writes.get(), written + 2);
+
+    // With ControllerRevisions unlistable the view is incomplete: bl46p's history going away
+    // deletes nothing until every source is healthy again.
+    api.set_resource_fault("controllerrevisions", Some(Fault::Status(500)));
+    sleep(Duration::from_millis(500)).await;
+    for o in objects.iter().filter(|o| o["kind"] == "ReplicaSet") {
+        assert!(api.delete(
+            "ReplicaSet",
+            "bl46p",
+            o["metadata"]["name"].as_str().unwrap()
+        ));
+    }
+    sleep(Duration::from_secs(2)).await;
+    let kept = shards(&api).await;
+    assert!(
+        kept.iter().any(|s| s.2.source_namespace == "bl46p"),
+        "kept while incomplete: {kept:?}"
+    );
+    assert_eq!(a.metrics.deletes.get(), 0);
+    api.set_resource_fault("controllerrevisions", None);
+    eventually("bl46p's shards deleted", async || {
+        shards(&api)
+            .await
+            .iter()
+            .all(|s| s.2.source_namespace != "bl46p")
+    })
+    .await;
+    assert!(a.metrics.deletes.get() >= 1);
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
+}
+
+#[tokio::test]
+async fn a_second_replica_writes_nothing_while_the_first_leads() {
+    let (api, objects) = with_history().await;
+    let a = start(&api, "a");
+    eventually("a leads", async || a.metrics.leader.get() == 1).await;
+    let b = start(&api, "b");
+    published(&api, &objects).await;
+    let published = shards(&api).await;
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!((b.metrics.leader.get(), b.metrics.writes.get()), (0, 0));
+    assert_eq!(b.metrics.ready.get(), 1, "a standby replica is ready too");
+    assert_eq!(shards(&api).await, published, "nothing rewritten");
+
+    // Failover: b leads within the lease duration and rewrites nothing that did not change.
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("a ends cleanly");
+    eventually("b leads", async || {
+        b.metrics.leader.get() == 1 && b.metrics.passes.get() > 0
+    })
+    .await;
+    assert_eq!(b.metrics.writes.get(), 0);
+    assert_eq!(shards(&api).await, published);
+    let new =
+        history::controller_revision("bl45p", "ioc-0", 4, &["ghcr.io/epics-containers/ioc-0:4.0"]);
+    api.apply(new).expect("new revision");
+    eventually("b writes the change", async || b.metrics.writes.get() == 1).await;
+    b.cancel.cancel();
+    b.task.await.unwrap().expect("b ends cleanly");
+}
+
+#[tokio::test]
+async fn a_release_that_never_decodes_is_named_and_holds_deletions_but_not_publishing() {
+    let (api, objects) = with_history().await;
+    let release = history::helm::release_json(
+        "gw",
+        "bl47p",
+        1,
+        "deployed",
+        "2025-01-10T09:00:00Z",
+        "",
+        &[],
+    );
+    api.apply(history::helm::secret_with_payload(
+        &release,
+        b"not Helm's text",
+    ))
+    .expect("corrupt release");
+    let a = start(&api, "a");
+    eventually("published despite the corrupt release", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    let all = shards(&api).await;
+    let unknown: Vec<&String> = all.iter().flat_map(|s| &s.2.unresolved).collect();
+    assert_eq!(
+        unknown,
+        vec!["Secret bl47p/sh.helm.release.v1.gw.v1"],
+        "{all:?}"
+    );
+    let bl47p: Vec<_> = all
+        .iter()
+        .filter(|s| s.2.source_namespace == "bl47p")
+        .collect();
+    assert_eq!((bl47p.len(), bl47p[0].2.revisions), (1, 0));
+
+    // While the release is unknown, bl46p's history going away deletes nothing; once it is
+    // gone too, both namespaces' shards go.
+    for o in objects.iter().filter(|o| o["kind"] == "ReplicaSet") {
+        assert!(api.delete(
+            "ReplicaSet",
+            "bl46p",
+            o["metadata"]["name"].as_str().unwrap()
+        ));
+    }
+    sleep(Duration::from_secs(1)).await;
+    assert!(
+        shards(&api)
+            .await
+            .iter()
+            .any(|s| s.2.source_namespace == "bl46p")
+    );
+    assert!(api.delete("Secret", "bl47p", "sh.helm.release.v1.gw.v1"));
+    eventually("bl46p and bl47p deleted", async || {
+        shards(&api)
+            .await
+            .iter()
+            .all(|s| s.2.source_namespace == "bl45p")
+    })
+    .await;
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
+}
+
+#[tokio::test]
+async fn without_the_crd_the_indexer_waits_and_publishes_once_it_is_installed() {
+    let api = ApiServer::start().await.expect("test API server starts");
+    let objects: Vec<Value> = history_objects()
+        .into_iter()
+        .map(|o| api.apply(o).expect("history object"))
+        .collect();
+    let a = start(&api, "a");
+    eventually("a leads", async || a.metrics.leader.get() == 1).await;
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.metrics.writes.get(), 0);
+    api.install_rollcache_crd();
+    eventually("published once the CRD is there", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
+}
+
+/// The shard count each source namespace is published with.
+fn counts(shards: &[(String, String, InventorySpec)]) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = shards
+        .iter()
+        .map(|s| (s.2.source_namespace.clone(), s.2.shards))
+        .collect();
+    out.dedup();
+    out
+}
+
+#[tokio::test]
+async fn a_namespace_is_resharded_only_on_a_complete_view() {
+    let (api, mut objects) = with_history().await;
+    let a = start(&api, "a");
+    published(&api, &objects).await;
+    assert!(counts(&shards(&api).await).contains(&("bl46p".into(), 1)));
+
+    // bl46p grows past one shard's budget while ControllerRevisions cannot be listed: its new
+    // revisions are published in the shard count it has.
+    api.set_resource_fault("controllerrevisions", Some(Fault::Status(500)));
+    sleep(Duration::from_millis(500)).await;
+    for rev in 3..=40 {
+        let image = format!("r/archiver:{rev}");
+        let rs = history::replicaset("bl46p", "archiver", rev, &[&image], 0);
+        objects.push(api.apply(rs).expect("new revision"));
+    }
+    eventually("the new revisions published", async || {
+        facts_of(&shards(&api).await) == expected(&objects)
+    })
+    .await;
+    assert!(counts(&shards(&api).await).contains(&("bl46p".into(), 1)));
+
+    // Complete again: split, the new set complete before the old one goes.
+    api.set_resource_fault("controllerrevisions", None);
+    eventually("bl46p resharded", async || {
+        let c = counts(&shards(&api).await);
+        c.iter().filter(|(ns, _)| ns == "bl46p").count() == 1 && !c.contains(&("bl46p".into(), 1))
+    })
+    .await;
+    let now = shards(&api).await;
+    assert_eq!(facts_of(&now), expected(&objects));
+    let n = now
+        .iter()
+        .find(|s| s.2.source_namespace == "bl46p")
+        .unwrap()
+        .2
+        .shards;
+    assert_eq!(
+        now.iter()
+            .filter(|s| s.2.source_namespace == "bl46p")
+            .count(),
+        n as usize,
+        "every shard of the new set, empty ones too"
+    );
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
+}
+
+/// GET `path` on `addr`: (HTTP status, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use rollcache::client::{ClientError, request};
+    match request(
+        addr,
+        hyper::Method::GET,
+        path,
+        None,
+        "get",
+        Duration::from_secs(5),
+    )
+    .await
+    {
+        Ok(b) => (200, b),
+        Err(ClientError::Status { status, body }) => (status, body),
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn the_listener_says_health_readiness_and_leadership() {
+    let (api, objects) = with_history().await;
+    // Replica sets cannot be listed: alive, not ready, nothing published.
+    api.set_resource_fault("replicasets", Some(Fault::Status(403)));
+    // A free port, then the indexer on it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (metrics, cancel) = (Arc::new(IndexMetrics::default()), CancellationToken::new());
+    let mut args = args("a");
+    args.metrics_addr = addr;
+    let task = tokio::spawn(run_with(
+        args,
+        api.client().unwrap(),
+        tuning(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
+    eventually("a leads", async || metrics.leader.get() == 1).await;
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    assert_eq!(get(addr, "/readyz").await.0, 503);
+    assert_eq!(metrics.writes.get(), 0);
+    api.set_resource_fault("replicasets", None);
+    eventually("ready", async || get(addr, "/readyz").await.0 == 200).await;
+    published(&api, &objects).await;
+    let n = shards(&api).await.len();
+    let (code, text) = get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    for sample in [
+        "rollcache_index_leader 1".to_owned(),
+        "rollcache_index_ready 1".to_owned(),
+        format!("rollcache_index_shards {n}"),
+        format!("rollcache_index_shard_writes_total {n}"),
+    ] {
+        assert!(text.lines().any(|l| l == sample), "{sample} in {text}");
+    }
+    cancel.cancel();
+    task.await.unwrap().expect("indexer ends cleanly");
+}
