@@ -34,3 +34,23 @@ config.yaml: the documented default file, or the no-secrets one, with extraImage
 {{- end -}}
 {{ $text }}
 {{- end }}
+
+{{/*
+Labels of the indexer's top-level objects. Its pods carry app.kubernetes.io/name=rollcache-index
+instead: the agent's DaemonSet, Service, NetworkPolicy and PodMonitor select `rollcache`.
+*/}}
+{{- define "rollcache.indexLabels" -}}
+{{ include "rollcache.labels" . }}
+app.kubernetes.io/component: index
+{{- end }}
+
+{{/*
+Fleet mode needs the indexer to read Helm release Secrets, and `rollcache index` cannot turn that
+source off: refused with secrets.enabled=false rather than installed with an indexer that never
+finishes its first list.
+*/}}
+{{- define "rollcache.fleetChecked" -}}
+{{- if and .Values.fleet.enabled (not .Values.secrets.enabled) -}}
+{{- fail "fleet.enabled=true needs secrets.enabled=true: the indexer reads Helm release Secrets (the agents then only get Secrets by name)" -}}
+{{- end -}}
+{{- end }}
