@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use render::{
     NAMESPACE, Rendered, Variant, arr, chart_dir, container, daemonset_dir, helm_lint,
-    helm_template, id, pod_spec, read, s,
+    helm_template, helm_template_error, id, pod_spec, read, s,
 };
 use serde_json::{Value, json};
 
@@ -28,7 +28,8 @@ fn by_id(objects: &[Value]) -> BTreeMap<String, Value> {
 /// The chart's object without Helm's own labels, after checking they are what Helm sets.
 fn without_helm_labels(mut o: Value) -> Value {
     let what = id(&o);
-    // crds/ is applied verbatim, never templated: the CRD is daemonset/'s file byte for byte.
+    // A CRD is never templated (crds/, or files/ read verbatim in fleet mode): daemonset/'s file
+    // byte for byte.
     if s(&o, "/kind") == "CustomResourceDefinition" {
         return o;
     }
@@ -153,6 +154,10 @@ fn files_the_chart_shares_with_daemonset_stay_identical() {
             "monitoring/prometheusrule.yaml",
         ),
         ("crds/rollcachenodes.yaml", "base/crd-rollcachenodes.yaml"),
+        (
+            "files/crd-rollcacheinventories.yaml",
+            "fleet/crd-rollcacheinventories.yaml",
+        ),
     ] {
         assert!(
             read(&chart_dir().join(chart_file)) == read(&daemonset_dir().join(daemonset_file)),
@@ -405,4 +410,98 @@ fn the_network_policy_names_the_scraping_namespace_or_goes() {
     assert_eq!(scraped_by(&other), ["observability"]);
     let off = Variant::Base.chart_with(&["--set", "networkPolicy.enabled=false"]);
     assert!(scraped_by(&off).is_empty());
+}
+
+#[test]
+fn fleet_values_reach_the_indexer_and_its_image_is_the_agents() {
+    let digest = format!("sha256:{}", "cd".repeat(32));
+    let r = Variant::Fleet.chart_with(&[
+        "--set",
+        "image.repository=registry.example/ops/rollcache",
+        "--set",
+        &format!("image.digest={digest}"),
+        "--set",
+        "fleet.indexer.replicas=3",
+        "--set",
+        "fleet.indexer.leaseDuration=30s",
+        "--set",
+        "fleet.indexer.resources.limits.memory=1Gi",
+        "--set",
+        "fleet.indexer.priorityClassName=system-cluster-critical",
+        "--set",
+        "fleet.indexer.nodeSelector.role=infra",
+        "--set",
+        "fleet.indexer.tolerations[0].key=infra",
+        "--set",
+        "fleet.indexer.tolerations[0].operator=Exists",
+    ]);
+    let index = r.deployment("rollcache-index");
+    let spec = index.spec.as_ref().expect("spec");
+    assert_eq!(spec.replicas, Some(3));
+    let pod = spec.template.spec.as_ref().expect("pod spec");
+    let c = &pod.containers[0];
+    let agent_image = container(&r.daemonset()).image.clone();
+    assert_eq!(
+        c.image.as_deref(),
+        Some(format!("registry.example/ops/rollcache@{digest}").as_str())
+    );
+    assert_eq!(c.image, agent_image, "one image, two commands");
+    assert_eq!(
+        c.args.as_deref(),
+        Some(&["index", "--lease-duration", "30s"].map(String::from)[..])
+    );
+    let limits = c.resources.as_ref().and_then(|r| r.limits.clone());
+    assert_eq!(
+        limits.unwrap_or_default().get("memory").map(|q| q.0.as_str()),
+        Some("1Gi")
+    );
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-cluster-critical")
+    );
+    let selector = pod.node_selector.clone().unwrap_or_default();
+    assert_eq!(selector.get("role").map(String::as_str), Some("infra"));
+    let tolerations = pod.tolerations.clone().unwrap_or_default();
+    assert_eq!(tolerations.len(), 1);
+    assert_eq!(tolerations[0].key.as_deref(), Some("infra"));
+    // The agent's placement values stay the agent's.
+    let ds = r.daemonset();
+    let agent = pod_spec(&ds);
+    assert_eq!(agent.priority_class_name.as_deref(), Some("system-node-critical"));
+    assert!(agent.node_selector.is_none());
+
+    // The scraping namespace of the agent's NetworkPolicy is the indexer's too.
+    let other = Variant::Fleet.chart_with(&["--set", "networkPolicy.monitoringNamespace=obs"]);
+    let np = other
+        .objects
+        .iter()
+        .find(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == "rollcache-index")
+        .expect("the indexer's NetworkPolicy");
+    assert_eq!(
+        s(
+            np,
+            "/spec/ingress/0/from/0/namespaceSelector/matchLabels/kubernetes.io~1metadata.name"
+        ),
+        "obs"
+    );
+    let off = Variant::Fleet.chart_with(&["--set", "networkPolicy.enabled=false"]);
+    assert!(off.all("NetworkPolicy").is_empty());
+}
+
+#[test]
+fn fleet_is_off_by_default_and_refused_without_secret_access() {
+    let plain = Variant::Base.chart();
+    assert!(plain.all("Deployment").is_empty());
+    assert!(
+        plain
+            .objects
+            .iter()
+            .all(|o| o["metadata"]["name"] != "rollcacheinventories.rollcache.io")
+    );
+    // The indexer cannot turn its Helm Secrets source off: no half-working install.
+    let err = helm_template_error(&["--set", "fleet.enabled=true", "--set", "secrets.enabled=false"]);
+    assert!(
+        err.contains("fleet.enabled=true needs secrets.enabled=true"),
+        "{err}"
+    );
 }

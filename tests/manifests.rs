@@ -25,7 +25,7 @@ use rollcache::report::Readiness;
 use serde_json::{Value, json};
 
 use render::{
-    Rendered, Variant, arr, container, daemonset_dir, kustomize, pod_labels, pod_spec, read, s,
+    Rendered, Variant, arr, container, daemonset_dir, id, kustomize, pod_labels, pod_spec, read, s,
     typed,
 };
 
@@ -1083,5 +1083,353 @@ fn metrics_doc_lists_exactly_the_exposed_metrics() {
             scraped.contains(&name) || series.contains(&name),
             "docs/METRICS.md lists `{name}`, which rollcache does not expose"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet mode: the indexer and the agents reading its inventory, each with least privilege.
+
+/// One permission: where (None: cluster-wide, else the namespace), API group, resource, verb. A
+/// rule limited by resourceNames counts as the whole resource, so "at most" checks stay safe.
+type Grant = (Option<String>, String, String, String);
+
+/// Every permission the render grants the service account `sa` of rollcache's namespace: through
+/// ClusterRoleBindings cluster-wide, through RoleBindings in their namespace.
+fn grants(r: &Rendered, sa: &str) -> BTreeSet<Grant> {
+    let ns = render::NAMESPACE;
+    let binds_sa = |b: &&Value| {
+        arr(b, "/subjects")
+            .iter()
+            .any(|s| s["kind"] == "ServiceAccount" && s["name"] == sa && s["namespace"] == ns)
+    };
+    let mut out = BTreeSet::new();
+    for kind in ["ClusterRoleBinding", "RoleBinding"] {
+        for b in r.all(kind).into_iter().filter(binds_sa) {
+            let scope = (kind == "RoleBinding").then(|| s(b, "/metadata/namespace").to_owned());
+            let (role_kind, role_name) = (s(b, "/roleRef/kind"), s(b, "/roleRef/name"));
+            let role = r
+                .objects
+                .iter()
+                .find(|o| {
+                    o["kind"] == role_kind
+                        && o["metadata"]["name"] == role_name
+                        && (role_kind == "ClusterRole"
+                            || o["metadata"]["namespace"] == b["metadata"]["namespace"])
+                })
+                .unwrap_or_else(|| panic!("{kind} {} binds a missing {role_name}", id(b)));
+            for rule in arr(role, "/rules") {
+                assert!(rule.get("nonResourceURLs").is_none(), "{rule}");
+                let strings = |p: &str| -> Vec<String> {
+                    let v: Vec<String> = arr(rule, p).iter().map(|x| x.to_string()).collect();
+                    assert!(v.iter().all(|x| x != "\"*\""), "no wildcards: {rule}");
+                    v.into_iter().map(|x| x.trim_matches('"').to_owned()).collect()
+                };
+                for g in strings("/apiGroups") {
+                    for res in strings("/resources") {
+                        for verb in strings("/verbs") {
+                            out.insert((scope.clone(), g.clone(), res.clone(), verb));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn grant(scope: Option<&str>, group: &str, resource: &str, verbs: &[&str]) -> Vec<Grant> {
+    verbs
+        .iter()
+        .map(|v| {
+            let scope = scope.map(str::to_owned);
+            (scope, group.into(), resource.into(), v.to_string())
+        })
+        .collect()
+}
+
+/// The render without the indexer's objects: what the agent's checks see.
+fn agent_side(r: &Rendered) -> Rendered {
+    let agent = |o: &&Value| o["metadata"]["labels"]["app.kubernetes.io/component"] != "index";
+    Rendered {
+        objects: r.objects.iter().filter(agent).cloned().collect(),
+    }
+}
+
+fn env_value<'a>(c: &'a Container, name: &str) -> &'a k8s_openapi::api::core::v1::EnvVar {
+    let mut env = c.env.iter().flatten();
+    env.find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("{} has no env {name}", c.name))
+}
+
+fn field_ref(c: &Container, name: &str) -> String {
+    let v = env_value(c, name).value_from.as_ref();
+    let f = v.and_then(|v| v.field_ref.as_ref()).expect("a fieldRef");
+    f.field_path.clone()
+}
+
+#[test]
+fn fleet_agents_cannot_list_or_watch_history_or_secrets() {
+    for r in both(Variant::Fleet) {
+        check_daemonset(&agent_side(&r));
+        let agent = grants(&r, "rollcache");
+        let history = ["secrets", "configmaps", "replicasets", "controllerrevisions"];
+        for (scope, _, resource, verb) in &agent {
+            let read_all = ["list", "watch"].contains(&verb.as_str());
+            assert!(
+                !(read_all && history.contains(&resource.as_str())),
+                "the agent may {verb} {resource} ({scope:?})"
+            );
+        }
+        let ns = Some(render::NAMESPACE);
+        let want: BTreeSet<Grant> = [
+            grant(None, "", "pods", &["list", "watch"]),
+            grant(None, "", "nodes", &["get", "list", "watch"]),
+            grant(None, "", "secrets", &["get"]),
+            grant(None, "", "serviceaccounts", &["get"]),
+            grant(None, "rollcache.io", "rollcachenodes", &["get", "create", "patch"]),
+            grant(
+                None,
+                "rollcache.io",
+                "rollcachenodes/status",
+                &["get", "create", "patch"],
+            ),
+            grant(ns, "rollcache.io", "rollcacheinventories", &["list", "watch"]),
+            grant(Some("default"), "events.k8s.io", "events", &["create", "patch"]),
+        ]
+        .concat()
+        .into_iter()
+        .collect();
+        assert_eq!(agent, want);
+
+        let c = container(&r.daemonset()).clone();
+        assert_eq!(
+            env_value(&c, "ROLLCACHE_HISTORY_FROM").value.as_deref(),
+            Some("inventory")
+        );
+        // The inventory's namespace defaults to the pod's own.
+        assert_eq!(field_ref(&c, "POD_NAMESPACE"), "metadata.namespace");
+    }
+}
+
+#[test]
+fn fleet_indexer_writes_only_its_lease_and_shards_in_its_namespace() {
+    let defaults = index_args(&["index"]);
+    for r in both(Variant::Fleet) {
+        let index = grants(&r, "rollcache-index");
+        let ns = Some(render::NAMESPACE);
+        for (scope, _, resource, verb) in &index {
+            if ["get", "list", "watch"].contains(&verb.as_str()) {
+                continue;
+            }
+            assert_eq!(scope.as_deref(), ns, "{verb} {resource} outside its namespace");
+            assert!(
+                ["leases", "rollcacheinventories"].contains(&resource.as_str()),
+                "the indexer may {verb} {resource}"
+            );
+        }
+        let shard_verbs = ["get", "list", "watch", "create", "patch", "update", "delete"];
+        let want: BTreeSet<Grant> = [
+            grant(None, "apps", "replicasets", &["list", "watch"]),
+            grant(None, "apps", "controllerrevisions", &["list", "watch"]),
+            grant(None, "", "secrets", &["list", "watch"]),
+            grant(None, "", "configmaps", &["list", "watch"]),
+            grant(ns, "coordination.k8s.io", "leases", &["create", "get", "update"]),
+            grant(ns, "rollcache.io", "rollcacheinventories", &shard_verbs),
+        ]
+        .concat()
+        .into_iter()
+        .collect();
+        assert_eq!(index, want);
+        // Reading and replacing a Lease is limited to the one the indexer elects on.
+        let role: k8s_openapi::api::rbac::v1::Role = r.named("Role", "rollcache-index");
+        for rule in role.rules.iter().flatten() {
+            let leases = rule.resources.as_deref() == Some(&["leases".to_owned()][..]);
+            if leases && rule.verbs != ["create"] {
+                assert_eq!(
+                    rule.resource_names.as_deref(),
+                    Some(&[defaults.lease_name.clone()][..])
+                );
+            }
+        }
+    }
+}
+
+fn index_args(args: &[&str]) -> rollcache::commands::index::IndexArgs {
+    use clap::{Args, FromArgMatches};
+    let cmd = rollcache::commands::index::IndexArgs::augment_args(clap::Command::new("index"));
+    let matches = cmd
+        .try_get_matches_from(args)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    rollcache::commands::index::IndexArgs::from_arg_matches(&matches).expect("index args")
+}
+
+/// Labels `selector` names, all present in `labels` with the same values.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[test]
+fn fleet_indexer_deployment_runs_index_with_two_replicas_probed_on_its_port() {
+    for r in both(Variant::Fleet) {
+        let d = r.deployment("rollcache-index");
+        let spec = d.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.as_ref().expect("pod spec");
+        assert_eq!(pod.service_account_name.as_deref(), Some("rollcache-index"));
+        assert_eq!(pod.containers.len(), 1);
+        let c = &pod.containers[0];
+        let args: Vec<&str> = c.args.iter().flatten().map(String::as_str).collect();
+        assert_eq!(args.first(), Some(&"index"), "{args:?}");
+        // The real parser: the flags exist and the listener is where the probes look.
+        let parsed = index_args(&args);
+        assert!(parsed.lease_duration >= Duration::from_secs(2));
+        let port = i32::from(parsed.metrics_addr.port());
+        assert_eq!(port, 9102);
+        let named = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some("metrics"));
+        assert_eq!(named.map(|p| p.container_port), Some(port));
+        assert_eq!(probe_target(c.readiness_probe.as_ref(), c), ("/readyz".into(), port));
+        assert_eq!(probe_target(c.liveness_probe.as_ref(), c), ("/healthz".into(), port));
+        assert_eq!(probe_target(c.startup_probe.as_ref(), c), ("/healthz".into(), port));
+        assert_eq!(field_ref(c, "POD_NAME"), "metadata.name");
+        assert_eq!(field_ref(c, "POD_NAMESPACE"), "metadata.namespace");
+        assert_eq!(c.image, container(&r.daemonset()).image, "the agent's image");
+
+        // Hardened like the agent, and not root: it holds no socket.
+        let sc = c.security_context.as_ref().expect("securityContext");
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert!(sc.run_as_user.is_some_and(|u| u != 0));
+        let drop = sc.capabilities.as_ref().and_then(|c| c.drop.clone());
+        assert_eq!(drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        let seccomp = sc.seccomp_profile.as_ref().map(|p| p.type_.as_str());
+        assert_eq!(seccomp, Some("RuntimeDefault"));
+        let res = c.resources.as_ref().expect("resources");
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let memory = |m: Option<&BTreeMap<String, Quantity>>| {
+            m.and_then(|m| m.get("memory")).map(|q| q.0.clone())
+        };
+        assert!(memory(res.requests.as_ref()).is_some());
+        assert_eq!(memory(res.requests.as_ref()), memory(res.limits.as_ref()));
+
+        // Its own pods, spread across nodes, one kept through a drain; never the agent's.
+        let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone());
+        let labels = labels.unwrap_or_default();
+        assert!(selects(
+            spec.selector.match_labels.as_ref().expect("matchLabels"),
+            &labels
+        ));
+        let anti = pod.affinity.as_ref().and_then(|a| a.pod_anti_affinity.as_ref());
+        let preferred = anti
+            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone())
+            .unwrap_or_default();
+        assert_eq!(preferred.len(), 1);
+        let term = &preferred[0].pod_affinity_term;
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        let sel = term.label_selector.as_ref().and_then(|s| s.match_labels.clone());
+        assert!(selects(&sel.unwrap_or_default(), &labels));
+        let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+            r.named("PodDisruptionBudget", "rollcache-index");
+        let pdb = pdb.spec.expect("pdb spec");
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        assert_eq!(pdb.min_available, Some(IntOrString::Int(1)));
+        let sel = pdb.selector.and_then(|s| s.match_labels);
+        assert!(selects(&sel.unwrap_or_default(), &labels));
+        let ds = r.daemonset();
+        let ds_selector = ds.spec.as_ref().and_then(|s| s.selector.match_labels.clone());
+        assert!(!selects(&ds_selector.unwrap_or_default(), &labels));
+
+        // Its metrics Service and NetworkPolicy select its pods on its port, the agent's do not.
+        for (svc, target) in [("rollcache-index-metrics", true), ("rollcache-metrics", false)] {
+            let svc: Service = r.named("Service", svc);
+            let spec = svc.spec.expect("service spec");
+            assert_eq!(selects(&spec.selector.clone().unwrap_or_default(), &labels), target);
+            let ports: Vec<i32> = spec.ports.iter().flatten().map(|p| p.port).collect();
+            assert_eq!(ports.contains(&port), target, "{ports:?}");
+        }
+        for (name, target) in [("rollcache-index", true), ("rollcache", false)] {
+            let np: k8s_openapi::api::networking::v1::NetworkPolicy =
+                r.named("NetworkPolicy", name);
+            let spec = np.spec.expect("networkpolicy spec");
+            let sel = spec.pod_selector.and_then(|s| s.match_labels);
+            assert_eq!(selects(&sel.unwrap_or_default(), &labels), target);
+            let rules = spec.ingress.unwrap_or_default();
+            let ports: Vec<_> = rules.iter().flat_map(|r| r.ports.iter().flatten()).collect();
+            assert_eq!(
+                ports.iter().any(|p| p.port == Some(IntOrString::Int(port))),
+                target
+            );
+        }
+    }
+}
+
+#[test]
+fn fleet_leaves_the_single_process_objects_as_they_are() {
+    let is_fleet = |o: &Value| {
+        o["metadata"]["labels"]["app.kubernetes.io/component"] == "index"
+            || ["rollcache-inventory-reader", "rollcacheinventories.rollcache.io"]
+                .contains(&s(o, "/metadata/name"))
+    };
+    for (base, fleet) in [
+        (Variant::Base.kustomized(), Variant::Fleet.kustomized()),
+        (Variant::Base.chart(), Variant::Fleet.chart()),
+    ] {
+        assert!(base.objects.iter().all(|o| !is_fleet(o)), "fleet objects in the base");
+        assert!(base.all("Deployment").is_empty());
+        let mut fleet_ids = BTreeSet::new();
+        for o in fleet.objects.iter().filter(|o| !is_fleet(o)) {
+            fleet_ids.insert(id(o));
+        }
+        let base_ids: BTreeSet<String> = base.objects.iter().map(id).collect();
+        assert_eq!(base_ids, fleet_ids, "the same objects besides the fleet's");
+        for b in &base.objects {
+            let f = fleet.objects.iter().find(|o| id(o) == id(b)).expect("present");
+            match s(b, "/kind") {
+                // Replaced whole: fleet_agents_cannot_list_or_watch_history_or_secrets.
+                "ClusterRole" => {}
+                "DaemonSet" => {
+                    let mut f = f.clone();
+                    let env = f
+                        .pointer_mut("/spec/template/spec/containers/0/env")
+                        .and_then(Value::as_array_mut)
+                        .expect("env");
+                    let added = env.split_off(env.len() - 2);
+                    let names: Vec<&str> = added.iter().map(|e| s(e, "/name")).collect();
+                    assert_eq!(names, ["POD_NAMESPACE", "ROLLCACHE_HISTORY_FROM"]);
+                    assert_eq!(&f, b, "the DaemonSet differs only by its two env entries");
+                }
+                _ => assert_eq!(f, b, "{}", id(b)),
+            }
+        }
+    }
+}
+
+#[test]
+fn fleet_podmonitor_scrapes_the_indexer_and_the_agents_one_does_not() {
+    for r in both(Variant::FleetMonitoring) {
+        let index = r.deployment("rollcache-index");
+        let spec = index.spec.as_ref().expect("spec");
+        let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone());
+        let labels = labels.unwrap_or_default();
+        let c = &spec.template.spec.as_ref().expect("pod").containers[0];
+        let to_map = |v: &Value| -> BTreeMap<String, String> {
+            serde_json::from_value(v.clone()).expect("labels")
+        };
+        for pm in r.all("PodMonitor") {
+            let selector = to_map(&pm["spec"]["selector"]["matchLabels"]);
+            let is_index = s(pm, "/metadata/name") == "rollcache-index";
+            assert_eq!(selects(&selector, &labels), is_index, "{}", id(pm));
+            if is_index {
+                let endpoint = &arr(pm, "/spec/podMetricsEndpoints")[0];
+                let port_name = s(endpoint, "/port");
+                let port = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(port_name));
+                assert_eq!(port.map(|p| p.container_port), Some(9102));
+                assert_eq!(s(endpoint, "/path"), "/metrics");
+                let namespaces = arr(pm, "/spec/namespaceSelector/matchNames");
+                assert_eq!(namespaces, [json!(render::NAMESPACE)]);
+            }
+        }
+        assert_eq!(r.all("PodMonitor").len(), 2);
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount,
 };
@@ -105,6 +105,21 @@ pub fn helm_template(args: &[&str]) -> Vec<Value> {
     documents(&text, &format!("helm template {}", args.join(" ")))
 }
 
+/// `helm template` as above that must fail; its stderr.
+pub fn helm_template_error(args: &[&str]) -> String {
+    let chart = chart_dir();
+    let mut all = vec!["template", "rollcache", chart.to_str().expect("a UTF-8 path")];
+    all.extend_from_slice(args);
+    let bin = client(KubeClient::Helm);
+    let out = Command::new(&bin)
+        .args(&all)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    assert!(!out.status.success(), "helm {} rendered", all.join(" "));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `helm lint --strict` with extra arguments; its report.
 pub fn helm_lint(args: &[&str]) -> String {
     let chart = chart_dir();
@@ -121,14 +136,20 @@ pub enum Variant {
     K3s,
     /// The base with daemonset/monitoring/ applied next to it.
     Monitoring,
+    /// overlays/fleet: the indexer Deployment and agents reading its inventory.
+    Fleet,
+    /// overlays/fleet with daemonset/monitoring/ and daemonset/monitoring/fleet/ next to it.
+    FleetMonitoring,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Base,
         Variant::NoSecrets,
         Variant::K3s,
         Variant::Monitoring,
+        Variant::Fleet,
+        Variant::FleetMonitoring,
     ];
 
     pub fn kustomize_dirs(self) -> &'static [&'static str] {
@@ -137,6 +158,8 @@ impl Variant {
             Variant::NoSecrets => &["overlays/no-secrets"],
             Variant::K3s => &["overlays/k3s"],
             Variant::Monitoring => &[".", "monitoring"],
+            Variant::Fleet => &["overlays/fleet"],
+            Variant::FleetMonitoring => &["overlays/fleet", "monitoring", "monitoring/fleet"],
         }
     }
 
@@ -149,6 +172,8 @@ impl Variant {
             Variant::NoSecrets => Some("no-secrets"),
             Variant::K3s => Some("k3s"),
             Variant::Monitoring => Some("monitoring"),
+            Variant::Fleet => Some("fleet"),
+            Variant::FleetMonitoring => Some("fleet-monitoring"),
         };
         let mut args = vec!["--set".to_owned(), "namespace.create=true".to_owned()];
         if let Some(f) = file {
@@ -237,6 +262,10 @@ impl Rendered {
                 "RoleBinding" => drop(typed::<RoleBinding>(o)),
                 "ConfigMap" => drop(typed::<ConfigMap>(o)),
                 "DaemonSet" => drop(typed::<DaemonSet>(o)),
+                "Deployment" => drop(typed::<Deployment>(o)),
+                "PodDisruptionBudget" => {
+                    drop(typed::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(o))
+                }
                 "Service" => drop(typed::<Service>(o)),
                 "NetworkPolicy" => {
                     drop(typed::<k8s_openapi::api::networking::v1::NetworkPolicy>(o))
@@ -280,6 +309,10 @@ impl Rendered {
 
     pub fn daemonset(&self) -> DaemonSet {
         self.one("DaemonSet")
+    }
+
+    pub fn deployment(&self, name: &str) -> Deployment {
+        self.named("Deployment", name)
     }
 
     /// The config file the DaemonSet reads: from its `--config` argument, through the volume
