@@ -452,7 +452,10 @@ fn fleet_values_reach_the_indexer_and_its_image_is_the_agents() {
     );
     let limits = c.resources.as_ref().and_then(|r| r.limits.clone());
     assert_eq!(
-        limits.unwrap_or_default().get("memory").map(|q| q.0.as_str()),
+        limits
+            .unwrap_or_default()
+            .get("memory")
+            .map(|q| q.0.as_str()),
         Some("1Gi")
     );
     assert_eq!(
@@ -467,7 +470,10 @@ fn fleet_values_reach_the_indexer_and_its_image_is_the_agents() {
     // The agent's placement values stay the agent's.
     let ds = r.daemonset();
     let agent = pod_spec(&ds);
-    assert_eq!(agent.priority_class_name.as_deref(), Some("system-node-critical"));
+    assert_eq!(
+        agent.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
     assert!(agent.node_selector.is_none());
 
     // The scraping namespace of the agent's NetworkPolicy is the indexer's too.
@@ -499,7 +505,12 @@ fn fleet_is_off_by_default_and_refused_without_secret_access() {
             .all(|o| o["metadata"]["name"] != "rollcacheinventories.rollcache.io")
     );
     // The indexer cannot turn its Helm Secrets source off: no half-working install.
-    let err = helm_template_error(&["--set", "fleet.enabled=true", "--set", "secrets.enabled=false"]);
+    let err = helm_template_error(&[
+        "--set",
+        "fleet.enabled=true",
+        "--set",
+        "secrets.enabled=false",
+    ]);
     assert!(
         err.contains("fleet.enabled=true needs secrets.enabled=true"),
         "{err}"

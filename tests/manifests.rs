@@ -1122,7 +1122,9 @@ fn grants(r: &Rendered, sa: &str) -> BTreeSet<Grant> {
                 let strings = |p: &str| -> Vec<String> {
                     let v: Vec<String> = arr(rule, p).iter().map(|x| x.to_string()).collect();
                     assert!(v.iter().all(|x| x != "\"*\""), "no wildcards: {rule}");
-                    v.into_iter().map(|x| x.trim_matches('"').to_owned()).collect()
+                    v.into_iter()
+                        .map(|x| x.trim_matches('"').to_owned())
+                        .collect()
                 };
                 for g in strings("/apiGroups") {
                     for res in strings("/resources") {
@@ -1172,7 +1174,12 @@ fn fleet_agents_cannot_list_or_watch_history_or_secrets() {
     for r in both(Variant::Fleet) {
         check_daemonset(&agent_side(&r));
         let agent = grants(&r, "rollcache");
-        let history = ["secrets", "configmaps", "replicasets", "controllerrevisions"];
+        let history = [
+            "secrets",
+            "configmaps",
+            "replicasets",
+            "controllerrevisions",
+        ];
         for (scope, _, resource, verb) in &agent {
             let read_all = ["list", "watch"].contains(&verb.as_str());
             assert!(
@@ -1186,15 +1193,30 @@ fn fleet_agents_cannot_list_or_watch_history_or_secrets() {
             grant(None, "", "nodes", &["get", "list", "watch"]),
             grant(None, "", "secrets", &["get"]),
             grant(None, "", "serviceaccounts", &["get"]),
-            grant(None, "rollcache.io", "rollcachenodes", &["get", "create", "patch"]),
+            grant(
+                None,
+                "rollcache.io",
+                "rollcachenodes",
+                &["get", "create", "patch"],
+            ),
             grant(
                 None,
                 "rollcache.io",
                 "rollcachenodes/status",
                 &["get", "create", "patch"],
             ),
-            grant(ns, "rollcache.io", "rollcacheinventories", &["list", "watch"]),
-            grant(Some("default"), "events.k8s.io", "events", &["create", "patch"]),
+            grant(
+                ns,
+                "rollcache.io",
+                "rollcacheinventories",
+                &["list", "watch"],
+            ),
+            grant(
+                Some("default"),
+                "events.k8s.io",
+                "events",
+                &["create", "patch"],
+            ),
         ]
         .concat()
         .into_iter()
@@ -1221,19 +1243,30 @@ fn fleet_indexer_writes_only_its_lease_and_shards_in_its_namespace() {
             if ["get", "list", "watch"].contains(&verb.as_str()) {
                 continue;
             }
-            assert_eq!(scope.as_deref(), ns, "{verb} {resource} outside its namespace");
+            assert_eq!(
+                scope.as_deref(),
+                ns,
+                "{verb} {resource} outside its namespace"
+            );
             assert!(
                 ["leases", "rollcacheinventories"].contains(&resource.as_str()),
                 "the indexer may {verb} {resource}"
             );
         }
-        let shard_verbs = ["get", "list", "watch", "create", "patch", "update", "delete"];
+        let shard_verbs = [
+            "get", "list", "watch", "create", "patch", "update", "delete",
+        ];
         let want: BTreeSet<Grant> = [
             grant(None, "apps", "replicasets", &["list", "watch"]),
             grant(None, "apps", "controllerrevisions", &["list", "watch"]),
             grant(None, "", "secrets", &["list", "watch"]),
             grant(None, "", "configmaps", &["list", "watch"]),
-            grant(ns, "coordination.k8s.io", "leases", &["create", "get", "update"]),
+            grant(
+                ns,
+                "coordination.k8s.io",
+                "leases",
+                &["create", "get", "update"],
+            ),
             grant(ns, "rollcache.io", "rollcacheinventories", &shard_verbs),
         ]
         .concat()
@@ -1285,14 +1318,31 @@ fn fleet_indexer_deployment_runs_index_with_two_replicas_probed_on_its_port() {
         assert!(parsed.lease_duration >= Duration::from_secs(2));
         let port = i32::from(parsed.metrics_addr.port());
         assert_eq!(port, 9102);
-        let named = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some("metrics"));
+        let named = c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("metrics"));
         assert_eq!(named.map(|p| p.container_port), Some(port));
-        assert_eq!(probe_target(c.readiness_probe.as_ref(), c), ("/readyz".into(), port));
-        assert_eq!(probe_target(c.liveness_probe.as_ref(), c), ("/healthz".into(), port));
-        assert_eq!(probe_target(c.startup_probe.as_ref(), c), ("/healthz".into(), port));
+        assert_eq!(
+            probe_target(c.readiness_probe.as_ref(), c),
+            ("/readyz".into(), port)
+        );
+        assert_eq!(
+            probe_target(c.liveness_probe.as_ref(), c),
+            ("/healthz".into(), port)
+        );
+        assert_eq!(
+            probe_target(c.startup_probe.as_ref(), c),
+            ("/healthz".into(), port)
+        );
         assert_eq!(field_ref(c, "POD_NAME"), "metadata.name");
         assert_eq!(field_ref(c, "POD_NAMESPACE"), "metadata.namespace");
-        assert_eq!(c.image, container(&r.daemonset()).image, "the agent's image");
+        assert_eq!(
+            c.image,
+            container(&r.daemonset()).image,
+            "the agent's image"
+        );
 
         // Hardened like the agent, and not root: it holds no socket.
         let sc = c.security_context.as_ref().expect("securityContext");
@@ -1314,20 +1364,33 @@ fn fleet_indexer_deployment_runs_index_with_two_replicas_probed_on_its_port() {
         assert_eq!(memory(res.requests.as_ref()), memory(res.limits.as_ref()));
 
         // Its own pods, spread across nodes, one kept through a drain; never the agent's.
-        let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone());
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone());
         let labels = labels.unwrap_or_default();
         assert!(selects(
             spec.selector.match_labels.as_ref().expect("matchLabels"),
             &labels
         ));
-        let anti = pod.affinity.as_ref().and_then(|a| a.pod_anti_affinity.as_ref());
+        let anti = pod
+            .affinity
+            .as_ref()
+            .and_then(|a| a.pod_anti_affinity.as_ref());
         let preferred = anti
-            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone())
+            .and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .clone()
+            })
             .unwrap_or_default();
         assert_eq!(preferred.len(), 1);
         let term = &preferred[0].pod_affinity_term;
         assert_eq!(term.topology_key, "kubernetes.io/hostname");
-        let sel = term.label_selector.as_ref().and_then(|s| s.match_labels.clone());
+        let sel = term
+            .label_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone());
         assert!(selects(&sel.unwrap_or_default(), &labels));
         let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
             r.named("PodDisruptionBudget", "rollcache-index");
@@ -1337,14 +1400,23 @@ fn fleet_indexer_deployment_runs_index_with_two_replicas_probed_on_its_port() {
         let sel = pdb.selector.and_then(|s| s.match_labels);
         assert!(selects(&sel.unwrap_or_default(), &labels));
         let ds = r.daemonset();
-        let ds_selector = ds.spec.as_ref().and_then(|s| s.selector.match_labels.clone());
+        let ds_selector = ds
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.clone());
         assert!(!selects(&ds_selector.unwrap_or_default(), &labels));
 
         // Its metrics Service and NetworkPolicy select its pods on its port, the agent's do not.
-        for (svc, target) in [("rollcache-index-metrics", true), ("rollcache-metrics", false)] {
+        for (svc, target) in [
+            ("rollcache-index-metrics", true),
+            ("rollcache-metrics", false),
+        ] {
             let svc: Service = r.named("Service", svc);
             let spec = svc.spec.expect("service spec");
-            assert_eq!(selects(&spec.selector.clone().unwrap_or_default(), &labels), target);
+            assert_eq!(
+                selects(&spec.selector.clone().unwrap_or_default(), &labels),
+                target
+            );
             let ports: Vec<i32> = spec.ports.iter().flatten().map(|p| p.port).collect();
             assert_eq!(ports.contains(&port), target, "{ports:?}");
         }
@@ -1355,7 +1427,10 @@ fn fleet_indexer_deployment_runs_index_with_two_replicas_probed_on_its_port() {
             let sel = spec.pod_selector.and_then(|s| s.match_labels);
             assert_eq!(selects(&sel.unwrap_or_default(), &labels), target);
             let rules = spec.ingress.unwrap_or_default();
-            let ports: Vec<_> = rules.iter().flat_map(|r| r.ports.iter().flatten()).collect();
+            let ports: Vec<_> = rules
+                .iter()
+                .flat_map(|r| r.ports.iter().flatten())
+                .collect();
             assert_eq!(
                 ports.iter().any(|p| p.port == Some(IntOrString::Int(port))),
                 target
@@ -1368,14 +1443,20 @@ fn fleet_indexer_deployment_runs_index_with_two_replicas_probed_on_its_port() {
 fn fleet_leaves_the_single_process_objects_as_they_are() {
     let is_fleet = |o: &Value| {
         o["metadata"]["labels"]["app.kubernetes.io/component"] == "index"
-            || ["rollcache-inventory-reader", "rollcacheinventories.rollcache.io"]
-                .contains(&s(o, "/metadata/name"))
+            || [
+                "rollcache-inventory-reader",
+                "rollcacheinventories.rollcache.io",
+            ]
+            .contains(&s(o, "/metadata/name"))
     };
     for (base, fleet) in [
         (Variant::Base.kustomized(), Variant::Fleet.kustomized()),
         (Variant::Base.chart(), Variant::Fleet.chart()),
     ] {
-        assert!(base.objects.iter().all(|o| !is_fleet(o)), "fleet objects in the base");
+        assert!(
+            base.objects.iter().all(|o| !is_fleet(o)),
+            "fleet objects in the base"
+        );
         assert!(base.all("Deployment").is_empty());
         let mut fleet_ids = BTreeSet::new();
         for o in fleet.objects.iter().filter(|o| !is_fleet(o)) {
@@ -1384,7 +1465,11 @@ fn fleet_leaves_the_single_process_objects_as_they_are() {
         let base_ids: BTreeSet<String> = base.objects.iter().map(id).collect();
         assert_eq!(base_ids, fleet_ids, "the same objects besides the fleet's");
         for b in &base.objects {
-            let f = fleet.objects.iter().find(|o| id(o) == id(b)).expect("present");
+            let f = fleet
+                .objects
+                .iter()
+                .find(|o| id(o) == id(b))
+                .expect("present");
             match s(b, "/kind") {
                 // Replaced whole: fleet_agents_cannot_list_or_watch_history_or_secrets.
                 "ClusterRole" => {}
@@ -1410,7 +1495,11 @@ fn fleet_podmonitor_scrapes_the_indexer_and_the_agents_one_does_not() {
     for r in both(Variant::FleetMonitoring) {
         let index = r.deployment("rollcache-index");
         let spec = index.spec.as_ref().expect("spec");
-        let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone());
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone());
         let labels = labels.unwrap_or_default();
         let c = &spec.template.spec.as_ref().expect("pod").containers[0];
         let to_map = |v: &Value| -> BTreeMap<String, String> {
@@ -1423,7 +1512,11 @@ fn fleet_podmonitor_scrapes_the_indexer_and_the_agents_one_does_not() {
             if is_index {
                 let endpoint = &arr(pm, "/spec/podMetricsEndpoints")[0];
                 let port_name = s(endpoint, "/port");
-                let port = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(port_name));
+                let port = c
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some(port_name));
                 assert_eq!(port.map(|p| p.container_port), Some(9102));
                 assert_eq!(s(endpoint, "/path"), "/metrics");
                 let namespaces = arr(pm, "/spec/namespaceSelector/matchNames");

@@ -108,7 +108,11 @@ pub fn helm_template(args: &[&str]) -> Vec<Value> {
 /// `helm template` as above that must fail; its stderr.
 pub fn helm_template_error(args: &[&str]) -> String {
     let chart = chart_dir();
-    let mut all = vec!["template", "rollcache", chart.to_str().expect("a UTF-8 path")];
+    let mut all = vec![
+        "template",
+        "rollcache",
+        chart.to_str().expect("a UTF-8 path"),
+    ];
     all.extend_from_slice(args);
     let bin = client(KubeClient::Helm);
     let out = Command::new(&bin)
@@ -263,9 +267,9 @@ impl Rendered {
                 "ConfigMap" => drop(typed::<ConfigMap>(o)),
                 "DaemonSet" => drop(typed::<DaemonSet>(o)),
                 "Deployment" => drop(typed::<Deployment>(o)),
-                "PodDisruptionBudget" => {
-                    drop(typed::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(o))
-                }
+                "PodDisruptionBudget" => drop(typed::<
+                    k8s_openapi::api::policy::v1::PodDisruptionBudget,
+                >(o)),
                 "Service" => drop(typed::<Service>(o)),
                 "NetworkPolicy" => {
                     drop(typed::<k8s_openapi::api::networking::v1::NetworkPolicy>(o))
