@@ -13,7 +13,7 @@ use rollcache::fleet::codec;
 use rollcache::fleet::publish::{IndexMetrics, Tuning};
 use rollcache::history::{controller_revisions, replicasets};
 use rollcache::model::RevisionFact;
-use rollcache::shard::InventorySpec;
+use rollcache::shard::{self, InventorySpec};
 use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions, Fault};
 use rollcache_testbed::history;
 use serde_json::Value;
@@ -74,6 +74,7 @@ async fn shards(api: &ApiServer) -> Vec<(String, String, InventorySpec)> {
         .expect("list shards")
         .items
         .into_iter()
+        .filter(|o| o.metadata.name.as_deref() != Some(shard::CATALOG_NAME))
         .map(|o| {
             let spec = serde_json::from_value(o.data["spec"].clone()).expect("spec");
             (
