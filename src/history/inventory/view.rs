@@ -284,3 +284,6 @@ pub fn stale(catalog: &Catalog, now: SystemTime) -> Option<String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests;
