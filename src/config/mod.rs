@@ -238,6 +238,14 @@ impl FileConfig {
     }
 }
 
+fn is_namespace_name(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 fn human_duration<S: serde::Serializer>(
     d: &Duration,
     s: S,
@@ -389,13 +397,13 @@ impl Config {
                 "`inventory` reads the cluster's inventory: it needs the Kubernetes API (kubernetes: true)".into(),
             );
         }
-        for ns in self.namespaces.iter().chain(&self.inventory_namespace) {
-            if ns.is_empty()
-                || ns.len() > 63
-                || !ns
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            {
+        if let Some(ns) = &self.inventory_namespace
+            && !is_namespace_name(ns)
+        {
+            return invalid("inventory_namespace", format!("`{ns}` is not a namespace name"));
+        }
+        for ns in &self.namespaces {
+            if !is_namespace_name(ns) {
                 return invalid("namespaces", format!("`{ns}` is not a namespace name"));
             }
         }
