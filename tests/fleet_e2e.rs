@@ -345,12 +345,12 @@ async fn fleet_shards_and_catalog_deleted_or_corrupted_unpin_nothing() {
     // agent sees it), then the indexer restarts and restores what it publishes.
     let mut indexer = Some(indexer);
 
-    // One shard of several.
-    let shard = bl45p
-        .iter()
-        .find(|n| n.ends_with("-0"))
-        .expect("shard 0")
-        .clone();
+    // One shard of several: the one holding revision 1, whose image no other object names, so
+    // that only the rule keeps its pin.
+    let n = bl45p.len() as u32;
+    let object = rollcache::model::ObjectRef::new("ControllerRevision", "bl45p", &h.one_cr);
+    let shard = shard::object_name("bl45p", shard::bucket(&object, n), n);
+    assert!(bl45p.contains(&shard), "{shard} in {bl45p:?}");
     indexer.take().expect("running").stop().await;
     assert!(api.delete(shard::KIND, INV_NS, &shard));
     incomplete_because(&d, "is missing").await;

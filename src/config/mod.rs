@@ -400,7 +400,10 @@ impl Config {
         if let Some(ns) = &self.inventory_namespace
             && !is_namespace_name(ns)
         {
-            return invalid("inventory_namespace", format!("`{ns}` is not a namespace name"));
+            return invalid(
+                "inventory_namespace",
+                format!("`{ns}` is not a namespace name"),
+            );
         }
         for ns in &self.namespaces {
             if !is_namespace_name(ns) {
