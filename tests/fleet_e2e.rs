@@ -451,8 +451,9 @@ async fn fleet_leadership_moved_unpins_nothing_and_follows() {
 }
 
 /// In fleet mode the agent lists and watches no Secret, ConfigMap, ReplicaSet or
-/// ControllerRevision: with all of them refused (403) it lists, pins what the inventory says,
-/// and its sources are the inventory and Pods only.
+/// ControllerRevision: with all of them refused (403) it lists, pins what the inventory says and
+/// what the Pods on its node run (not those on another node), and its sources are the inventory,
+/// the Pods and its Node only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_agent_needs_no_list_or_watch_of_secrets_or_history() {
     let mut bed = Bed::start().await;
@@ -472,18 +473,35 @@ async fn fleet_agent_needs_no_list_or_watch_of_secrets_or_history() {
     ] {
         api.set_resource_fault(plural, Some(Fault::Status(403)));
     }
-    let d = agent(&bed, &api).await;
-    for image in [&h.one, &h.two, &h.other] {
+    // Pods of this node are its own to watch; a pod on another node is not its business.
+    let (here, _, _) = bed.push_small(945, "fleet/bare:1");
+    api.apply(history::node("n1", json!({}))).expect("node");
+    let on = |node: &str, image: &str| json!({"nodeName": node, "containers": history::containers(&[image], None)});
+    api.apply(history::pod("bl48p", "here", on("n1", &here)))
+        .expect("pod");
+    api.apply(history::pod(
+        "bl48p",
+        "there",
+        on("n2", "reg.example/there:1"),
+    ))
+    .expect("pod");
+    let mut s = base_settings(bed.containerd.socket().as_path(), Some("n1"));
+    s.insert("history_from".into(), "inventory".into());
+    s.insert("inventory_namespace".into(), INV_NS.into());
+    let d = TestDaemon::start(&api, s).await;
+    for image in [&h.one, &h.two, &h.other, &here] {
         wait_pinned_by_us(&bed.node, image).await;
     }
     let s = d.status().await;
+    assert!(!s.to_string().contains("reg.example/there"), "{s:#}");
     let names: BTreeMap<String, Value> = s["sources"]
         .as_array()
         .unwrap()
         .iter()
         .map(|x| (x["source"].as_str().unwrap().to_owned(), x.clone()))
         .collect();
-    assert_eq!(names.len(), 2, "{names:#?}");
+    assert_eq!(names.len(), 3, "{names:#?}");
+    assert!(names.contains_key("node"), "{names:#?}");
     assert!(
         names.keys().any(|n| n.starts_with("inventory")),
         "{names:#?}"
