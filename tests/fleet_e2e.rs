@@ -511,7 +511,8 @@ async fn fleet_agent_needs_no_list_or_watch_of_secrets_or_history() {
 }
 
 /// `rollcache plan` prints the same plan from the inventory as from the cluster's own history
-/// (ReplicaSets, ControllerRevisions and a Helm release), once the indexer has published it.
+/// (ReplicaSets, ControllerRevisions and a Helm release), once the indexer has published it;
+/// `rollcache check-rollback` gives the same answer from both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_from_the_inventory_is_the_plan_from_the_cluster() {
     let api = api_with_crd().await;
@@ -556,5 +557,41 @@ async fn plan_from_the_inventory_is_the_plan_from_the_cluster() {
         "{a:#}"
     );
     assert_eq!(a, b, "{}", common::cli::text(&inventory.stderr));
+
+    // check-rollback finds the same target, from the same revisions, in both.
+    let check = |from: &'static str| {
+        let api = &api;
+        async move {
+            let out = common::cli::rollcache(
+                api,
+                &[
+                    "check-rollback",
+                    "sts/ioc",
+                    "-n",
+                    "bl45p",
+                    "-o",
+                    "json",
+                    "--history-from",
+                    from,
+                    "--inventory-namespace",
+                    INV_NS,
+                ],
+            )
+            .await;
+            (
+                common::cli::code(&out),
+                common::cli::json_of(&out),
+                common::cli::text(&out.stderr),
+            )
+        }
+    };
+    let (cluster, inventory) = (check("cluster").await, check("inventory").await);
+    assert_eq!(cluster.1["revision"], 2, "{:#}", cluster.1);
+    assert_eq!(
+        (cluster.0, &cluster.1),
+        (inventory.0, &inventory.1),
+        "{}",
+        inventory.2
+    );
     indexer.stop().await;
 }
