@@ -7,7 +7,6 @@
 //! seen by its catalog ageing), and marks the source incomplete before any change that is not
 //! complete, so that no snapshot between the two looks complete.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +21,7 @@ use super::Decoded;
 use super::change::{Change, fold};
 use super::store::{HistoryStore, SourceId, StatusKey};
 use super::supervise::spawn_supervised;
-use crate::model::{ObjectRef, RevisionFact, SourceKind};
+use crate::model::{RevisionFact, SourceKind};
 
 pub mod view;
 
@@ -68,7 +67,7 @@ pub fn spawn_inventory_source(
 struct Feeder {
     id: SourceId,
     view: View,
-    in_store: Option<BTreeMap<ObjectRef, Vec<RevisionFact>>>,
+    in_store: Option<view::Facts>,
     incomplete: Option<String>,
 }
 
@@ -89,8 +88,8 @@ impl Feeder {
         if outcome.incomplete.is_some() {
             store.set_incomplete(&self.id, outcome.incomplete.clone());
         }
-        let decoded = |facts: &Vec<RevisionFact>| Decoded {
-            facts: facts.clone(),
+        let decoded = |facts: &std::sync::Arc<[RevisionFact]>| Decoded {
+            facts: facts.to_vec(),
             problems: Vec::new(),
         };
         match &self.in_store {
@@ -138,12 +137,7 @@ async fn run(
     store.register(&id);
     let mut view = View::default();
     // A restarted source keeps what it had given the store until the inventory says otherwise.
-    view.seed(
-        store
-            .objects_of(&id)
-            .into_iter()
-            .map(|(o, f)| (o, f.to_vec())),
-    );
+    view.seed(store.objects_of(&id));
     let mut feeder = Feeder {
         id: id.clone(),
         view,

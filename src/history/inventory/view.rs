@@ -7,6 +7,7 @@
 //! leave only when a fresh catalog no longer lists it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -27,8 +28,8 @@ struct Shard {
     shards: u32,
     digest: String,
     unresolved: usize,
-    /// Facts of the last version that decoded (kept through a version that does not).
-    good: Option<Vec<RevisionFact>>,
+    /// Facts of the last version that decoded, by object (kept through a version that does not).
+    good: Option<Facts>,
     /// Why the latest version was refused, naming the shard.
     error: Option<String>,
 }
@@ -39,20 +40,23 @@ pub struct View {
     shards: BTreeMap<String, Shard>,
     catalog: Option<Result<Catalog, String>>,
     /// Facts per namespace as the store holds them, by object.
-    fed: BTreeMap<String, BTreeMap<ObjectRef, Vec<RevisionFact>>>,
+    fed: BTreeMap<String, Facts>,
 }
+
+/// Facts by the object they came from, shared between the shards, what was fed and the outcome.
+pub type Facts = BTreeMap<ObjectRef, Arc<[RevisionFact]>>;
 
 /// What the store should hold now.
 #[derive(Debug, PartialEq)]
 pub struct Outcome {
-    pub objects: BTreeMap<ObjectRef, Vec<RevisionFact>>,
+    pub objects: Facts,
     /// Why the view is incomplete; None: complete.
     pub incomplete: Option<String>,
 }
 
 impl View {
     /// What the store held before this view began (a restarted source): kept like facts fed.
-    pub fn seed(&mut self, held: impl IntoIterator<Item = (ObjectRef, Vec<RevisionFact>)>) {
+    pub fn seed(&mut self, held: impl IntoIterator<Item = (ObjectRef, Arc<[RevisionFact]>)>) {
         for (object, facts) in held {
             self.fed
                 .entry(object.namespace.clone())
@@ -92,7 +96,7 @@ impl View {
             Ok(spec) => {
                 let decoded = codec::decode(name, &spec).map_err(|e| e.to_string());
                 let (good, error) = match decoded {
-                    Ok(facts) => (Some(facts), None),
+                    Ok(facts) => (Some(by_object(facts)), None),
                     Err(e) => (prev.and_then(|p| p.good), Some(e)),
                 };
                 Shard {
@@ -186,8 +190,8 @@ impl View {
                     // Incomplete: what was held stays, and what the shards say now is added.
                     let mut held = self.fed.remove(&ns).unwrap_or_default();
                     for (_, s) in &shards {
-                        for (object, facts) in by_object(s.good.iter().flatten()) {
-                            held.insert(object, facts);
+                        for (object, facts) in s.good.iter().flatten() {
+                            held.insert(object.clone(), facts.clone());
                         }
                     }
                     held
@@ -215,11 +219,7 @@ impl View {
     }
 
     /// The facts of `ns` when the shards the catalog names are all here and match it.
-    fn complete_set(
-        &self,
-        ns: &str,
-        entry: &shard::CatalogEntry,
-    ) -> Result<BTreeMap<ObjectRef, Vec<RevisionFact>>, String> {
+    fn complete_set(&self, ns: &str, entry: &shard::CatalogEntry) -> Result<Facts, String> {
         let mut out = BTreeMap::new();
         for i in 0..entry.shards {
             let name = shard::object_name(ns, i, entry.shards);
@@ -246,21 +246,19 @@ impl View {
                     s.unresolved
                 ));
             }
-            out.extend(by_object(s.good.iter().flatten()));
+            out.extend(s.good.iter().flatten().map(|(o, f)| (o.clone(), f.clone())));
         }
         Ok(out)
     }
 }
 
 /// Facts grouped by the object they came from.
-fn by_object<'a>(
-    facts: impl IntoIterator<Item = &'a RevisionFact>,
-) -> BTreeMap<ObjectRef, Vec<RevisionFact>> {
-    let mut out: BTreeMap<ObjectRef, Vec<RevisionFact>> = BTreeMap::new();
+fn by_object(facts: Vec<RevisionFact>) -> Facts {
+    let mut grouped: BTreeMap<ObjectRef, Vec<RevisionFact>> = BTreeMap::new();
     for f in facts {
-        out.entry(f.object.clone()).or_default().push(f.clone());
+        grouped.entry(f.object.clone()).or_default().push(f);
     }
-    out
+    grouped.into_iter().map(|(o, f)| (o, f.into())).collect()
 }
 
 /// Why `catalog` is stale at `now`, if it is.

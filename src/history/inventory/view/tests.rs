@@ -74,7 +74,7 @@ fn images(o: &Outcome) -> Vec<String> {
     let mut v: Vec<String> = o
         .objects
         .values()
-        .flatten()
+        .flat_map(|f| f.iter())
         .map(|f| f.template.containers[0].image.clone())
         .collect();
     v.sort();
