@@ -173,11 +173,10 @@ impl View {
                 .filter(|(_, s)| s.namespace == ns)
                 .collect();
             let complete = match catalog.map(|c| c.namespaces.get(&ns)) {
-                // Gone: a fresh catalog no longer lists it and no shard of it is left.
-                Some(None) if shards.is_empty() => continue,
-                Some(None) => Err(format!(
-                    "namespace {ns} has shards the catalog does not list yet"
-                )),
+                // Not published: a fresh catalog does not list it. Its history is gone, or its
+                // shards are not announced yet (their facts come with the catalog that lists
+                // them), or they are left-overs no indexer owns: none of it is held.
+                Some(None) => continue,
                 Some(Some(entry)) => self.complete_set(&ns, entry),
                 None => Err(String::new()),
             };
