@@ -6,14 +6,14 @@
 //! stays and what the shards hold now is added (pulls go on, nothing leaves). A namespace's facts
 //! leave only when a fresh catalog no longer lists it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
 use crate::fleet::codec;
-use crate::model::{ObjectRef, RevisionFact};
+use crate::model::{ObjectRef, PodTemplate, RevisionFact};
 use rollcache_core::shard::{self, CATALOG_NAME, Catalog, InventorySpec};
 
 /// A catalog older than this many of the indexer's resync periods is stale (the indexer is down,
@@ -41,6 +41,11 @@ pub struct View {
     catalog: Option<Result<Catalog, String>>,
     /// Facts per namespace as the store holds them, by object.
     fed: BTreeMap<String, Facts>,
+    /// One copy of each distinct pod template among the shards' facts (revisions of a workload
+    /// mostly share theirs); the store then shares these copies too.
+    templates: HashSet<Arc<PodTemplate>>,
+    /// Templates in use at the last sweep.
+    templates_in_use: usize,
 }
 
 /// Facts by the object they came from, shared between the shards, what was fed and the outcome.
@@ -96,7 +101,7 @@ impl View {
             Ok(spec) => {
                 let decoded = codec::decode(name, &spec).map_err(|e| e.to_string());
                 let (good, error) = match decoded {
-                    Ok(facts) => (Some(by_object(facts)), None),
+                    Ok(facts) => (Some(self.by_object(facts)), None),
                     Err(e) => (prev.and_then(|p| p.good), Some(e)),
                 };
                 Shard {
@@ -217,6 +222,26 @@ impl View {
         }
     }
 
+    /// Facts grouped by the object they came from, their templates shared.
+    fn by_object(&mut self, facts: Vec<RevisionFact>) -> Facts {
+        // Held by the set alone: no fact uses it any more. Swept when the set has doubled.
+        if self.templates.len() > 2 * self.templates_in_use.max(512) {
+            self.templates.retain(|t| Arc::strong_count(t) > 1);
+            self.templates_in_use = self.templates.len();
+        }
+        let mut grouped: BTreeMap<ObjectRef, Vec<RevisionFact>> = BTreeMap::new();
+        for mut f in facts {
+            match self.templates.get(&*f.template) {
+                Some(shared) => f.template = shared.clone(),
+                None => {
+                    self.templates.insert(f.template.clone());
+                }
+            }
+            grouped.entry(f.object.clone()).or_default().push(f);
+        }
+        grouped.into_iter().map(|(o, f)| (o, f.into())).collect()
+    }
+
     /// The facts of `ns` when the shards the catalog names are all here and match it.
     fn complete_set(&self, ns: &str, entry: &shard::CatalogEntry) -> Result<Facts, String> {
         let mut out = BTreeMap::new();
@@ -249,15 +274,6 @@ impl View {
         }
         Ok(out)
     }
-}
-
-/// Facts grouped by the object they came from.
-fn by_object(facts: Vec<RevisionFact>) -> Facts {
-    let mut grouped: BTreeMap<ObjectRef, Vec<RevisionFact>> = BTreeMap::new();
-    for f in facts {
-        grouped.entry(f.object.clone()).or_default().push(f);
-    }
-    grouped.into_iter().map(|(o, f)| (o, f.into())).collect()
 }
 
 /// Why `catalog` is stale at `now`, if it is.

@@ -223,3 +223,25 @@ fn unresolved_objects_or_an_incomplete_indexer_make_the_view_incomplete() {
     v.apply(CATALOG_NAME, &c);
     assert!(v.evaluate(now).incomplete.unwrap().contains("incomplete"));
 }
+
+#[test]
+fn equal_templates_of_different_shards_are_one_copy() {
+    let now = SystemTime::now();
+    let same: Vec<RevisionFact> = (0..6)
+        .map(|i| fact("a", &format!("a{i}"), "r/a:same"))
+        .collect();
+    let (objects, _) = shards("a", &same);
+    let mut v = View::default();
+    for (n, o) in &objects {
+        v.apply(n, o);
+    }
+    let out = v.evaluate(now);
+    let templates: Vec<&Arc<PodTemplate>> = out
+        .objects
+        .values()
+        .flat_map(|f| f.iter())
+        .map(|f| &f.template)
+        .collect();
+    assert_eq!(templates.len(), 6);
+    assert!(templates.iter().all(|t| Arc::ptr_eq(t, templates[0])));
+}
