@@ -206,11 +206,7 @@ impl Publisher {
                              "rollcache.io/source-namespace": spec.source_namespace}},
                 "spec": spec,
             });
-            let ssa = PatchParams::apply(FIELD_MANAGER).force();
-            if let Err(e) = self.api.patch(name, &ssa, &Patch::Apply(&obj)).await {
-                self.metrics.write_errors.inc();
-                return Err(e);
-            }
+            self.apply(name, &obj).await?;
             self.metrics.writes.inc();
             self.published.insert(name.clone(), spec.clone());
             pass.written += 1;
@@ -270,18 +266,22 @@ impl Publisher {
                          "labels": {"app.kubernetes.io/name": "rollcache"}},
             "catalog": observed,
         });
-        let ssa = PatchParams::apply(FIELD_MANAGER).force();
-        if let Err(e) = self
-            .api
-            .patch(shard::CATALOG_NAME, &ssa, &Patch::Apply(&obj))
-            .await
-        {
-            self.metrics.write_errors.inc();
-            return Err(e);
-        }
+        self.apply(shard::CATALOG_NAME, &obj).await?;
         self.metrics.catalog_writes.inc();
         self.catalog = Some(catalog);
         Ok(())
+    }
+
+    /// Writes `obj` as `name` by server-side apply, counting a failure.
+    async fn apply(&self, name: &str, obj: &serde_json::Value) -> Result<(), kube::Error> {
+        let ssa = PatchParams::apply(FIELD_MANAGER).force();
+        match self.api.patch(name, &ssa, &Patch::Apply(obj)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.metrics.write_errors.inc();
+                Err(e)
+            }
+        }
     }
 
     /// Whether every source has listed since start, noting it in the readiness gauge. One object
