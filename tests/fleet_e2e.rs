@@ -87,7 +87,12 @@ async fn api_with_crd() -> ApiServer {
 
 /// The agent in fleet mode, grace period 1 s.
 async fn agent(bed: &Bed, api: &ApiServer) -> TestDaemon {
-    let mut s = base_settings(bed.containerd.socket().as_path(), None);
+    agent_on(bed, api, None).await
+}
+
+/// The agent in fleet mode on the node named `node`.
+async fn agent_on(bed: &Bed, api: &ApiServer, node: Option<&str>) -> TestDaemon {
+    let mut s = base_settings(bed.containerd.socket().as_path(), node);
     s.insert("unpin_grace".into(), "1s".into());
     s.insert("history_from".into(), "inventory".into());
     s.insert("inventory_namespace".into(), INV_NS.into());
@@ -268,8 +273,8 @@ async fn fleet_pins_follow_history_through_the_indexer() {
     indexer.stop().await;
 }
 
-/// The indexer stopped: its catalog ages and the view is incomplete (reported in `/status` and
-/// the metric), so a revision that left history meanwhile stays pinned; restarted while it
+/// The indexer stopped: its catalog ages and the view is incomplete (reported in `/status`, the
+/// node's summary and the metric), so a revision that left history meanwhile stays pinned; restarted while it
 /// cannot list the history it publishes nothing and nothing is unpinned; once it lists, it
 /// follows again: the control, that revision is unpinned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,8 +282,9 @@ async fn fleet_indexer_stopped_and_restarted_unpins_nothing() {
     let mut bed = Bed::start().await;
     let api = api_with_crd().await;
     let h = write_history(&mut bed, &api, 911);
+    api.apply(history::node("n1", json!({}))).expect("node");
     let indexer = Indexer::start(&api, "a", Duration::from_secs(1));
-    let d = agent(&bed, &api).await;
+    let d = agent_on(&bed, &api, Some("n1")).await;
     for image in [&h.one, &h.two, &h.other] {
         wait_pinned_by_us(&bed.node, image).await;
     }
@@ -286,6 +292,15 @@ async fn fleet_indexer_stopped_and_restarted_unpins_nothing() {
 
     indexer.stop().await;
     incomplete_because(&d, "last refreshed").await;
+    wait_until(SOON, "the node's summary says why", || async {
+        api.get("RollcacheNode", "", "n1").is_some_and(|o| {
+            o["status"]["state"] == "SourceError"
+                && o["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("last refreshed"))
+        })
+    })
+    .await;
     let m = d.metrics().await;
     assert_eq!(
         metric(&m, "rollcache_source_synced{source=\"inventory\"}"),
@@ -485,10 +500,7 @@ async fn fleet_agent_needs_no_list_or_watch_of_secrets_or_history() {
         on("n2", "reg.example/there:1"),
     ))
     .expect("pod");
-    let mut s = base_settings(bed.containerd.socket().as_path(), Some("n1"));
-    s.insert("history_from".into(), "inventory".into());
-    s.insert("inventory_namespace".into(), INV_NS.into());
-    let d = TestDaemon::start(&api, s).await;
+    let d = agent_on(&bed, &api, Some("n1")).await;
     for image in [&h.one, &h.two, &h.other, &here] {
         wait_pinned_by_us(&bed.node, image).await;
     }
