@@ -13,7 +13,7 @@ use rollcache::fleet::codec;
 use rollcache::fleet::publish::{IndexMetrics, Tuning};
 use rollcache::history::{controller_revisions, replicasets};
 use rollcache::model::RevisionFact;
-use rollcache::shard::InventorySpec;
+use rollcache::shard::{self, InventorySpec};
 use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions, Fault};
 use rollcache_testbed::history;
 use serde_json::Value;
@@ -74,6 +74,7 @@ async fn shards(api: &ApiServer) -> Vec<(String, String, InventorySpec)> {
         .expect("list shards")
         .items
         .into_iter()
+        .filter(|o| o.metadata.name.as_deref() != Some(shard::CATALOG_NAME))
         .map(|o| {
             let spec = serde_json::from_value(o.data["spec"].clone()).expect("spec");
             (
@@ -487,4 +488,49 @@ async fn the_listener_says_health_readiness_and_leadership() {
     }
     cancel.cancel();
     task.await.unwrap().expect("indexer ends cleanly");
+}
+
+/// The catalog as published.
+fn catalog(api: &ApiServer) -> Option<shard::Catalog> {
+    let obj = api.get(shard::KIND, "rollcache", shard::CATALOG_NAME)?;
+    Some(serde_json::from_value(obj["catalog"].clone()).expect("catalog"))
+}
+
+#[tokio::test]
+async fn the_catalog_names_every_shard_by_digest_is_refreshed_and_restored() {
+    let (api, objects) = with_history().await;
+    let a = start(&api, "a");
+    published(&api, &objects).await;
+    let mut by_ns: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    eventually("the catalog names what is published", async || {
+        by_ns.clear();
+        for (_, _, s) in shards(&api).await {
+            let digests = by_ns.entry(s.source_namespace.clone()).or_default();
+            digests.resize(s.shards as usize, String::new());
+            digests[s.shard as usize] = s.digest;
+        }
+        catalog(&api).is_some_and(|c| {
+            c.namespaces.len() == by_ns.len()
+                && c.namespaces.iter().all(|(ns, e)| {
+                    by_ns.get(ns) == Some(&e.digests) && e.shards as usize == e.digests.len()
+                })
+        })
+    })
+    .await;
+    let first = catalog(&api).unwrap();
+    assert!(first.complete, "{first:?}");
+    assert_eq!(first.resync_seconds, 1);
+    assert_eq!(
+        first.namespaces.keys().collect::<Vec<_>>(),
+        ["bl45p", "bl46p"]
+    );
+    eventually("the heartbeat refreshes observedAt", async || {
+        catalog(&api).is_some_and(|c| c.observed_at != first.observed_at)
+    })
+    .await;
+    assert!(api.delete(shard::KIND, "rollcache", shard::CATALOG_NAME));
+    eventually("the catalog restored", async || catalog(&api).is_some()).await;
+    assert!(a.metrics.catalog_writes.get() >= 3);
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
 }

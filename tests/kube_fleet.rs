@@ -211,4 +211,36 @@ fn the_crd_declares_every_spec_field_and_its_columns_exist() {
     for want in ["SOURCE-NAMESPACE", "SHARD", "OBJECTS", "REVISIONS", "AGE"] {
         assert!(columns.iter().any(|c| c == want), "{want} in {columns:?}");
     }
+
+    // The catalog's fields, each declared (a real server prunes what the schema lacks).
+    let catalog = &version["schema"]["openAPIV3Schema"]["properties"]["catalog"];
+    let mut namespaces = std::collections::BTreeMap::new();
+    namespaces.insert(
+        "bl45p".to_owned(),
+        shard::CatalogEntry {
+            shards: 1,
+            digests: vec![one_shard().digest],
+        },
+    );
+    let written = serde_json::to_value(shard::Catalog {
+        observed_at: "2026-01-01T00:00:00Z".into(),
+        resync_seconds: 300,
+        complete: true,
+        namespaces,
+    })
+    .unwrap();
+    for (k, v) in written.as_object().unwrap() {
+        let ty = match v {
+            Value::String(_) => "string",
+            Value::Bool(_) => "boolean",
+            Value::Object(_) => "object",
+            _ => "integer",
+        };
+        assert_eq!(catalog["properties"][k]["type"], ty, "catalog.{k}");
+    }
+    let entry = &catalog["properties"]["namespaces"]["additionalProperties"]["properties"];
+    for (k, v) in written["namespaces"]["bl45p"].as_object().unwrap() {
+        let ty = if v.is_array() { "array" } else { "integer" };
+        assert_eq!(entry[k]["type"], ty, "catalog.namespaces.*.{k}");
+    }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use rollcache::config::{
-    Config, ConfigArgs, CredentialVerificationPolicy, FileConfig, SourcesConfig,
+    Config, ConfigArgs, CredentialVerificationPolicy, FileConfig, HistoryFrom, SourcesConfig,
 };
 use rollcache::history::ProblemKind;
 use rollcache::metrics::{
@@ -130,6 +130,8 @@ fn every_field_changed() -> Config {
         },
         from_dir: Some("/d".into()),
         kubernetes: false,
+        history_from: HistoryFrom::Inventory,
+        inventory_namespace: Some("x".into()),
         hold_everything: true,
         extra_images: vec!["x".into()],
         max_concurrent_pulls: 9,

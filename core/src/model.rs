@@ -72,6 +72,8 @@ pub enum SourceKind {
     File,
     /// `extra_images` from the config or a manual prefetch.
     Config,
+    /// The fleet inventory (`RollcacheInventory` shards): a source, never a fact's own kind.
+    Inventory,
 }
 
 impl SourceKind {
@@ -83,6 +85,7 @@ impl SourceKind {
             SourceKind::Pod => "pod",
             SourceKind::File => "file",
             SourceKind::Config => "config",
+            SourceKind::Inventory => "inventory",
         }
     }
 }

@@ -56,6 +56,35 @@ pub struct InventorySpec {
     pub unresolved: Vec<String>,
 }
 
+/// The object name of the catalog: no shard's name (those hold a dot) can take it.
+pub const CATALOG_NAME: &str = "catalog";
+
+/// The `catalog` field of the `RollcacheInventory` named [`CATALOG_NAME`]: every source namespace
+/// published, with its shard count and each shard's digest, and when the indexer last confirmed
+/// it. Shards alone cannot tell "all of a namespace's shards deleted" from "namespace gone", nor
+/// "indexer down" from "nothing changed"; the catalog can.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Catalog {
+    /// RFC 3339 time of the leader's last pass, refreshed at least every `resync_seconds`.
+    pub observed_at: String,
+    /// The indexer's resync period: a catalog older than a few of them is stale.
+    pub resync_seconds: u64,
+    /// The indexer's own view was complete (every source listed and answering, every object
+    /// decoded): only then may a reader take a namespace's absence or a fact's as final.
+    #[serde(default)]
+    pub complete: bool,
+    pub namespaces: BTreeMap<String, CatalogEntry>,
+}
+
+/// One source namespace in the catalog.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub shards: u32,
+    /// The digest of shard `i` at index `i`.
+    pub digests: Vec<String>,
+}
+
 /// The object name of shard `shard` of `shards` for `namespace`: stable, readable in `kubectl get`,
 /// and a valid DNS subdomain for any namespace name (at most 63 characters, the name 73).
 pub fn object_name(namespace: &str, shard: u32, shards: u32) -> String {

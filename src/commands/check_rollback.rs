@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::commands::cluster::{CLUSTER_HINT, list_nodes, list_summaries, unix_now};
 use crate::commands::{Exit, Output, to_yaml, with_hint};
-use crate::config::{Config, KubeArgs, SourcesConfig};
+use crate::config::{Config, HistoryFrom, KubeArgs, SourcesConfig};
 use crate::history::once;
 use crate::history::sources::one_shot_client;
 use crate::inventory::Inventory;
@@ -47,6 +47,12 @@ pub struct CheckRollbackArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Where the history comes from: the cluster's objects, or the fleet inventory [default: cluster]
+    #[arg(long, env = "ROLLCACHE_HISTORY_FROM", value_enum)]
+    pub history_from: Option<HistoryFrom>,
+    /// Namespace of the inventory [default: POD_NAMESPACE, else rollcache]
+    #[arg(long, env = "ROLLCACHE_INVENTORY_NAMESPACE", value_name = "NAME")]
+    pub inventory_namespace: Option<String>,
 }
 
 /// A node the target's pods could not be scheduled on, and why.
@@ -145,6 +151,8 @@ async fn check(args: &CheckRollbackArgs) -> anyhow::Result<Report> {
             helm_configmaps: kind.is_none(),
             pods: false,
         },
+        history_from: args.history_from.unwrap_or_default(),
+        inventory_namespace: args.inventory_namespace.clone(),
         ..Config::default()
     };
     let history = once::load_history(&cfg, Some(client)).await?;

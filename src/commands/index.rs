@@ -11,7 +11,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, ApiResource, GroupVersionKind};
+use kube::api::Api;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,6 @@ use crate::history::sources;
 use crate::history::store::HistoryStore;
 use crate::history::watch::{WatchConfig, spawn_watchers};
 use crate::http;
-use rollcache_core::shard;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct IndexArgs {
@@ -72,11 +71,7 @@ impl IndexArgs {
     }
 }
 
-/// The `RollcacheInventory` resource for a dynamic API.
-pub fn inventory_resource() -> ApiResource {
-    let gvk = GroupVersionKind::gvk(shard::GROUP, shard::VERSION, shard::KIND);
-    ApiResource::from_gvk_with_plural(&gvk, shard::PLURAL)
-}
+pub use crate::fleet::inventory_resource;
 
 /// The history the indexer watches: every namespace's controllers' history and Helm releases;
 /// no Pods and no Node (they are per node, the agents' own).

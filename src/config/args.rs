@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{Config, CredentialVerificationPolicy, FileConfig, Result};
+use super::{Config, CredentialVerificationPolicy, FileConfig, HistoryFrom, Result};
 
 /// Which Kubernetes API a command talks to, as kubectl chooses it: every command that reads the
 /// cluster flattens these.
@@ -43,6 +43,12 @@ pub struct ConfigArgs {
     /// Do not contact the Kubernetes API (with --from only).
     #[arg(long, env = "ROLLCACHE_NO_KUBERNETES")]
     pub no_kubernetes: bool,
+    /// Where history comes from: the cluster's objects, or the indexer's inventory [default: cluster]
+    #[arg(long, env = "ROLLCACHE_HISTORY_FROM", value_enum)]
+    pub history_from: Option<HistoryFrom>,
+    /// Namespace of the inventory [default: POD_NAMESPACE, else rollcache]
+    #[arg(long, env = "ROLLCACHE_INVENTORY_NAMESPACE", value_name = "NAME")]
+    pub inventory_namespace: Option<String>,
     /// Hold every image, ignoring scheduling constraints.
     #[arg(long, env = "ROLLCACHE_HOLD_EVERYTHING")]
     pub hold_everything: bool,
@@ -126,6 +132,8 @@ impl ConfigArgs {
             containerd_socket,
             namespaces,
             from_dir,
+            history_from,
+            inventory_namespace,
             extra_images,
             max_concurrent_pulls,
             pull_timeout,

@@ -73,6 +73,20 @@ impl Default for SourcesConfig {
     }
 }
 
+/// Where the agent reads history from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryFrom {
+    /// Every ReplicaSet, ControllerRevision, Helm release and Pod of the cluster (one process).
+    #[default]
+    Cluster,
+    /// The `RollcacheInventory` shards `rollcache index` publishes, this node's Node and its Pods.
+    Inventory,
+}
+
+/// Namespace of the inventory when neither the option nor `POD_NAMESPACE` names one.
+pub const DEFAULT_INVENTORY_NAMESPACE: &str = "rollcache";
+
 /// The resolved configuration every component reads. Tests construct it directly.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
@@ -89,6 +103,10 @@ pub struct Config {
     pub from_dir: Option<PathBuf>,
     /// Use the Kubernetes API at all (off for a pure directory source). Restart to change.
     pub kubernetes: bool,
+    /// The cluster's history objects, or the indexer's inventory (fleet mode). Restart to change.
+    pub history_from: HistoryFrom,
+    /// Where the inventory is read; None: `POD_NAMESPACE`, else `rollcache`. Restart to change.
+    pub inventory_namespace: Option<String>,
     /// Hold every image regardless of scheduling constraints. Reloadable.
     pub hold_everything: bool,
     /// Images every node holds regardless of history (e.g. before an upgrade window). Reloadable.
@@ -137,6 +155,8 @@ impl Default for Config {
             sources: SourcesConfig::default(),
             from_dir: None,
             kubernetes: true,
+            history_from: HistoryFrom::Cluster,
+            inventory_namespace: None,
             hold_everything: false,
             extra_images: Vec::new(),
             max_concurrent_pulls: 2,
@@ -167,6 +187,8 @@ pub struct FileConfig {
     pub sources: Option<SourcesConfig>,
     pub from_dir: Option<PathBuf>,
     pub kubernetes: Option<bool>,
+    pub history_from: Option<HistoryFrom>,
+    pub inventory_namespace: Option<String>,
     pub hold_everything: Option<bool>,
     pub extra_images: Option<Vec<String>>,
     pub max_concurrent_pulls: Option<usize>,
@@ -216,6 +238,14 @@ impl FileConfig {
     }
 }
 
+fn is_namespace_name(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 fn human_duration<S: serde::Serializer>(
     d: &Duration,
     s: S,
@@ -250,6 +280,7 @@ impl Config {
             namespaces,
             sources,
             kubernetes,
+            history_from,
             hold_everything,
             extra_images,
             max_concurrent_pulls,
@@ -261,6 +292,7 @@ impl Config {
         );
         c.node_name = file.node_name.clone();
         c.from_dir = file.from_dir.clone();
+        c.inventory_namespace = file.inventory_namespace.clone().filter(|n| !n.is_empty());
         macro_rules! duration {
             ($($field:ident),*) => { $( if let Some(v) = &file.$field {
                 c.$field = parse_duration(stringify!($field), v)?;
@@ -359,13 +391,22 @@ impl Config {
                 ),
             );
         }
+        if self.history_from == HistoryFrom::Inventory && !self.kubernetes {
+            return invalid(
+                "history_from",
+                "`inventory` reads the cluster's inventory: it needs the Kubernetes API (kubernetes: true)".into(),
+            );
+        }
+        if let Some(ns) = &self.inventory_namespace
+            && !is_namespace_name(ns)
+        {
+            return invalid(
+                "inventory_namespace",
+                format!("`{ns}` is not a namespace name"),
+            );
+        }
         for ns in &self.namespaces {
-            if ns.is_empty()
-                || ns.len() > 63
-                || !ns
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            {
+            if !is_namespace_name(ns) {
                 return invalid("namespaces", format!("`{ns}` is not a namespace name"));
             }
         }
@@ -384,6 +425,16 @@ impl Config {
         w
     }
 
+    /// The namespace the inventory is read from: the option, else `POD_NAMESPACE`, else
+    /// `rollcache` (where `rollcache index` publishes by the same rule).
+    pub fn inventory_namespace(&self) -> String {
+        self.inventory_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_INVENTORY_NAMESPACE.to_owned())
+    }
+
     /// Names of options whose change a reload cannot apply (they need a restart).
     pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
         let mut v = Vec::new();
@@ -397,6 +448,8 @@ impl Config {
             sources,
             from_dir,
             kubernetes,
+            history_from,
+            inventory_namespace,
             use_pull_secrets,
             node_events,
             metrics_addr,

@@ -135,3 +135,27 @@ fn restart_only_changes_are_named() {
     b.containerd_socket = "/other.sock".into();
     assert_eq!(a.restart_only_changes(&b), vec!["containerd_socket"]);
 }
+
+#[test]
+fn history_from_and_inventory_namespace_from_file_and_their_checks() {
+    let f = FileConfig::parse("history_from: inventory\ninventory_namespace: fleet\n").unwrap();
+    let c = Config::from_file(&f).unwrap();
+    assert_eq!(c.history_from, HistoryFrom::Inventory);
+    assert_eq!(c.inventory_namespace(), "fleet");
+    c.validate().unwrap();
+    let e = FileConfig::parse("history_from: everywhere\n").unwrap_err();
+    assert!(e.contains("everywhere") || e.contains("variant"), "{e}");
+    let bad = Config {
+        inventory_namespace: Some("Not_A_Namespace".into()),
+        ..c.clone()
+    };
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("inventory_namespace"), "{e}");
+    let offline = Config {
+        kubernetes: false,
+        from_dir: Some("/d".into()),
+        ..c
+    };
+    let e = offline.validate().unwrap_err().to_string();
+    assert!(e.contains("history_from"), "{e}");
+}

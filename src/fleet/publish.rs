@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use super::codec;
 use crate::history::store::{HistorySnapshot, HistoryStore};
 use crate::model::ObjectRef;
-use rollcache_core::shard::{self, InventorySpec};
+use rollcache_core::shard::{self, Catalog, CatalogEntry, InventorySpec};
 
 /// The field manager of every shard write.
 pub const FIELD_MANAGER: &str = "rollcache-index";
@@ -39,6 +39,8 @@ pub struct IndexMetrics {
     pub writes: Counter,
     pub write_errors: Counter,
     pub deletes: Counter,
+    /// Catalog writes: on a change, and as the heartbeat once per resync.
+    pub catalog_writes: Counter,
     /// 1 once every source has listed (the indexer publishes from then on).
     pub ready: Gauge<i64, AtomicI64>,
     pub passes: Counter<u64, AtomicU64>,
@@ -72,6 +74,11 @@ impl IndexMetrics {
             self.deletes.clone(),
         );
         registry.register(
+            "rollcache_index_catalog_writes",
+            "Catalog writes (a change of what is published, or the heartbeat once per resync)",
+            self.catalog_writes.clone(),
+        );
+        registry.register(
             "rollcache_index_ready",
             "1 once every history source has listed",
             self.ready.clone(),
@@ -89,7 +96,11 @@ pub struct Publisher {
     pub api: Api<DynamicObject>,
     pub budget: usize,
     pub metrics: Arc<IndexMetrics>,
+    /// The heartbeat period the catalog announces (readers call it stale after a few).
+    pub resync: Duration,
     published: BTreeMap<String, InventorySpec>,
+    /// The catalog as last written, its time left out; None: write it at the next pass.
+    catalog: Option<Catalog>,
     listed_once: bool,
 }
 
@@ -110,13 +121,17 @@ impl Publisher {
             api,
             budget,
             metrics,
+            resync: Tuning::default().resync,
             published: BTreeMap::new(),
+            catalog: None,
             listed_once: false,
         }
     }
 
-    /// Reads what is published (at start and on becoming leader: another replica wrote meanwhile).
+    /// Reads what is published (at start, on becoming leader: another replica wrote meanwhile, and
+    /// every resync). The catalog is written at the next pass: that is its heartbeat.
     pub async fn load(&mut self) -> Result<(), kube::Error> {
+        self.catalog = None;
         let list = self.api.list(&ListParams::default()).await?;
         self.published = list
             .items
@@ -191,11 +206,7 @@ impl Publisher {
                              "rollcache.io/source-namespace": spec.source_namespace}},
                 "spec": spec,
             });
-            let ssa = PatchParams::apply(FIELD_MANAGER).force();
-            if let Err(e) = self.api.patch(name, &ssa, &Patch::Apply(&obj)).await {
-                self.metrics.write_errors.inc();
-                return Err(e);
-            }
+            self.apply(name, &obj).await?;
             self.metrics.writes.inc();
             self.published.insert(name.clone(), spec.clone());
             pass.written += 1;
@@ -227,7 +238,50 @@ impl Publisher {
             }
         }
         self.metrics.shards.set(self.published.len() as i64);
+        self.write_catalog(&wanted, complete).await?;
         Ok(pass)
+    }
+
+    /// Writes the catalog of what is published now when it changed, or at the first pass after a
+    /// load (the heartbeat). Only after a pass that wrote everything it wanted: a catalog never
+    /// names a digest that is not published yet.
+    async fn write_catalog(
+        &mut self,
+        wanted: &BTreeMap<String, InventorySpec>,
+        complete: bool,
+    ) -> Result<(), kube::Error> {
+        let catalog = catalog_of(&self.published, wanted, complete, self.resync);
+        if self.catalog.as_ref() == Some(&catalog) {
+            return Ok(());
+        }
+        let observed = Catalog {
+            observed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string(),
+            ..catalog.clone()
+        };
+        let obj = json!({
+            "apiVersion": format!("{}/{}", shard::GROUP, shard::VERSION),
+            "kind": shard::KIND,
+            "metadata": {"name": shard::CATALOG_NAME,
+                         "labels": {"app.kubernetes.io/name": "rollcache"}},
+            "catalog": observed,
+        });
+        self.apply(shard::CATALOG_NAME, &obj).await?;
+        self.metrics.catalog_writes.inc();
+        self.catalog = Some(catalog);
+        Ok(())
+    }
+
+    /// Writes `obj` as `name` by server-side apply, counting a failure.
+    async fn apply(&self, name: &str, obj: &serde_json::Value) -> Result<(), kube::Error> {
+        let ssa = PatchParams::apply(FIELD_MANAGER).force();
+        match self.api.patch(name, &ssa, &Patch::Apply(obj)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.metrics.write_errors.inc();
+                Err(e)
+            }
+        }
     }
 
     /// Whether every source has listed since start, noting it in the readiness gauge. One object
@@ -247,6 +301,46 @@ impl Publisher {
             .map(|s| s.shards)
             .collect();
         (counts.len() == 1).then(|| *counts.first().expect("one"))
+    }
+}
+
+/// The catalog of `published` (its time left empty): each source namespace with the shard count
+/// it is wanted with (else the one it is published with) and each shard's digest, empty where a
+/// shard of that count is not published (a reader then sees the set incomplete).
+pub fn catalog_of(
+    published: &BTreeMap<String, InventorySpec>,
+    wanted: &BTreeMap<String, InventorySpec>,
+    complete: bool,
+    resync: Duration,
+) -> Catalog {
+    let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+    for s in published.values() {
+        let n = counts.entry(&s.source_namespace).or_default();
+        *n = (*n).max(s.shards);
+    }
+    for s in wanted.values() {
+        counts.insert(&s.source_namespace, s.shards);
+    }
+    let namespaces = counts
+        .into_iter()
+        .filter(|(ns, _)| published.values().any(|s| s.source_namespace == *ns))
+        .map(|(ns, n)| {
+            let digests = (0..n)
+                .map(|i| {
+                    published
+                        .get(&shard::object_name(ns, i, n))
+                        .map(|s| s.digest.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            (ns.to_owned(), CatalogEntry { shards: n, digests })
+        })
+        .collect();
+    Catalog {
+        observed_at: String::new(),
+        resync_seconds: resync.as_secs().max(1),
+        complete,
+        namespaces,
     }
 }
 
@@ -282,6 +376,7 @@ pub async fn run(
     pacing: Tuning,
     cancel: CancellationToken,
 ) {
+    publisher.resync = pacing.resync;
     let mut changes = store.subscribe();
     loop {
         publisher.metrics.leader.set(0);

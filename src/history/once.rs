@@ -125,6 +125,11 @@ pub async fn load_history(cfg: &Config, client: Option<kube::Client>) -> anyhow:
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
     let snap = store.snapshot();
+    for (id, s) in &snap.sources {
+        if let Some(why) = &s.incomplete {
+            tracing::warn!(source = %id, reason = %why, "the view is incomplete: the plan holds what was read");
+        }
+    }
     Ok(History {
         facts: snap.facts().cloned().collect(),
         problems: snap

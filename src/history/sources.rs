@@ -14,12 +14,27 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::dir_source::{NodeFromFiles, spawn_dir_source};
+use super::inventory::spawn_inventory_source;
 use super::store::HistoryStore;
 use super::watch::{WatchConfig, spawn_watchers};
-use crate::config::{Config, KubeArgs};
+use crate::config::{Config, HistoryFrom, KubeArgs};
 
-/// The watchers' settings from the config.
+/// The watchers' settings from the config. Reading the inventory, only this node's Node and the
+/// Pods on this node are watched: the history objects (and every Secret and ConfigMap) are the
+/// indexer's to read.
 pub fn watch_config(cfg: &Config) -> WatchConfig {
+    if cfg.history_from == HistoryFrom::Inventory {
+        return WatchConfig {
+            replicasets: false,
+            controller_revisions: false,
+            helm_secrets: false,
+            helm_configmaps: false,
+            pods: cfg.sources.pods,
+            pods_on_node: true,
+            node_name: cfg.node_name.clone(),
+            ..WatchConfig::default()
+        };
+    }
     WatchConfig {
         namespaces: cfg.namespaces.clone(),
         replicasets: cfg.sources.replicasets,
@@ -192,6 +207,10 @@ pub async fn start_sources(
     if cfg.kubernetes {
         let client = client.context("the Kubernetes API is on but no client was given")?;
         spawn_watchers(&client, &watch_config(cfg), store, cancel, tasks);
+        if cfg.history_from == HistoryFrom::Inventory {
+            let ns = cfg.inventory_namespace();
+            spawn_inventory_source(&client, &ns, store, cancel, tasks);
+        }
     }
     if let Some(dir) = &cfg.from_dir {
         let node = NodeFromFiles {

@@ -360,6 +360,17 @@ impl HistoryStore {
         })
     }
 
+    /// Says why a source's view is incomplete (None: it is complete); kept through events, unlike
+    /// an error mark.
+    pub fn set_incomplete(&self, id: &SourceId, reason: Option<String>) {
+        self.update(|inner| {
+            let status = &mut inner.sources.entry(id.clone()).or_default().status;
+            let flipped = status.incomplete.is_some() != reason.is_some();
+            status.incomplete = reason;
+            ((), flipped)
+        })
+    }
+
     /// Whether a source (or the node watch) is marked in error.
     pub fn in_error(&self, key: &StatusKey) -> bool {
         let inner = self.read();
@@ -427,6 +438,17 @@ impl HistoryStore {
     /// Status of one source, if registered.
     pub fn status(&self, id: &SourceId) -> Option<SourceStatus> {
         self.read().sources.get(id).map(|s| s.status.clone())
+    }
+
+    /// Every object one source holds, with its facts.
+    pub fn objects_of(&self, id: &SourceId) -> Vec<(ObjectRef, Arc<[RevisionFact]>)> {
+        let inner = self.read();
+        inner.sources.get(id).map_or_else(Vec::new, |s| {
+            s.objects
+                .iter()
+                .map(|(o, f)| (o.clone(), f.clone()))
+                .collect()
+        })
     }
 
     /// Facts currently indexed for one object.

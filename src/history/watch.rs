@@ -47,6 +47,8 @@ pub struct WatchConfig {
     pub helm_secrets: bool,
     pub helm_configmaps: bool,
     pub pods: bool,
+    /// Pods on this node only (`spec.nodeName=` `node_name`), as fleet mode watches them.
+    pub pods_on_node: bool,
     /// This node's name (`NODE_NAME`); its Node object gives labels and taints.
     pub node_name: Option<String>,
     /// Objects per list page.
@@ -69,6 +71,7 @@ impl Default for WatchConfig {
             helm_secrets: true,
             helm_configmaps: true,
             pods: true,
+            pods_on_node: false,
             node_name: None,
             page_size: 500,
             watch_timeout: None,
@@ -166,7 +169,11 @@ pub fn spawn_watchers(
             );
         }
         if cfg.pods {
-            spawner.source::<Pod>(ns, base.clone(), id(SourceKind::Pod, "pods"), pods::decode);
+            let wc = match (&cfg.node_name, cfg.pods_on_node) {
+                (Some(node), true) => base.clone().fields(&format!("spec.nodeName={node}")),
+                _ => base.clone(),
+            };
+            spawner.source::<Pod>(ns, wc, id(SourceKind::Pod, "pods"), pods::decode);
         }
     }
     if let Some(name) = &cfg.node_name {

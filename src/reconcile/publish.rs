@@ -165,7 +165,7 @@ impl Daemon {
                 error: if s.in_error {
                     s.last_error.clone()
                 } else {
-                    None
+                    s.incomplete.clone()
                 },
                 objects: s.objects,
                 problems: s.problems_total(),

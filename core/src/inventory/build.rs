@@ -27,7 +27,7 @@ impl Class {
             SourceKind::ControllerRevision => Class::Controller { cr: true },
             SourceKind::HelmRelease => Class::Helm,
             SourceKind::Pod => Class::Pod,
-            SourceKind::Config => Class::Other,
+            SourceKind::Config | SourceKind::Inventory => Class::Other,
             SourceKind::File => match f.object.kind.as_str() {
                 "ReplicaSet" => Class::Controller { cr: false },
                 "ControllerRevision" => Class::Controller { cr: true },

@@ -58,6 +58,9 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
     /// When the last event (or list item) arrived.
     pub last_event: Option<SystemTime>,
+    /// Why the source's own view is incomplete although it answers (the fleet inventory: a shard
+    /// or the catalog missing, stale or undecodable); nothing is unpinned while it is set.
+    pub incomplete: Option<String>,
     /// Objects currently indexed from this source.
     pub objects: usize,
     /// Facts currently indexed from this source.
@@ -107,9 +110,10 @@ impl UnresolvedObject {
 }
 
 impl SourceStatus {
-    /// Synced, not re-listing, not in error: the source's view can be trusted to be complete.
+    /// Synced, not re-listing, not in error, not incomplete: the source's view can be trusted to
+    /// be complete.
     pub fn is_fresh(&self) -> bool {
-        self.synced && !self.relisting && !self.in_error
+        self.synced && !self.relisting && !self.in_error && self.incomplete.is_none()
     }
 
     pub fn problems_total(&self) -> u64 {

@@ -1,0 +1,302 @@
+//! What the agent makes of the inventory it has read: which facts the store holds, and whether
+//! that view is complete enough to unpin. Pure: objects in, facts and a reason out.
+//!
+//! A namespace's facts are replaced only when the catalog lists it and every shard it names is
+//! here, decoded, with the catalog's digest and nothing unresolved; otherwise what the store held
+//! stays and what the shards hold now is added (pulls go on, nothing leaves). A namespace's facts
+//! leave only when a fresh catalog no longer lists it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use crate::fleet::codec;
+use crate::model::{ObjectRef, PodTemplate, RevisionFact};
+use rollcache_core::shard::{self, CATALOG_NAME, Catalog, InventorySpec};
+
+/// A catalog older than this many of the indexer's resync periods is stale (the indexer is down,
+/// or cannot write).
+pub const STALE_RESYNCS: u32 = 3;
+
+/// One shard as last read: its spec's identity and the facts of its last version that decoded.
+#[derive(Debug)]
+struct Shard {
+    namespace: String,
+    shard: u32,
+    shards: u32,
+    digest: String,
+    unresolved: usize,
+    /// Facts of the last version that decoded, by object (kept through a version that does not).
+    good: Option<Facts>,
+    /// Why the latest version was refused, naming the shard.
+    error: Option<String>,
+}
+
+/// The inventory read so far, and what was given to the store.
+#[derive(Debug, Default)]
+pub struct View {
+    shards: BTreeMap<String, Shard>,
+    catalog: Option<Result<Catalog, String>>,
+    /// Facts per namespace as the store holds them, by object.
+    fed: BTreeMap<String, Facts>,
+    /// One copy of each distinct pod template among the shards' facts (revisions of a workload
+    /// mostly share theirs); the store then shares these copies too.
+    templates: HashSet<Arc<PodTemplate>>,
+    /// Templates in use at the last sweep.
+    templates_in_use: usize,
+}
+
+/// Facts by the object they came from, shared between the shards, what was fed and the outcome.
+pub type Facts = BTreeMap<ObjectRef, Arc<[RevisionFact]>>;
+
+/// What the store should hold now.
+#[derive(Debug, PartialEq)]
+pub struct Outcome {
+    pub objects: Facts,
+    /// Why the view is incomplete; None: complete.
+    pub incomplete: Option<String>,
+}
+
+impl View {
+    /// What the store held before this view began (a restarted source): kept like facts fed.
+    pub fn seed(&mut self, held: impl IntoIterator<Item = (ObjectRef, Arc<[RevisionFact]>)>) {
+        for (object, facts) in held {
+            self.fed
+                .entry(object.namespace.clone())
+                .or_default()
+                .insert(object, facts);
+        }
+    }
+
+    /// Forgets every object read (a new list begins); what was fed stays.
+    pub fn clear(&mut self) {
+        self.shards.clear();
+        self.catalog = None;
+    }
+
+    /// The object `name` with its JSON `obj`, added or changed.
+    pub fn apply(&mut self, name: &str, obj: &Value) {
+        if name == CATALOG_NAME {
+            let catalog = obj
+                .get("catalog")
+                .ok_or_else(|| "the inventory catalog has no `catalog` field".to_owned())
+                .and_then(|c| {
+                    serde_json::from_value::<Catalog>(c.clone())
+                        .map_err(|e| format!("the inventory catalog is not readable: {e}"))
+                });
+            self.catalog = Some(catalog);
+            return;
+        }
+        let spec = obj
+            .get("spec")
+            .ok_or_else(|| format!("inventory shard {name}: no spec"))
+            .and_then(|s| {
+                serde_json::from_value::<InventorySpec>(s.clone())
+                    .map_err(|e| format!("inventory shard {name}: spec not readable: {e}"))
+            });
+        let prev = self.shards.remove(name);
+        let entry = match spec {
+            Ok(spec) => {
+                let decoded = codec::decode(name, &spec).map_err(|e| e.to_string());
+                let (good, error) = match decoded {
+                    Ok(facts) => (Some(self.by_object(facts)), None),
+                    Err(e) => (prev.and_then(|p| p.good), Some(e)),
+                };
+                Shard {
+                    namespace: spec.source_namespace,
+                    shard: spec.shard,
+                    shards: spec.shards,
+                    digest: spec.digest,
+                    unresolved: spec.unresolved.len(),
+                    good,
+                    error,
+                }
+            }
+            // Not even its namespace can be trusted: what its last good version said stays.
+            Err(e) => match prev {
+                Some(p) => Shard {
+                    error: Some(e),
+                    digest: String::new(),
+                    ..p
+                },
+                None => Shard {
+                    namespace: name.split('.').next().unwrap_or_default().to_owned(),
+                    shard: 0,
+                    shards: 0,
+                    digest: String::new(),
+                    unresolved: 0,
+                    good: None,
+                    error: Some(e),
+                },
+            },
+        };
+        self.shards.insert(name.to_owned(), entry);
+    }
+
+    /// The object `name` was deleted.
+    pub fn delete(&mut self, name: &str) {
+        if name == CATALOG_NAME {
+            self.catalog = None;
+        } else {
+            self.shards.remove(name);
+        }
+    }
+
+    /// Why the catalog cannot be trusted at `now`, if so.
+    pub fn catalog_problem(&self, now: SystemTime) -> Option<String> {
+        match &self.catalog {
+            None => Some("no inventory catalog: is `rollcache index` running and leading?".into()),
+            Some(Err(e)) => Some(e.clone()),
+            Some(Ok(c)) if !c.complete => Some(
+                "the indexer's own view of the history is incomplete (a source not listed or in error, or an object it cannot decode)".into(),
+            ),
+            Some(Ok(c)) => stale(c, now),
+        }
+    }
+
+    /// What the store holds now, and whether that is complete; remembers it as fed.
+    pub fn evaluate(&mut self, now: SystemTime) -> Outcome {
+        let mut reasons: Vec<String> = Vec::new();
+        let catalog_problem = self.catalog_problem(now);
+        let catalog = match (&self.catalog, &catalog_problem) {
+            (Some(Ok(c)), None) => Some(c),
+            _ => None,
+        };
+        reasons.extend(catalog_problem.clone());
+        let mut namespaces: Vec<String> = self.fed.keys().cloned().collect();
+        namespaces.extend(self.shards.values().map(|s| s.namespace.clone()));
+        namespaces.extend(catalog.iter().flat_map(|c| c.namespaces.keys().cloned()));
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        let mut fed = BTreeMap::new();
+        for ns in namespaces {
+            let shards: Vec<(&String, &Shard)> = self
+                .shards
+                .iter()
+                .filter(|(_, s)| s.namespace == ns)
+                .collect();
+            let complete = match catalog.map(|c| c.namespaces.get(&ns)) {
+                // Not published: a fresh catalog does not list it. Its history is gone, or its
+                // shards are not announced yet (their facts come with the catalog that lists
+                // them), or they are left-overs no indexer owns: none of it is held.
+                Some(None) => continue,
+                Some(Some(entry)) => self.complete_set(&ns, entry),
+                None => Err(String::new()),
+            };
+            let facts = match complete {
+                Ok(facts) => facts,
+                Err(reason) => {
+                    if !reason.is_empty() {
+                        reasons.push(reason);
+                    }
+                    // Incomplete: what was held stays, and what the shards say now is added.
+                    let mut held = self.fed.remove(&ns).unwrap_or_default();
+                    for (_, s) in &shards {
+                        for (object, facts) in s.good.iter().flatten() {
+                            held.insert(object.clone(), facts.clone());
+                        }
+                    }
+                    held
+                }
+            };
+            fed.insert(ns, facts);
+        }
+        self.fed = fed;
+        let objects = self
+            .fed
+            .values()
+            .flat_map(|m| m.iter().map(|(o, f)| (o.clone(), f.clone())))
+            .collect();
+        let incomplete = (!reasons.is_empty()).then(|| {
+            let more = reasons.len() - 1;
+            match more {
+                0 => reasons.swap_remove(0),
+                n => format!("{} (and {n} more)", reasons.swap_remove(0)),
+            }
+        });
+        Outcome {
+            objects,
+            incomplete,
+        }
+    }
+
+    /// Facts grouped by the object they came from, their templates shared.
+    fn by_object(&mut self, facts: Vec<RevisionFact>) -> Facts {
+        // Held by the set alone: no fact uses it any more. Swept when the set has doubled.
+        if self.templates.len() > 2 * self.templates_in_use.max(512) {
+            self.templates.retain(|t| Arc::strong_count(t) > 1);
+            self.templates_in_use = self.templates.len();
+        }
+        let mut grouped: BTreeMap<ObjectRef, Vec<RevisionFact>> = BTreeMap::new();
+        for mut f in facts {
+            match self.templates.get(&*f.template) {
+                Some(shared) => f.template = shared.clone(),
+                None => {
+                    self.templates.insert(f.template.clone());
+                }
+            }
+            grouped.entry(f.object.clone()).or_default().push(f);
+        }
+        grouped.into_iter().map(|(o, f)| (o, f.into())).collect()
+    }
+
+    /// The facts of `ns` when the shards the catalog names are all here and match it.
+    fn complete_set(&self, ns: &str, entry: &shard::CatalogEntry) -> Result<Facts, String> {
+        let mut out = BTreeMap::new();
+        for i in 0..entry.shards {
+            let name = shard::object_name(ns, i, entry.shards);
+            let Some(s) = self.shards.get(&name) else {
+                return Err(format!("inventory shard {name} is missing"));
+            };
+            if let Some(e) = &s.error {
+                return Err(e.clone());
+            }
+            if (s.shard, s.shards) != (i, entry.shards) {
+                return Err(format!(
+                    "inventory shard {name}: its spec is not shard {i} of {}",
+                    entry.shards
+                ));
+            }
+            if entry.digests.get(i as usize) != Some(&s.digest) {
+                return Err(format!(
+                    "inventory shard {name}: digest differs from the catalog's (being rewritten, or edited by hand)"
+                ));
+            }
+            if s.unresolved > 0 {
+                return Err(format!(
+                    "inventory shard {name}: {} source objects the indexer could not decode",
+                    s.unresolved
+                ));
+            }
+            out.extend(s.good.iter().flatten().map(|(o, f)| (o.clone(), f.clone())));
+        }
+        Ok(out)
+    }
+}
+
+/// Why `catalog` is stale at `now`, if it is.
+pub fn stale(catalog: &Catalog, now: SystemTime) -> Option<String> {
+    let at = match humantime::parse_rfc3339_weak(&catalog.observed_at) {
+        Ok(at) => at,
+        Err(e) => {
+            return Some(format!(
+                "the inventory catalog's observedAt {:?} is not a time: {e}",
+                catalog.observed_at
+            ));
+        }
+    };
+    let window = Duration::from_secs(catalog.resync_seconds.max(1)) * STALE_RESYNCS;
+    let age = now.duration_since(at).unwrap_or_default();
+    (age > window).then(|| {
+        format!(
+            "the inventory catalog was last refreshed {} ago, more than {STALE_RESYNCS} resyncs of the indexer ({}): is `rollcache index` running?",
+            humantime::format_duration(Duration::from_secs(age.as_secs())),
+            humantime::format_duration(window)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests;
