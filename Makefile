@@ -1,7 +1,7 @@
 # rollcache: `make demo` and `make test` work on a fresh Debian machine (they install what they need).
 CARGO ?= cargo
 # Test binaries that start a private containerd; run again against containerd 2.x.
-CONTAINERD_TESTS ?= $(patsubst tests/%.rs,--test %,$(wildcard tests/node_*.rs tests/daemon_*.rs tests/fault_*.rs))
+CONTAINERD_TESTS ?= $(patsubst tests/%.rs,--test %,$(wildcard tests/node_*.rs tests/daemon_*.rs tests/fault_*.rs tests/fleet_e2e.rs))
 
 .PHONY: deps build test test-containerd-2 demo fmt lint bench fuzz
 
