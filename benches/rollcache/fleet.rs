@@ -114,6 +114,24 @@ impl Counter {
     }
 }
 
+/// `N` ports free now and distinct from every port handed out before in this run: 50 agents
+/// started at once must not be given the same one (the kernel may hand a released port out again).
+fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = [0; N];
+    for slot in &mut out {
+        *slot = loop {
+            let p = free_port()?;
+            if !given.contains(&p) {
+                given.push(p);
+                break p;
+            }
+        };
+    }
+    Ok(out)
+}
+
 /// A `rollcache` child process and its metrics port.
 pub struct Proc {
     pub guard: ChildGuard,
@@ -127,11 +145,16 @@ impl Proc {
     }
 
     pub fn alive(&mut self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.guard.0.try_wait()?.is_none(),
-            "rollcache exited early; see {}",
-            self.log.display()
-        );
+        if let Some(status) = self.guard.0.try_wait()? {
+            // The work directory goes with the run: say what the log said.
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            anyhow::bail!(
+                "rollcache exited early ({status}); {}: {}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            );
+        }
         Ok(())
     }
 
@@ -152,7 +175,7 @@ pub fn spawn_agent(
     budget: u8,
     log: PathBuf,
 ) -> anyhow::Result<Proc> {
-    let (metrics_port, admin_port) = (free_port()?, free_port()?);
+    let [metrics_port, admin_port] = free_ports()?;
     let mut cmd = Command::new(rollcache_bin());
     cmd.arg("run")
         .arg("--socket")
@@ -177,7 +200,7 @@ pub fn spawn_agent(
 
 /// `rollcache index` as one replica, publishing into `INVENTORY_NS`.
 pub fn spawn_indexer(kubeconfig: &Path, identity: &str, log: PathBuf) -> anyhow::Result<Proc> {
-    let metrics_port = free_port()?;
+    let [metrics_port] = free_ports()?;
     let mut cmd = Command::new(rollcache_bin());
     cmd.args(["index", "--namespace", INVENTORY_NS, "--identity", identity])
         .arg("--metrics-addr")
