@@ -158,6 +158,17 @@ impl Proc {
         Ok(())
     }
 
+    /// Whether every source has listed (`/readyz`: the runtime answers and every source synced)
+    /// and the plan holds `desired` images. The images alone are not enough: every image of the
+    /// scale history is in its ReplicaSets and ControllerRevisions, which list before the Helm
+    /// release Secrets do.
+    pub async fn planned(&self, desired: usize) -> bool {
+        bed::http_get(self.metrics_port, "/readyz")
+            .await
+            .is_ok_and(|r| r.trim() == "ready")
+            && metric(&self.metrics().await, "rollcache_images_desired") == Some(desired as f64)
+    }
+
     pub async fn metrics(&self) -> String {
         bed::http_get(self.metrics_port, "/metrics")
             .await
@@ -239,12 +250,12 @@ pub fn metric_any(text: &str, names: &[&str]) -> Option<f64> {
     names.iter().find_map(|n| metric(text, n))
 }
 
-/// Waits until the agent's metrics show `desired` images planned (its plan from the whole view).
+/// Waits until the agent has listed everything and plans `desired` images.
 pub async fn wait_planned(p: &mut Proc, desired: usize, limit: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         p.alive()?;
-        if metric(&p.metrics().await, "rollcache_images_desired") == Some(desired as f64) {
+        if p.planned(desired).await {
             return Ok(());
         }
         anyhow::ensure!(

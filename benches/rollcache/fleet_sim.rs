@@ -18,7 +18,7 @@ use crate::fleet::{
     self, INVENTORY_NS, Mode, PENDING, env_u64, spawn_agent, spawn_indexer, wait_published,
     write_kubeconfig,
 };
-use crate::scale::{clock_ticks_per_second, cpu_ticks, metric, rss};
+use crate::scale::{clock_ticks_per_second, cpu_ticks, rss};
 use crate::stats::{Report, Unit, percentile};
 use crate::{Sizes, bed, history, progress};
 
@@ -304,7 +304,7 @@ async fn run(
                 continue;
             }
             p.alive()?;
-            if metric(&p.metrics().await, "rollcache_images_desired") == Some(desired as f64) {
+            if p.planned(desired).await {
                 planned[i] = Some(start.elapsed().as_secs_f64());
             }
         }
