@@ -429,7 +429,8 @@ pub async fn section(
 
 fn side_by_side(notes: &mut Vec<String>, today: &Measured, fleet: Option<&Measured>, h: f64) {
     let ratio = |t: u64, f: u64| format!("{:.3}", f as f64 / t.max(1) as f64);
-    let rows: [(&str, fn(&Measured, f64) -> u64); 5] = [
+    type Row = (&'static str, fn(&Measured, f64) -> u64);
+    let rows: [Row; 5] = [
         ("bytes from the API server at start", |m, _| m.start_bytes),
         ("bytes per hour idle (scaled)", |m, h| {
             (m.idle_bytes as f64 * h) as u64
