@@ -33,7 +33,7 @@ lint:
 bench: deps
 	$(CARGO) bench --bench rollcache
 
-# Fleet mode vs today, side by side (~10 min; separate from `make bench`, which it does not run):
+# Fleet mode vs today, side by side (~6 min here; not part of `make bench`, which does not run it):
 # one agent's bytes, memory and reaction latency with and without `rollcache index`, and a
 # simulated fleet of BENCH_FLEET_AGENTS (50) agents started at once. See BENCHMARKS.md.
 bench-fleet: deps
