@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Test binaries that start a private containerd; run again against containerd 2.x.
 CONTAINERD_TESTS ?= $(patsubst tests/%.rs,--test %,$(wildcard tests/node_*.rs tests/daemon_*.rs tests/fault_*.rs tests/fleet_e2e.rs))
 
-.PHONY: deps build test test-containerd-2 demo fmt lint bench fuzz
+.PHONY: deps build test test-containerd-2 demo fmt lint bench bench-fleet fuzz
 
 deps:
 	scripts/install-deps.sh
@@ -32,6 +32,12 @@ lint:
 # server. Not part of `make test`. Results and how to read them: BENCHMARKS.md.
 bench: deps
 	$(CARGO) bench --bench rollcache
+
+# Fleet mode vs today, side by side (~6 min here; not part of `make bench`, which does not run it):
+# one agent's bytes, memory and reaction latency with and without `rollcache index`, and a
+# simulated fleet of BENCH_FLEET_AGENTS (50) agents started at once. See BENCHMARKS.md.
+bench-fleet: deps
+	BENCH_ONLY=fleet,fleet-sim $(CARGO) bench --bench rollcache
 
 # cargo-fuzz on every decoder of outside input, FUZZ_SECONDS each (see fuzz/README.md). Stable
 # toolchains work: RUSTC_BOOTSTRAP lets cargo-fuzz pass its -Z flags.

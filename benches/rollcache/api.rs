@@ -752,7 +752,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())
 }
 
-async fn accept(
+pub async fn accept(
     listener: TcpListener,
     upstream: String,
     down: Arc<AtomicU64>,

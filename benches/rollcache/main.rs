@@ -1,12 +1,16 @@
 //! `make bench`: rollcache measured against the direct path, in one run, on this machine.
 //! Pull figures run each on a fresh containerd; Kubernetes figures use the in-test API server
 //! and, when `KUBECONFIG` points at one, a real API server too.
-//! `BENCH_QUICK=1` runs a smaller set; `BENCH_ONLY=pulls,large,latency,scale,bomb` picks sections.
+//! `BENCH_QUICK=1` runs a smaller set; `BENCH_ONLY=pulls,large,latency,scale,bomb` picks sections;
+//! `fleet` and `fleet-sim` (fleet mode vs today) run only when named there (`make bench-fleet`).
 #![forbid(unsafe_code)]
 
 mod api;
 mod bed;
 mod bomb;
+mod fleet;
+mod fleet_latency;
+mod fleet_sim;
 mod history;
 mod latency;
 mod pulls;
@@ -89,7 +93,13 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run())
+        .block_on(async {
+            // The simulated fleet's API server runs as this binary in a process of its own.
+            match std::env::var("BENCH_FLEET_APISERVER") {
+                Ok(spec) => fleet_sim::serve(&spec).await,
+                Err(_) => run().await,
+            }
+        })
 }
 
 fn selected(section: &str) -> bool {
@@ -97,6 +107,11 @@ fn selected(section: &str) -> bool {
         Ok(list) if !list.trim().is_empty() => list.split(',').any(|s| s.trim() == section),
         _ => true,
     }
+}
+
+/// Sections that run only when `BENCH_ONLY` names them.
+fn named(section: &str) -> bool {
+    std::env::var("BENCH_ONLY").is_ok_and(|list| list.split(',').any(|s| s.trim() == section))
 }
 
 fn progress(text: &str) {
@@ -186,7 +201,7 @@ async fn run() -> anyhow::Result<()> {
     }
 
     let tiny_count = sz.latency_revisions.max(sz.startup_images);
-    let tiny = if selected("latency") || selected("scale") {
+    let tiny = if selected("latency") || selected("scale") || named("fleet") {
         progress(&format!("pushing {tiny_count} tiny images (not timed)"));
         bed::push_tiny(&reg, tiny_count).await?
     } else {
@@ -229,6 +244,12 @@ async fn run() -> anyhow::Result<()> {
         r.cleanup().await;
     }
     kube_result?;
+    if named("fleet") {
+        fleet::section(&mut report, &sz, version, &registry, &tiny, work.path()).await?;
+    }
+    if named("fleet-sim") {
+        fleet_sim::section(&mut report, &sz, version, &registry, work.path(), quick).await?;
+    }
     report.section(
         "Run",
         vec![],

@@ -1,0 +1,523 @@
+//! Fleet mode vs today, side by side in one run: bytes from the API server to one agent (at start
+//! and over an idle window scaled to an hour), agent and indexer RSS, and reaction latency from a
+//! new revision to the pull call reaching the registry, today directly and through `rollcache index`.
+//! The agent side of fleet mode plugs in by `rollcache run --history-from inventory`; while the
+//! binary does not know that flag, its column says "pending" and nothing is measured for it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions};
+use rollcache_testbed::deps::ContainerdVersion;
+use rollcache_testbed::registry::Registry;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::fleet_latency;
+use crate::scale::{ChildGuard, free_port, metric, rss};
+use crate::stats::{Report, Unit};
+use crate::{Sizes, bed, history, progress};
+
+/// Where the indexer publishes and fleet agents read.
+pub const INVENTORY_NS: &str = "rollcache";
+
+/// How an agent learns its history.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Lists and watches the raw history itself (the default).
+    Today,
+    /// `--history-from inventory`: reads the indexer's `RollcacheInventory` shards.
+    Fleet,
+}
+
+/// The `rollcache` binary the fleet figures run: this workspace's, or `BENCH_ROLLCACHE_BIN` (a
+/// build of a branch not merged yet, to try fleet mode's agent side before it lands).
+pub fn rollcache_bin() -> PathBuf {
+    std::env::var_os("BENCH_ROLLCACHE_BIN")
+        .filter(|b| !b.is_empty())
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_rollcache")),
+            PathBuf::from,
+        )
+}
+
+/// Whether this `rollcache` binary has the agent side of fleet mode.
+pub fn fleet_agent_available() -> bool {
+    Command::new(rollcache_bin())
+        .args(["run", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--history-from"))
+        .unwrap_or(false)
+}
+
+pub const PENDING: &str = "pending (this rollcache run has no --history-from: the agent side of fleet mode is not merged)";
+
+/// A kubeconfig for a plain-HTTP server at `url`.
+pub fn write_kubeconfig(path: &Path, url: &str) -> anyhow::Result<PathBuf> {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    server: {url}\nusers:\n- name: bench\n  user: {{}}\ncontexts:\n- name: bench\n  context:\n    cluster: bench\n    user: bench\ncurrent-context: bench\n"
+        ),
+    )?;
+    Ok(path.to_path_buf())
+}
+
+/// A TCP proxy in front of the API server counting the bytes it sends back: one per process
+/// measured, so that the agent's and the indexer's bytes are told apart (HTTP framing included).
+pub struct Counter {
+    pub url: String,
+    down: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Counter {
+    pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (down, connections) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let cancel = CancellationToken::new();
+        tokio::spawn(crate::api::accept(
+            listener,
+            upstream.to_string(),
+            down.clone(),
+            connections.clone(),
+            cancel.clone(),
+        ));
+        Ok(Self {
+            url,
+            down,
+            connections,
+            cancel,
+        })
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// `N` ports free now and distinct from every port handed out before in this run: 50 agents
+/// started at once must not be given the same one (the kernel may hand a released port out again).
+fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = [0; N];
+    for slot in &mut out {
+        *slot = loop {
+            let p = free_port()?;
+            if !given.contains(&p) {
+                given.push(p);
+                break p;
+            }
+        };
+    }
+    Ok(out)
+}
+
+/// A `rollcache` child process and its metrics port.
+pub struct Proc {
+    pub guard: ChildGuard,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.guard.0.id()
+    }
+
+    pub fn alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.guard.0.try_wait()? {
+            // The work directory goes with the run: say what the log said.
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            anyhow::bail!(
+                "rollcache exited early ({status}); {}: {}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether every source has listed (`/readyz`: the runtime answers and every source synced)
+    /// and the plan holds `desired` images. The images alone are not enough: every image of the
+    /// scale history is in its ReplicaSets and ControllerRevisions, which list before the Helm
+    /// release Secrets do.
+    pub async fn planned(&self, desired: usize) -> bool {
+        bed::http_get(self.metrics_port, "/readyz")
+            .await
+            .is_ok_and(|r| r.trim() == "ready")
+            && metric(&self.metrics().await, "rollcache_images_desired") == Some(desired as f64)
+    }
+
+    pub async fn metrics(&self) -> String {
+        bed::http_get(self.metrics_port, "/metrics")
+            .await
+            .unwrap_or_default()
+    }
+}
+
+/// `rollcache run` in `mode` on containerd at `socket`. `budget` is the disk budget in percent: 1
+/// keeps it from pulling (the filesystem is fuller than that), so that 50 of them on one
+/// containerd plan without pulling.
+pub fn spawn_agent(
+    mode: Mode,
+    kubeconfig: &Path,
+    socket: &Path,
+    budget: u8,
+    log: PathBuf,
+) -> anyhow::Result<Proc> {
+    let [metrics_port, admin_port] = free_ports()?;
+    let mut cmd = Command::new(rollcache_bin());
+    cmd.arg("run")
+        .arg("--socket")
+        .arg(socket)
+        .args(["--no-pull-secrets", "--start-jitter", "0s"])
+        .arg("--disk-budget-percent")
+        .arg(budget.to_string())
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .arg("--admin-addr")
+        .arg(format!("127.0.0.1:{admin_port}"));
+    if mode == Mode::Fleet {
+        cmd.args([
+            "--history-from",
+            "inventory",
+            "--inventory-namespace",
+            INVENTORY_NS,
+        ]);
+    }
+    spawn(cmd, kubeconfig, metrics_port, log)
+}
+
+/// `rollcache index` as one replica, publishing into `INVENTORY_NS`.
+pub fn spawn_indexer(kubeconfig: &Path, identity: &str, log: PathBuf) -> anyhow::Result<Proc> {
+    let [metrics_port] = free_ports()?;
+    let mut cmd = Command::new(rollcache_bin());
+    cmd.args(["index", "--namespace", INVENTORY_NS, "--identity", identity])
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{metrics_port}"));
+    spawn(cmd, kubeconfig, metrics_port, log)
+}
+
+fn spawn(
+    mut cmd: Command,
+    kubeconfig: &Path,
+    metrics_port: u16,
+    log: PathBuf,
+) -> anyhow::Result<Proc> {
+    let file = std::fs::File::create(&log)?;
+    let child = cmd
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "warn")
+        .env_remove("NODE_NAME")
+        .env_remove("ROLLCACHE_CONFIG")
+        .env_remove("ROLLCACHE_HISTORY_FROM")
+        .env_remove("POD_NAMESPACE")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .context("starting rollcache")?;
+    Ok(Proc {
+        guard: ChildGuard(child),
+        metrics_port,
+        log,
+    })
+}
+
+/// The first of `names` the metrics text has (prometheus_client adds `_total` to counters).
+pub fn metric_any(text: &str, names: &[&str]) -> Option<f64> {
+    names.iter().find_map(|n| metric(text, n))
+}
+
+/// Waits until the agent has listed everything and plans `desired` images.
+pub async fn wait_planned(p: &mut Proc, desired: usize, limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        p.alive()?;
+        if p.planned(desired).await {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "no plan of {desired} images within {limit:?}; see {}",
+            p.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the indexer leads, has listed everything and its shard writes have stopped for 2 s
+/// (the debounce is 1 s): the inventory is published.
+pub async fn wait_published(p: &mut Proc, limit: Duration) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut last = (f64::NAN, Instant::now());
+    loop {
+        p.alive()?;
+        let text = p.metrics().await;
+        let writes = metric_any(
+            &text,
+            &[
+                "rollcache_index_shard_writes_total",
+                "rollcache_index_shard_writes",
+            ],
+        );
+        let ready = metric(&text, "rollcache_index_ready") == Some(1.0)
+            && metric(&text, "rollcache_index_leader") == Some(1.0)
+            && metric(&text, "rollcache_index_shards").is_some_and(|n| n > 0.0);
+        if let Some(w) = writes.filter(|_| ready) {
+            if w != last.0 {
+                last = (w, Instant::now());
+            } else if last.1.elapsed() >= Duration::from_secs(2) {
+                return Ok(metric(&text, "rollcache_index_shards").unwrap_or(0.0));
+            }
+        }
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "the indexer did not publish within {limit:?}; see {}",
+            p.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One process's traffic and memory over its start and an idle window.
+pub struct Measured {
+    pub start: Duration,
+    pub start_bytes: u64,
+    pub idle_bytes: u64,
+    pub connections: u64,
+    pub rss: u64,
+    pub peak: u64,
+}
+
+fn mib(v: u64) -> String {
+    Unit::Bytes.show(v as f64)
+}
+
+/// Part 1 of the fleet figures, on the scale history from `history::scale_objects`.
+pub async fn section(
+    report: &mut Report,
+    sz: &Sizes,
+    version: ContainerdVersion,
+    registry: &Registry,
+    tiny: &[String],
+    work: &Path,
+) -> anyhow::Result<()> {
+    let fleet = fleet_agent_available();
+    let idle = Duration::from_secs(env_u64("BENCH_FLEET_IDLE_SECS", 120));
+    let per_hour = 3600.0 / idle.as_secs_f64();
+    let api = ApiServer::start_with(ApiServerOptions {
+        rollcache_crd: true,
+        ..ApiServerOptions::default()
+    })
+    .await?;
+    api.apply(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INVENTORY_NS}}),
+    )?;
+    let per_workload = sz.revisions as usize;
+    let images = tiny.to_vec();
+    let (mut objects, mut json_bytes) = (0usize, 0usize);
+    history::scale_objects(
+        "",
+        sz.workloads,
+        sz.revisions,
+        sz.manifest_bytes,
+        |w, r| images[(w * per_workload + r as usize - 1) % images.len()].clone(),
+        &mut |o| {
+            objects += 1;
+            json_bytes += o.to_string().len();
+            api.apply(o).expect("history object");
+        },
+    );
+    let desired = (sz.workloads * per_workload).min(images.len());
+    let (ctd, _node) = bed::fresh_containerd(version, registry).await?;
+    let mut notes = vec![format!(
+        "history: {} workloads × {} revisions, {objects} objects ({}) in the in-test API server; idle window {} s, scaled ×{per_hour:.0} to an hour",
+        sz.workloads,
+        sz.revisions,
+        mib(json_bytes as u64),
+        idle.as_secs()
+    )];
+
+    progress("fleet: today's agent on the scale history");
+    let today = measure_agent(&api, Mode::Today, work, &ctd.socket(), desired, idle).await?;
+    notes.push(format!(
+        "today: {} list/get and {} watch requests to the server during the idle window (relists would be lists; watch bookmarks, every 5 s per watch on this server, are in the bytes)",
+        today.1.requests - today.1.watch_requests,
+        today.1.watch_requests
+    ));
+    let today = today.0;
+
+    progress("fleet: rollcache index on the same history");
+    let counter = Counter::start(api.addr()).await?;
+    let ikc = write_kubeconfig(&work.join("kubeconfig-fleet-index"), &counter.url)?;
+    let t = Instant::now();
+    let mut indexer = spawn_indexer(&ikc, "bench-index-0", work.join("rollcache-index.log"))?;
+    let shards = wait_published(&mut indexer, Duration::from_secs(600)).await?;
+    let published = t.elapsed();
+    let index_start = counter.bytes();
+    tokio::time::sleep(idle).await;
+    let index_idle = counter.bytes() - index_start;
+    let (index_rss, index_peak) = rss(indexer.pid())?;
+    notes.push(format!(
+        "indexer (once per cluster, not per node): start → published {:.1} s, {shards} shards; from the API server at start {} (lists + its shard writes' answers), idle {} per hour; RSS {} steady, {} peak",
+        published.as_secs_f64(),
+        mib(index_start),
+        mib((index_idle as f64 * per_hour) as u64),
+        mib(index_rss),
+        mib(index_peak)
+    ));
+
+    let fleet_row = if fleet {
+        progress("fleet: agent in inventory mode");
+        Some(
+            measure_agent(&api, Mode::Fleet, work, &ctd.socket(), desired, idle)
+                .await?
+                .0,
+        )
+    } else {
+        notes.push(format!("fleet agent: {PENDING}"));
+        None
+    };
+    drop(indexer);
+    side_by_side(&mut notes, &today, fleet_row.as_ref(), per_hour);
+
+    progress("fleet: reaction latency (new revision → pull request at the registry)");
+    let lat = fleet_latency::latency(version, registry, tiny, work, fleet).await?;
+    notes.extend(lat.notes);
+    report.section(
+        &format!(
+            "Fleet mode vs today: one agent, {} revisions",
+            sz.workloads * per_workload
+        ),
+        vec![],
+        notes,
+    );
+    if let Some(f) = &fleet_row {
+        report.check_ratio(
+            "fleet/today: bytes to one agent at start",
+            f.start_bytes as f64 / today.start_bytes.max(1) as f64,
+            0.05,
+        );
+    }
+    if let Some(p99) = lat.fleet_p99 {
+        report.check("fleet reaction latency p99", p99, 500.0, Unit::Millis);
+    }
+    Ok(())
+}
+
+fn side_by_side(notes: &mut Vec<String>, today: &Measured, fleet: Option<&Measured>, h: f64) {
+    let ratio = |t: u64, f: u64| format!("{:.3}", f as f64 / t.max(1) as f64);
+    type Row = (&'static str, fn(&Measured, f64) -> u64);
+    let rows: [Row; 5] = [
+        ("bytes from the API server at start", |m, _| m.start_bytes),
+        ("bytes per hour idle (scaled)", |m, h| {
+            (m.idle_bytes as f64 * h) as u64
+        }),
+        ("RSS steady (after the idle window)", |m, _| m.rss),
+        ("RSS peak (VmHWM)", |m, _| m.peak),
+        ("start → plan of every image (ms)", |m, _| {
+            m.start.as_millis() as u64
+        }),
+    ];
+    notes.push(format!(
+        "{:<40} {:>12} {:>12} {:>12}",
+        "figure", "today", "fleet", "fleet/today"
+    ));
+    for (name, get) in rows {
+        let show = |m: &Measured| {
+            let v = get(m, h);
+            if name.ends_with("(ms)") {
+                v.to_string()
+            } else {
+                mib(v)
+            }
+        };
+        let (f, r) = match fleet {
+            Some(f) => (show(f), ratio(get(today, h), get(f, h))),
+            None => ("pending".into(), "pending".into()),
+        };
+        notes.push(format!("{name:<40} {:>12} {f:>12} {r:>12}", show(today)));
+    }
+    notes.push(format!(
+        "connections to the API server: today {}, fleet {}",
+        today.connections,
+        fleet.map_or("pending".into(), |f| f.connections.to_string())
+    ));
+}
+
+/// One agent through its own counting proxy: start until its plan holds `desired` images, then
+/// `idle` with nothing changing. Also returns the server's request counts over the idle window.
+async fn measure_agent(
+    api: &ApiServer,
+    mode: Mode,
+    work: &Path,
+    socket: &Path,
+    desired: usize,
+    idle: Duration,
+) -> anyhow::Result<(Measured, rollcache_testbed::apiserver::ApiServerStats)> {
+    let counter = Counter::start(api.addr()).await?;
+    let name = if mode == Mode::Fleet {
+        "fleet"
+    } else {
+        "today"
+    };
+    let kc = write_kubeconfig(&work.join(format!("kubeconfig-{name}")), &counter.url)?;
+    let t = Instant::now();
+    let mut agent = spawn_agent(
+        mode,
+        &kc,
+        socket,
+        1,
+        work.join(format!("rollcache-{name}.log")),
+    )?;
+    wait_planned(&mut agent, desired, Duration::from_secs(600)).await?;
+    let start = t.elapsed();
+    // The first passes after the plan (status, summary) still answer; let them finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let start_bytes = counter.bytes();
+    api.reset_stats();
+    tokio::time::sleep(idle).await;
+    let stats = api.stats();
+    let idle_bytes = counter.bytes() - start_bytes;
+    let (rss, peak) = rss(agent.pid())?;
+    Ok((
+        Measured {
+            start,
+            start_bytes,
+            idle_bytes,
+            connections: counter.connections(),
+            rss,
+            peak,
+        },
+        stats,
+    ))
+}
+
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
