@@ -48,12 +48,16 @@ struct Replica {
 }
 
 fn start(api: &ApiServer, identity: &str) -> Replica {
+    start_tuned(api, identity, tuning())
+}
+
+fn start_tuned(api: &ApiServer, identity: &str, tuning: Tuning) -> Replica {
     let (metrics, cancel) = (Arc::new(IndexMetrics::default()), CancellationToken::new());
     let client = api.client().expect("client");
     let task = tokio::spawn(run_with(
         args(identity),
         client,
-        tuning(),
+        tuning,
         metrics.clone(),
         cancel.clone(),
     ));
@@ -254,6 +258,44 @@ async fn the_indexer_publishes_shards_that_decode_to_the_history() {
     })
     .await;
     assert!(a.metrics.deletes.get() >= 1);
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
+}
+
+#[tokio::test]
+async fn a_lone_change_is_published_at_once_and_a_burst_is_paced() {
+    let (api, mut objects) = with_history().await;
+    let pace = Duration::from_secs(3);
+    let tuned = Tuning {
+        debounce: pace,
+        resync: Duration::from_secs(600),
+        ..tuning()
+    };
+    let a = start_tuned(&api, "a", tuned);
+    published(&api, &objects).await;
+    sleep(pace + Duration::from_millis(500)).await;
+
+    // After a quiet spell a change waits for no window: well under the pace.
+    let new =
+        history::controller_revision("bl45p", "ioc-1", 4, &["ghcr.io/epics-containers/ioc-1:4.0"]);
+    objects.push(api.apply(new).expect("new revision"));
+    let written = Instant::now();
+    published(&api, &objects).await;
+    let took = written.elapsed();
+    assert!(took < pace / 2, "a lone change waited {took:?}");
+
+    // Five changes 200 ms apart, all within one pace: the first pass is already spent, so they
+    // are published together at the end of the window, not one pass each.
+    let passes = a.metrics.passes.get();
+    for i in 5..10 {
+        let image = format!("ghcr.io/epics-containers/ioc-{i}:4.0");
+        let new = history::controller_revision("bl45p", &format!("ioc-{i}"), 4, &[&image]);
+        objects.push(api.apply(new).expect("new revision"));
+        sleep(Duration::from_millis(200)).await;
+    }
+    published(&api, &objects).await;
+    let burst = a.metrics.passes.get() - passes;
+    assert!(burst <= 2, "{burst} passes for a burst of 5 changes");
     a.cancel.cancel();
     a.task.await.unwrap().expect("indexer ends cleanly");
 }

@@ -268,7 +268,7 @@ pub async fn wait_planned(p: &mut Proc, desired: usize, limit: Duration) -> anyh
 }
 
 /// Waits until the indexer leads, has listed everything and its shard writes have stopped for 2 s
-/// (the debounce is 1 s): the inventory is published.
+/// (passes are at least 1 s apart): the inventory is published.
 pub async fn wait_published(p: &mut Proc, limit: Duration) -> anyhow::Result<f64> {
     let start = Instant::now();
     let mut last = (f64::NAN, Instant::now());

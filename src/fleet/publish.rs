@@ -349,7 +349,8 @@ pub fn catalog_of(
 pub struct Tuning {
     /// Compressed bytes per shard before a namespace is split further.
     pub budget: usize,
-    /// Changes within this window are published together.
+    /// Passes are at least this far apart: a change after a quiet spell is published at once,
+    /// changes coming faster are published together at the end of the window.
     pub debounce: Duration,
     /// A failed pass or load is retried after this long.
     pub retry: Duration,
@@ -398,6 +399,7 @@ pub async fn run(
         // The first tick is now: the load below already reads what is published.
         resync.tick().await;
         while *leading.borrow() {
+            let last_pass = tokio::time::Instant::now();
             let outcome = if loaded {
                 publisher
                     .publish(&store.snapshot(), &leading)
@@ -453,7 +455,8 @@ pub async fn run(
                 r = leading.changed() => if r.is_err() { return },
                 r = changes.changed() => {
                     if r.is_err() { return }
-                    tokio::time::sleep(pacing.debounce).await;
+                    // Leading edge: a lone change waits for nothing; a burst is paced.
+                    tokio::time::sleep_until(last_pass + pacing.debounce).await;
                 }
                 // Read what is published again: a shard deleted or edited by hand is restored,
                 // however busy the history is.
