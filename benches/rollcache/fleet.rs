@@ -27,6 +27,19 @@ use crate::{Sizes, bed, history, progress};
 /// Where the indexer publishes and fleet agents read.
 pub const INVENTORY_NS: &str = "rollcache";
 
+/// An in-test API server serving rollcache's CRDs, with the namespace the indexer publishes in.
+pub async fn api_with_inventory_namespace() -> anyhow::Result<ApiServer> {
+    let api = ApiServer::start_with(ApiServerOptions {
+        rollcache_crd: true,
+        ..ApiServerOptions::default()
+    })
+    .await?;
+    api.apply(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INVENTORY_NS}}),
+    )?;
+    Ok(api)
+}
+
 /// How an agent learns its history.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -327,14 +340,7 @@ pub async fn section(
     let fleet = fleet_agent_available();
     let idle = Duration::from_secs(env_u64("BENCH_FLEET_IDLE_SECS", 120));
     let per_hour = 3600.0 / idle.as_secs_f64();
-    let api = ApiServer::start_with(ApiServerOptions {
-        rollcache_crd: true,
-        ..ApiServerOptions::default()
-    })
-    .await?;
-    api.apply(
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INVENTORY_NS}}),
-    )?;
+    let api = api_with_inventory_namespace().await?;
     let per_workload = sz.revisions as usize;
     let images = tiny.to_vec();
     let (mut objects, mut json_bytes) = (0usize, 0usize);

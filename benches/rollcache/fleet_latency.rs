@@ -5,14 +5,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions};
 use rollcache_testbed::deps::ContainerdVersion;
 use rollcache_testbed::registry::Registry;
 use serde_json::json;
 
 use crate::fleet::{
-    INVENTORY_NS, Mode, PENDING, Proc, env_u64, metric_any, spawn_agent, spawn_indexer,
-    wait_planned, wait_published, write_kubeconfig,
+    Mode, PENDING, Proc, env_u64, metric_any, spawn_agent, spawn_indexer, wait_planned,
+    wait_published, write_kubeconfig,
 };
 use crate::stats::percentile;
 use crate::{bed, history};
@@ -80,14 +79,7 @@ async fn run_latency(
     indexer: bool,
     agent: bool,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    let api = ApiServer::start_with(ApiServerOptions {
-        rollcache_crd: true,
-        ..ApiServerOptions::default()
-    })
-    .await?;
-    api.apply(
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INVENTORY_NS}}),
-    )?;
+    let api = crate::fleet::api_with_inventory_namespace().await?;
     api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}))?;
     let kc = write_kubeconfig(&work.join("kubeconfig-latency"), &api.url())?;
     let (ctd, _node) = bed::fresh_containerd(version, registry).await?;

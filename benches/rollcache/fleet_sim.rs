@@ -9,14 +9,11 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions};
 use rollcache_testbed::deps::ContainerdVersion;
 use rollcache_testbed::registry::Registry;
-use serde_json::json;
 
 use crate::fleet::{
-    self, INVENTORY_NS, Mode, PENDING, env_u64, spawn_agent, spawn_indexer, wait_published,
-    write_kubeconfig,
+    self, Mode, PENDING, env_u64, spawn_agent, spawn_indexer, wait_published, write_kubeconfig,
 };
 use crate::scale::{clock_ticks_per_second, cpu_ticks, rss};
 use crate::stats::{Report, Unit, percentile};
@@ -33,14 +30,7 @@ pub async fn serve(spec: &str) -> anyhow::Result<()> {
     let (workloads, revisions, manifest): (usize, u32, usize) =
         (parts[0].parse()?, parts[1].parse()?, parts[2].parse()?);
     let registry = parts[3];
-    let api = ApiServer::start_with(ApiServerOptions {
-        rollcache_crd: true,
-        ..ApiServerOptions::default()
-    })
-    .await?;
-    api.apply(
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INVENTORY_NS}}),
-    )?;
+    let api = crate::fleet::api_with_inventory_namespace().await?;
     let mut failed = None;
     history::scale_objects(
         "",
