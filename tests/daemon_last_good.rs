@@ -51,36 +51,19 @@ fn deployment_json(name: &str, image: &str) -> String {
 }
 
 async fn pinned(bed: &Bed, reference: &str) -> bool {
-    cri_image(&bed.node, reference)
-        .await
-        .is_some_and(|i| i.pinned && i.pin_owner == rollcache::node::PinOwner::Rollcache)
+    pinned_by_us(&bed.node, reference).await
 }
 
 /// Still pinned by rollcache after `HOLD`, checked along the way.
 async fn stays_pinned(bed: &Bed, references: &[&str], why: &str) {
-    let until = Instant::now() + HOLD;
-    while Instant::now() < until {
-        for r in references {
-            assert!(pinned(bed, r).await, "{r} unpinned: {why}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::daemon::stays_pinned(&bed.node, references, HOLD, why).await;
 }
 
 /// Unpinned (never deleted) within `SOON`, but not before the grace period: returns how long.
 async fn unpinned_after_grace(bed: &Bed, reference: &str, since: Instant) -> Duration {
-    wait_until(SOON, "the image is unpinned", || async {
-        cri_image(&bed.node, reference)
-            .await
-            .is_some_and(|i| !i.pinned)
-    })
-    .await;
+    unpinned_not_deleted(&bed.node, reference, SOON).await;
     let took = since.elapsed();
     assert!(took >= GRACE, "unpinned after {took:?}, before the grace");
-    assert!(
-        cri_image(&bed.node, reference).await.is_some(),
-        "never deleted"
-    );
     took
 }
 

@@ -315,6 +315,43 @@ pub async fn cri_image(
         .find(|i| i.repo_tags.iter().any(|t| t == reference))
 }
 
+/// Pinned by rollcache (not by someone else) right now.
+pub async fn pinned_by_us(node: &rollcache::node::Node, reference: &str) -> bool {
+    cri_image(node, reference)
+        .await
+        .is_some_and(|i| i.pinned && i.pin_owner == rollcache::node::PinOwner::Rollcache)
+}
+
+/// Still pinned by rollcache after `hold`, checked along the way.
+pub async fn stays_pinned(
+    node: &rollcache::node::Node,
+    references: &[&str],
+    hold: Duration,
+    why: &str,
+) {
+    let until = Instant::now() + hold;
+    while Instant::now() < until {
+        for r in references {
+            assert!(pinned_by_us(node, r).await, "{r} unpinned: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Unpinned within `within`, and never deleted: how long it took.
+pub async fn unpinned_not_deleted(
+    node: &rollcache::node::Node,
+    reference: &str,
+    within: Duration,
+) -> Duration {
+    let took = wait_until(within, "the image is unpinned", || async {
+        cri_image(node, reference).await.is_some_and(|i| !i.pinned)
+    })
+    .await;
+    assert!(cri_image(node, reference).await.is_some(), "never deleted");
+    took
+}
+
 pub async fn wait_pinned_by_us(
     node: &rollcache::node::Node,
     reference: &str,
