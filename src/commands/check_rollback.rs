@@ -12,13 +12,14 @@ use rollcache_core::rollback::{
 use rollcache_core::text::{Column, table_within};
 use serde::Serialize;
 
-use crate::commands::cluster::{CLUSTER_HINT, list_nodes, list_summaries, unix_now};
+use crate::commands::cluster::{CLUSTER_HINT, list_nodes, list_summaries};
 use crate::commands::{Exit, Output, to_yaml, with_hint};
 use crate::config::{Config, HistoryFrom, KubeArgs, SourcesConfig};
 use crate::history::once;
 use crate::history::sources::one_shot_client;
 use crate::inventory::Inventory;
 use crate::reconcile::planning::{NodeLookup, plan_for_node};
+use crate::reconcile::unix_now;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckRollbackArgs {

@@ -2,7 +2,7 @@
 //! table; and the reading of Nodes and summaries `check-rollback` shares.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DynamicObject, ListParams};
@@ -17,6 +17,7 @@ use crate::history::nodes;
 use crate::history::sources::one_shot_client;
 use crate::model::NodeFacts;
 use crate::reconcile::node_summary::{GROUP, KIND, resource};
+use crate::reconcile::unix_now;
 
 #[derive(Debug, clap::Args)]
 pub struct ClusterArgs {
@@ -85,13 +86,6 @@ pub async fn list_summaries(
         tracing::warn!("{unreadable} {KIND}(s) skipped: their status could not be read");
     }
     Ok(out)
-}
-
-/// Now, in Unix seconds.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[derive(Serialize)]

@@ -10,7 +10,7 @@ mod needs_registry;
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -278,10 +278,7 @@ impl Metrics {
             .get_or_create(&ReconcileResultLabel { result })
             .inc();
         if result == ReconcileResult::Success {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
+            let now = crate::reconcile::unix_now();
             self.last_reconcile_timestamp.set(now as f64);
         }
     }

@@ -10,3 +10,4 @@ pub mod planning;
 mod prefetch;
 mod publish;
 mod pulls;
+pub(crate) use publish::unix_now;

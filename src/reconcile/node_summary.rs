@@ -2,7 +2,7 @@
 //! Node, server-side applied to `/status`): on change, at most every 10 s, refreshed every 5 min.
 //! Its own task, reading the `/status` channel: a slow or absent API never holds a pass back.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::StatusDoc;
+use crate::reconcile::unix_now;
 use crate::status::Status;
 use rollcache_core::summary::NodeSummary;
 
@@ -190,11 +191,4 @@ impl Target {
             Err(e) => Err(Failure::Api(e.to_string())),
         }
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

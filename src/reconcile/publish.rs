@@ -240,9 +240,9 @@ fn report_inputs(inv: &Inventory, plan: &Plan) -> Vec<report::RevisionInput> {
     out
 }
 
-fn unix_now() -> i64 {
+/// Now, in Unix seconds (0 for a clock before 1970), for what the agent stamps and publishes.
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_secs() as i64)
 }
