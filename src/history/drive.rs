@@ -1,7 +1,8 @@
 //! Drives one kube watcher into the store: its events, its failures, its quiet resumes.
 //!
 //! Events go to the watcher's `Sink`; a failing watch marks its source in error once; a quiet
-//! resume (a watch that resumes emits nothing) is told by a probe list.
+//! resume (a watch that resumes emits nothing) is told by a probe list. Any resource, typed or
+//! dynamic (the fleet inventory), and a sink's own clock (`Sink::tick`) go through this one loop.
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,14 @@ use super::supervise::key_name;
 pub(super) trait Sink<K>: Send {
     fn key(&self) -> StatusKey;
     fn event(&mut self, store: &HistoryStore, event: watcher::Event<K>);
+
+    /// How often `tick` runs, between events and whatever the watch does; None: never.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// What changes with time alone (the inventory's catalog ageing), seen without an event.
+    fn tick(&mut self, _store: &HistoryStore) {}
 }
 
 /// Once a retry of the watcher was due this long ago without a new error, and a probe answers,
@@ -65,7 +74,7 @@ pub(super) async fn drive<K, S>(
     token: CancellationToken,
     probe_interval: Duration,
 ) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     S: Sink<K>,
 {
     let key = sink.key();
@@ -85,9 +94,15 @@ pub(super) async fn drive<K, S>(
     // its end once, however many retries (and re-lists, when lists answer but watches do not)
     // happen in between. Only a watch delivering changes, or a quiet resume, ends it.
     let mut failing = false;
+    let mut ticks = sink.tick_interval().map(|every| {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
+            _ = next_tick(&mut ticks) => sink.tick(&store),
             item = stream.next() => match item {
                 Some(Ok(event)) => {
                     let (listed, watched) = match &event {
@@ -96,6 +111,11 @@ pub(super) async fn drive<K, S>(
                         _ => (false, false),
                     };
                     sink.event(&store, event);
+                    // A list done or a change delivered shows the API answers, whether or not
+                    // the sink had anything to give the store.
+                    if listed || watched {
+                        store.set_ok(&key);
+                    }
                     if watched && failing {
                         info!(source = %name, "watch resumed");
                         failing = false;
@@ -151,6 +171,15 @@ pub(super) async fn drive<K, S>(
     }
 }
 
+async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -161,7 +190,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// One cheap list (a single object, same selectors) to tell whether the API answers.
 async fn probe<K>(api: &Api<K>, wc: &watcher::Config) -> bool
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    K: Resource + Clone + DeserializeOwned + Debug,
 {
     let mut lp = ListParams::default().limit(1);
     lp.label_selector = wc.label_selector.clone();

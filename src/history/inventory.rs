@@ -2,25 +2,27 @@
 //! shards and catalog `rollcache index` publishes, listed and watched in one namespace, decoded,
 //! and folded into the same store as the cluster's own sources, through `change`.
 //!
-//! The view (`view`) decides what the store holds and whether it is complete; this driver feeds
-//! it the watch's events, checks the catalog's age every second (an indexer that stopped is only
-//! seen by its catalog ageing), and marks the source incomplete before any change that is not
-//! complete, so that no snapshot between the two looks complete.
+//! The view (`view`) decides what the store holds and whether it is complete; this source's sink
+//! feeds it the watch's events, checks the catalog's age every second (an indexer that stopped is
+//! only seen by its catalog ageing), and marks the source incomplete before any change that is not
+//! complete, so that no snapshot between the two looks complete. The watch itself (backoff, the
+//! error mark, a quiet resume after an outage told by a probe) is `drive`'s, as for every source.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Decoded;
 use super::change::{Change, fold};
+use super::drive::{Sink, drive};
 use super::store::{HistoryStore, SourceId, StatusKey};
 use super::supervise::spawn_supervised;
+use super::watch::WatchConfig;
 use crate::model::{RevisionFact, SourceKind};
 
 pub mod view;
@@ -39,10 +41,12 @@ pub fn source_id(namespace: &str) -> SourceId {
 /// How often the catalog's age is checked between events.
 const AGE_CHECK: Duration = Duration::from_secs(1);
 
-/// Starts the inventory source of `namespace` on `client` under its supervisor.
+/// Starts the inventory source of `namespace` on `client` under its supervisor, paged and
+/// probed as `watch` says.
 pub fn spawn_inventory_source(
     client: &kube::Client,
     namespace: &str,
+    watch: &WatchConfig,
     store: &Arc<HistoryStore>,
     token: &CancellationToken,
     tasks: &mut JoinSet<()>,
@@ -53,13 +57,23 @@ pub fn spawn_inventory_source(
         &crate::fleet::inventory_resource(),
     );
     let id = source_id(namespace);
+    let (wc, probe) = (watch.inventory_config(), watch.probe_interval);
     let (store_, token_) = (store.clone(), token.clone());
     spawn_supervised(
         tasks,
         store,
         StatusKey::Source(id.clone()),
         token,
-        move || run(api.clone(), id.clone(), store_.clone(), token_.clone()),
+        move || {
+            run(
+                api.clone(),
+                wc.clone(),
+                id.clone(),
+                store_.clone(),
+                token_.clone(),
+                probe,
+            )
+        },
     );
 }
 
@@ -127,92 +141,97 @@ impl Feeder {
     }
 }
 
+/// The watch's events into the view, the view into the store; the catalog's age on the clock.
+struct InventorySink {
+    feeder: Feeder,
+    /// Between `Init` and `InitDone`: the view is being rebuilt and says nothing yet.
+    listing: bool,
+    /// Whether the catalog was stale at the last check; None: not checked since the last event.
+    catalog_stale: Option<bool>,
+}
+
+impl Sink<DynamicObject> for InventorySink {
+    fn key(&self) -> StatusKey {
+        StatusKey::Source(self.feeder.id.clone())
+    }
+
+    fn event(&mut self, store: &HistoryStore, event: watcher::Event<DynamicObject>) {
+        let name = |o: &DynamicObject| o.metadata.name.clone().unwrap_or_default();
+        let view = &mut self.feeder.view;
+        match event {
+            watcher::Event::Init => {
+                self.listing = true;
+                view.clear();
+                // The first list is fed as one (counted then); a re-list only as what changed.
+                if self.feeder.in_store.is_some() {
+                    store.count_list(&self.feeder.id);
+                }
+            }
+            watcher::Event::InitApply(o) => view.apply(&name(&o), &o.data),
+            watcher::Event::InitDone => {
+                self.listing = false;
+                self.feeder.feed(store);
+            }
+            watcher::Event::Apply(o) => {
+                view.apply(&name(&o), &o.data);
+                if !self.listing {
+                    self.feeder.feed(store);
+                }
+            }
+            watcher::Event::Delete(o) => {
+                view.delete(&name(&o));
+                if !self.listing {
+                    self.feeder.feed(store);
+                }
+            }
+        }
+        self.catalog_stale = None;
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(AGE_CHECK)
+    }
+
+    /// An indexer that stopped is seen only by its catalog ageing: fed when that flips. Not
+    /// before the first list, nor during a re-list (the view is half rebuilt).
+    fn tick(&mut self, store: &HistoryStore) {
+        if self.feeder.in_store.is_none() || self.listing {
+            return;
+        }
+        let stale = self
+            .feeder
+            .view
+            .catalog_problem(SystemTime::now())
+            .is_some();
+        if self.catalog_stale != Some(stale) {
+            self.catalog_stale = Some(stale);
+            self.feeder.feed(store);
+        }
+    }
+}
+
 /// Watches the inventory into the store until `token` is cancelled.
 async fn run(
     api: Api<DynamicObject>,
+    wc: watcher::Config,
     id: SourceId,
     store: Arc<HistoryStore>,
     token: CancellationToken,
+    probe_interval: Duration,
 ) {
     store.register(&id);
     let mut view = View::default();
     // A restarted source keeps what it had given the store until the inventory says otherwise.
     view.seed(store.objects_of(&id));
-    let mut feeder = Feeder {
-        id: id.clone(),
-        view,
-        in_store: None,
-        incomplete: None,
+    let sink = InventorySink {
+        feeder: Feeder {
+            id,
+            view,
+            in_store: None,
+            incomplete: None,
+        },
+        listing: false,
+        catalog_stale: None,
     };
-    let key = StatusKey::Source(id.clone());
-    let mut stream = watcher(api.clone(), watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut listing = false;
-    let mut failing = false;
-    let mut catalog_stale: Option<bool> = None;
-    let mut ages = tokio::time::interval(AGE_CHECK);
-    ages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = ages.tick() => {
-                if feeder.in_store.is_none() {
-                    continue;
-                }
-                let stale = feeder.view.catalog_problem(SystemTime::now()).is_some();
-                if catalog_stale != Some(stale) {
-                    catalog_stale = Some(stale);
-                    feeder.feed(&store);
-                }
-            }
-            item = stream.next() => match item {
-                Some(Ok(event)) => {
-                    if failing {
-                        info!(source = %id, "inventory watch resumed");
-                        failing = false;
-                        store.set_ok(&key);
-                    }
-                    let name = |o: &DynamicObject| o.metadata.name.clone().unwrap_or_default();
-                    match event {
-                        watcher::Event::Init => {
-                            listing = true;
-                            feeder.view.clear();
-                        }
-                        watcher::Event::InitApply(o) => feeder.view.apply(&name(&o), &o.data),
-                        watcher::Event::InitDone => {
-                            listing = false;
-                            info!(source = %id, "listed");
-                            feeder.feed(&store);
-                        }
-                        watcher::Event::Apply(o) => {
-                            feeder.view.apply(&name(&o), &o.data);
-                            if !listing {
-                                feeder.feed(&store);
-                            }
-                        }
-                        watcher::Event::Delete(o) => {
-                            feeder.view.delete(&name(&o));
-                            if !listing {
-                                feeder.feed(&store);
-                            }
-                        }
-                    }
-                    catalog_stale = None;
-                }
-                Some(Err(e)) => {
-                    if !failing {
-                        warn!(source = %id, error = %e, "inventory watch failed; the source is in error (nothing is unpinned) until it answers again");
-                        failing = true;
-                    }
-                    store.set_error(&key, e.to_string());
-                }
-                None => {
-                    stream = watcher(api.clone(), watcher::Config::default())
-                        .default_backoff()
-                        .boxed();
-                }
-            }
-        }
-    }
+    drive(api, wc, sink, store, token, probe_interval).await;
 }

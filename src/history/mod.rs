@@ -7,8 +7,9 @@
 //! Drivers: the Kubernetes watchers (`watch`, each stream driven by `drive`) and the directory
 //! source (`dir_source`, its files read by `files`, its changes seen through `dirwatch`) say what
 //! changed as a `change::Change`, which `change::fold` applies to the `store`; each runs under
-//! `supervise`. `inventory` reads the fleet inventory (fleet mode) into the same store. `sources`
-//! starts them from the config; `once` reads history once for `plan`.
+//! `supervise`. `inventory` reads the fleet inventory (fleet mode) into the same store, its watch
+//! driven by `drive` too. `sources` starts them from the config; `once` reads history once for
+//! `plan`.
 
 pub use rollcache_core::problem::{DecodeProblem, Decoded, ProblemKind};
 

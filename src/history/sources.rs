@@ -206,10 +206,11 @@ pub async fn start_sources(
 ) -> anyhow::Result<()> {
     if cfg.kubernetes {
         let client = client.context("the Kubernetes API is on but no client was given")?;
-        spawn_watchers(&client, &watch_config(cfg), store, cancel, tasks);
+        let watch = watch_config(cfg);
+        spawn_watchers(&client, &watch, store, cancel, tasks);
         if cfg.history_from == HistoryFrom::Inventory {
             let ns = cfg.inventory_namespace();
-            spawn_inventory_source(&client, &ns, store, cancel, tasks);
+            spawn_inventory_source(&client, &ns, &watch, store, cancel, tasks);
         }
     }
     if let Some(dir) = &cfg.from_dir {

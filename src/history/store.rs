@@ -301,6 +301,14 @@ impl HistoryStore {
         })
     }
 
+    /// A re-list a source folds in as changes, not as a reset (the fleet inventory): counted.
+    pub fn count_list(&self, id: &SourceId) {
+        self.update(|inner| {
+            inner.sources.entry(id.clone()).or_default().status.lists += 1;
+            ((), false)
+        })
+    }
+
     /// One object of the list in progress; folded with what the object held before the list,
     /// as `apply` does.
     pub fn reset_apply(&self, id: &SourceId, object: ObjectRef, decoded: Decoded) {

@@ -104,6 +104,13 @@ impl WatchConfig {
             .fields(HELM_SECRET_TYPE_SELECTOR)
     }
 
+    /// The fleet inventory's shards and catalog (bookmarks on, as for every source).
+    pub fn inventory_config(&self) -> watcher::Config {
+        // A shard, like a release Secret, may be a quarter MiB: pages as small as theirs.
+        self.watcher_config()
+            .page_size(self.page_size.min(HELM_PAGE_SIZE))
+    }
+
     /// Helm release ConfigMaps (`HELM_DRIVER=configmap`) only.
     pub fn helm_configmaps_config(&self) -> watcher::Config {
         self.watcher_config()
