@@ -156,7 +156,7 @@ async fn run_latency(
     Ok((to_pull, to_shard))
 }
 
-async fn shard_writes(p: &Proc) -> f64 {
+pub async fn shard_writes(p: &Proc) -> f64 {
     metric_any(
         &p.metrics().await,
         &[

@@ -8,6 +8,7 @@
 mod api;
 mod bed;
 mod bomb;
+mod cluster;
 mod fleet;
 mod fleet_latency;
 mod fleet_sim;
