@@ -87,16 +87,17 @@ pub async fn section(
             None => format!("CRD {}: already on the server (left as it was)", c.name),
         });
     }
-    notes.push(match &found {
-        Ok((_, how)) => format!("server processes: {how}"),
-        Err(why) => format!("server processes: not found ({why})"),
-    });
+    if let Ok((_, how)) = &found {
+        notes.push(format!("server processes: {how}"));
+    }
     notes.extend(table(
         &today,
         fleet.as_ref().map_err(String::as_str),
         "bytes from the API server (wire, all clients)",
     ));
-    notes.push("server CPU: utime + stime from /proc/PID/stat, agents' start → all planned (the history's creation and the indexer's publishing are before)".into());
+    if found.is_ok() {
+        notes.push("server CPU: utime + stime from /proc/PID/stat, agents' start → all planned (the history's creation and the indexer's publishing are before)".into());
+    }
     notes.push(match real.proxy_error() {
         None => "bytes: every agent's and the indexer's connections go through one counting TCP proxy on 127.0.0.1 (TLS and HTTP framing included, TLS verified end to end)".into(),
         Some(why) => format!("bytes: not counted ({why})"),
