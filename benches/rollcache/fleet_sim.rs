@@ -263,6 +263,10 @@ pub fn table(today: &Fleet, fleet: Result<&Fleet, &str>, bytes_row: &str) -> Vec
                 rows.push((label, Unit::Seconds, role(&r.role, |r| r.cpu_seconds)));
             }
             for r in roles {
+                let label = format!("{} RSS at the agents' start", r.role);
+                rows.push((label, Unit::Bytes, role(&r.role, |r| r.start_rss as f64)));
+            }
+            for r in roles {
                 let label = format!("{} peak RSS ({})", r.role, r.peak_how);
                 rows.push((label, Unit::Bytes, role(&r.role, |r| r.peak_rss as f64)));
             }

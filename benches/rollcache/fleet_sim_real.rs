@@ -97,6 +97,7 @@ pub async fn section(
     ));
     if found.is_ok() {
         notes.push("server CPU: utime + stime from /proc/PID/stat, agents' start → all planned (the history's creation and the indexer's publishing are before)".into());
+        notes.push("one server serves both modes, fleet first then today: a mode starts from the memory the server kept (RSS at the agents' start), so today's peak may be a little high, never the fleet's".into());
     }
     notes.push(match real.proxy_error() {
         None => "bytes: every agent's and the indexer's connections go through one counting TCP proxy on 127.0.0.1 (TLS and HTTP framing included, TLS verified end to end)".into(),
@@ -150,7 +151,8 @@ async fn measure(
     std::fs::create_dir_all(&dir)?;
     let kc = h.child_kubeconfig(&dir)?;
     let found = server_procs::find(&real.url);
-    let today = run(Mode::Today, sim, h, Path::new(&kc), &dir, socket, &found).await?;
+    // Fleet first: both modes share the server's processes, and a Go heap keeps what a run grew,
+    // so the mode run second starts from the first one's memory; today's peak is the larger.
     let fleet = if !real.cluster_wide {
         Err("not measured: `rollcache index` has no --namespaces, so on a server holding other history its inventory would not be the run's alone".into())
     } else if !fleet_agent_available() {
@@ -158,6 +160,7 @@ async fn measure(
     } else {
         Ok(run(Mode::Fleet, sim, h, Path::new(&kc), &dir, socket, &found).await?)
     };
+    let today = run(Mode::Today, sim, h, Path::new(&kc), &dir, socket, &found).await?;
     Ok((filled, found, today, fleet))
 }
 

@@ -190,7 +190,8 @@ enum Peak {
 /// CPU and peak RSS of the server's processes from `start` on; `sample` as often as the caller
 /// polls (every 100 ms in the fleet figures).
 pub struct Meter {
-    procs: Vec<(ServerProc, u64, Peak, u64)>,
+    /// Each process, its CPU ticks and RSS at the start, how its peak is taken, the peak sampled.
+    procs: Vec<(ServerProc, u64, u64, Peak, u64)>,
 }
 
 /// One role's figures (every process of that role summed).
@@ -198,6 +199,9 @@ pub struct RoleFigures {
     pub role: String,
     pub pids: Vec<u32>,
     pub cpu_seconds: f64,
+    /// RSS when the meter started: what the server held before the agents (a Go heap keeps
+    /// what an earlier run grew).
+    pub start_rss: u64,
     pub peak_rss: u64,
     /// "VmHWM, reset at start" or "max VmRSS sampled every 100 ms".
     pub peak_how: &'static str,
@@ -214,13 +218,13 @@ impl Meter {
             let ticks = cpu_ticks(p.pid)
                 .with_context(|| format!("reading the CPU time of {} (pid {})", p.role, p.pid))?;
             let now = rss(p.pid)?.0;
-            out.push((p.clone(), ticks, peak, now));
+            out.push((p.clone(), ticks, now, peak, now));
         }
         Ok(Self { procs: out })
     }
 
     pub fn sample(&mut self) {
-        for (p, _, _, peak) in &mut self.procs {
+        for (p, _, _, _, peak) in &mut self.procs {
             if let Ok((now, _)) = rss(p.pid) {
                 *peak = (*peak).max(now);
             }
@@ -233,7 +237,7 @@ impl Meter {
         let hz = clock_ticks_per_second();
         let mut roles: BTreeMap<usize, RoleFigures> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
-        for (p, before, how, sampled) in &self.procs {
+        for (p, before, start_rss, how, sampled) in &self.procs {
             let cpu = (cpu_ticks(p.pid)? - before) as f64 / hz;
             let peak = match how {
                 Peak::Hwm => rss(p.pid)?.1.max(*sampled),
@@ -247,11 +251,13 @@ impl Meter {
                 role: p.role.clone(),
                 pids: Vec::new(),
                 cpu_seconds: 0.0,
+                start_rss: 0,
                 peak_rss: 0,
                 peak_how: "VmHWM, reset at start",
             });
             r.pids.push(p.pid);
             r.cpu_seconds += cpu;
+            r.start_rss += start_rss;
             r.peak_rss += peak;
             if *how == Peak::Sampled {
                 r.peak_how = "max VmRSS sampled every 100 ms";
@@ -267,6 +273,7 @@ impl Meter {
                     .join(" + "),
                 pids: out.iter().flat_map(|r| r.pids.clone()).collect(),
                 cpu_seconds: out.iter().map(|r| r.cpu_seconds).sum(),
+                start_rss: out.iter().map(|r| r.start_rss).sum(),
                 peak_rss: out.iter().map(|r| r.peak_rss).sum(),
                 peak_how: "sum of the peaks",
             });
