@@ -32,22 +32,21 @@ pub async fn serve(spec: &str) -> anyhow::Result<()> {
         parts.len() == 4,
         "BENCH_FLEET_APISERVER={spec}: expected 4 fields"
     );
-    let (workloads, revisions, manifest): (usize, u32, usize) =
-        (parts[0].parse()?, parts[1].parse()?, parts[2].parse()?);
-    let registry = parts[3];
+    let sim = Sim {
+        agents: 0,
+        workloads: parts[0].parse()?,
+        revisions: parts[1].parse()?,
+        manifest_bytes: parts[2].parse()?,
+        registry: parts[3].to_string(),
+    };
     let api = crate::fleet::api_with_inventory_namespace().await?;
     let mut failed = None;
     history::scale_objects(
         "",
-        workloads,
-        revisions,
-        manifest,
-        |w, r| {
-            format!(
-                "{registry}/tiny/img:t{:04}",
-                w * revisions as usize + r as usize - 1
-            )
-        },
+        sim.workloads,
+        sim.revisions,
+        sim.manifest_bytes,
+        |w, r| sim.image(w, r),
         &mut |o| {
             if let Err(e) = api.apply(o) {
                 failed.get_or_insert(e);
@@ -157,7 +156,8 @@ pub struct Fleet {
     pub index_cpu: Option<f64>,
 }
 
-/// The simulated fleet's sizes, the same for the in-test and the real server.
+/// The simulated fleet's sizes, the same for the in-test and the real server (and the in-test
+/// server's process, which fills the history from them).
 #[derive(Clone)]
 pub struct Sim {
     pub agents: usize,
@@ -242,8 +242,8 @@ pub async fn section(
     Ok(())
 }
 
-/// The side-by-side rows: the server's processes by role (CPU, then peak RSS), its bytes, the
-/// agents' times and RSS; for a fleet column not measured, "-" and why.
+/// The side-by-side rows: the server's processes by role (CPU, RSS at the start, peak RSS), its
+/// bytes, the agents' times and RSS; for a fleet column not measured, "-" and why.
 pub fn table(today: &Fleet, fleet: Result<&Fleet, &str>, bytes_row: &str) -> Vec<String> {
     type Get = Box<dyn Fn(&Fleet) -> Option<f64>>;
     let mut rows: Vec<(String, Unit, Get)> = Vec::new();
