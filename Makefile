@@ -35,7 +35,8 @@ bench: deps
 
 # Fleet mode vs today, side by side (~6 min here; not part of `make bench`, which does not run it):
 # one agent's bytes, memory and reaction latency with and without `rollcache index`, and a
-# simulated fleet of BENCH_FLEET_AGENTS (50) agents started at once. See BENCHMARKS.md.
+# simulated fleet of BENCH_FLEET_AGENTS (50) agents started at once, also against the API server
+# KUBECONFIG points at when set (its apiserver and etcd measured by pid). See BENCHMARKS.md.
 bench-fleet: deps
 	BENCH_ONLY=fleet,fleet-sim $(CARGO) bench --bench rollcache
 

@@ -178,6 +178,11 @@ impl RealApi {
         out
     }
 
+    /// The client the benchmark itself uses on this server.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     /// Why the child's traffic cannot be counted, if it cannot.
     pub fn proxy_error(&self) -> Option<&str> {
         self.proxy.as_ref().err().map(String::as_str)

@@ -685,3 +685,23 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// `rollcache` with `args`, then `--metrics-addr` (and for `run`, `--admin-addr`) on ports of
+/// their own, started as `spawn_agent` and `spawn_indexer` start it: for a run that names its own
+/// namespaces (the simulated fleet on a real API server, beside whatever else it holds).
+pub fn spawn_args(
+    args: &[std::ffi::OsString],
+    kubeconfig: &Path,
+    log: PathBuf,
+) -> anyhow::Result<Proc> {
+    let [metrics_port, admin_port] = free_ports()?;
+    let mut cmd = Command::new(rollcache_bin());
+    cmd.args(args)
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{metrics_port}"));
+    if args.first().is_some_and(|a| a == "run") {
+        cmd.arg("--admin-addr")
+            .arg(format!("127.0.0.1:{admin_port}"));
+    }
+    spawn(cmd, kubeconfig, metrics_port, log)
+}

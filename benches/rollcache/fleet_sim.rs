@@ -1,23 +1,28 @@
 //! A simulated fleet: N real `rollcache run` processes started at once against one in-test API
 //! server running in a process of its own (this benchmark binary again, `BENCH_FLEET_APISERVER`),
 //! so that its CPU seconds and peak memory can be read from /proc, on one shared containerd. Today
-//! vs fleet mode (the agents in inventory mode + one `rollcache index`), side by side.
+//! vs fleet mode (the agents in inventory mode + one `rollcache index`), side by side; with
+//! `KUBECONFIG`, the same against that real API server too (`fleet_sim_real`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rollcache_testbed::deps::ContainerdVersion;
 use rollcache_testbed::registry::Registry;
 
+use crate::api::RealApi;
 use crate::fleet::{
-    self, Mode, PENDING, env_u64, spawn_agent, spawn_indexer, wait_published, write_kubeconfig,
+    self, Mode, PENDING, Proc, env_u64, spawn_agent, spawn_indexer, wait_published,
+    write_kubeconfig,
 };
 use crate::scale::{clock_ticks_per_second, cpu_ticks, rss};
+use crate::server_procs::{Meter, RoleFigures, ServerProc};
 use crate::stats::{Report, Unit, percentile};
-use crate::{Sizes, bed, history, progress};
+use crate::{Sizes, bed, fleet_sim_real, history, progress};
 
 /// The server process' side: `spec` is `WORKLOADS,REVISIONS,MANIFEST_BYTES,REGISTRY`. Fills the
 /// scale history, prints `URL <url>`, then answers `stats` and `reset` lines on stdin until EOF.
@@ -27,22 +32,21 @@ pub async fn serve(spec: &str) -> anyhow::Result<()> {
         parts.len() == 4,
         "BENCH_FLEET_APISERVER={spec}: expected 4 fields"
     );
-    let (workloads, revisions, manifest): (usize, u32, usize) =
-        (parts[0].parse()?, parts[1].parse()?, parts[2].parse()?);
-    let registry = parts[3];
+    let sim = Sim {
+        agents: 0,
+        workloads: parts[0].parse()?,
+        revisions: parts[1].parse()?,
+        manifest_bytes: parts[2].parse()?,
+        registry: parts[3].to_string(),
+    };
     let api = crate::fleet::api_with_inventory_namespace().await?;
     let mut failed = None;
     history::scale_objects(
         "",
-        workloads,
-        revisions,
-        manifest,
-        |w, r| {
-            format!(
-                "{registry}/tiny/img:t{:04}",
-                w * revisions as usize + r as usize - 1
-            )
-        },
+        sim.workloads,
+        sim.revisions,
+        sim.manifest_bytes,
+        |w, r| sim.image(w, r),
         &mut |o| {
             if let Err(e) = api.apply(o) {
                 failed.get_or_insert(e);
@@ -135,23 +139,58 @@ impl Server {
             .with_context(|| format!("unexpected {s:?}"))
     }
 
-    /// Clears the traffic counters and the process' peak RSS (`/proc/PID/clear_refs` 5).
+    /// Clears the traffic counters (the peak RSS is the `Meter`'s).
     fn reset(&mut self) -> anyhow::Result<()> {
-        self.ask("reset")?;
-        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
-            .context("resetting the API server's VmHWM")
+        self.ask("reset").map(drop)
     }
 }
 
-/// One mode's figures.
-struct Fleet {
-    server_cpu: f64,
-    server_peak: u64,
-    server_bytes: u64,
-    all_planned: Duration,
-    per_agent: Vec<f64>,
-    agent_rss: Vec<f64>,
-    index_cpu: Option<f64>,
+/// One mode's figures: the agents' and the server's over their start.
+pub struct Fleet {
+    /// The server's processes by role, or why they were not measured.
+    pub server: Result<Vec<RoleFigures>, String>,
+    pub server_bytes: Result<u64, String>,
+    pub all_planned: Duration,
+    pub per_agent: Vec<f64>,
+    pub agent_rss: Vec<f64>,
+    pub index_cpu: Option<f64>,
+}
+
+/// The simulated fleet's sizes, the same for the in-test and the real server (and the in-test
+/// server's process, which fills the history from them).
+#[derive(Clone)]
+pub struct Sim {
+    pub agents: usize,
+    pub workloads: usize,
+    pub revisions: u32,
+    pub manifest_bytes: usize,
+    pub registry: String,
+}
+
+impl Sim {
+    pub fn desired(&self) -> usize {
+        self.workloads * self.revisions as usize
+    }
+
+    /// Revision `r` of workload `w`'s image: one of its own per revision (never pulled).
+    pub fn image(&self, w: usize, r: u32) -> String {
+        format!(
+            "{}/tiny/img:t{:04}",
+            self.registry,
+            w * self.revisions as usize + r as usize - 1
+        )
+    }
+
+    pub fn history_note(&self, server: &str) -> String {
+        format!(
+            "{} `rollcache run` processes started at once; history {} workloads × {} revisions ({} images, ~{} KB Helm manifests); one shared containerd, disk budget 1 % (they plan, nothing is pulled); {server}",
+            self.agents,
+            self.workloads,
+            self.revisions,
+            self.desired(),
+            self.manifest_bytes / 1000
+        )
+    }
 }
 
 pub async fn section(
@@ -161,94 +200,141 @@ pub async fn section(
     registry: &Registry,
     work: &Path,
     quick: bool,
+    real: Option<&Arc<RealApi>>,
 ) -> anyhow::Result<()> {
-    let agents = env_u64("BENCH_FLEET_AGENTS", if quick { 10 } else { 50 }) as usize;
-    let workloads = env_u64("BENCH_FLEET_WORKLOADS", if quick { 50 } else { 100 }) as usize;
+    let sim = Sim {
+        agents: env_u64("BENCH_FLEET_AGENTS", if quick { 10 } else { 50 }) as usize,
+        workloads: env_u64("BENCH_FLEET_WORKLOADS", if quick { 50 } else { 100 }) as usize,
+        revisions: sz.revisions,
+        manifest_bytes: sz.manifest_bytes,
+        registry: registry.addr(),
+    };
     let spec = format!(
-        "{workloads},{},{},{}",
-        sz.revisions,
-        sz.manifest_bytes,
-        registry.addr()
+        "{},{},{},{}",
+        sim.workloads, sim.revisions, sim.manifest_bytes, sim.registry
     );
-    let desired = workloads * sz.revisions as usize;
     let (ctd, _node) = bed::fresh_containerd(version, registry).await?;
-    let today = run(&spec, Mode::Today, agents, desired, &ctd.socket(), work).await?;
+    let today = run(&spec, Mode::Today, &sim, &ctd.socket(), work).await?;
     let fleet_col = if fleet::fleet_agent_available() {
-        Some(run(&spec, Mode::Fleet, agents, desired, &ctd.socket(), work).await?)
+        Some(run(&spec, Mode::Fleet, &sim, &ctd.socket(), work).await?)
     } else {
         None
     };
-    let mut notes = vec![
-        format!(
-            "{agents} `rollcache run` processes started at once; history {workloads} workloads × {} revisions ({desired} images, ~{} KB Helm manifests); one shared containerd, disk budget 1 % (they plan, nothing is pulled); in-test API server in its own process",
-            sz.revisions,
-            sz.manifest_bytes / 1000
-        ),
-        format!(
-            "{:<44} {:>12} {:>12} {:>12}",
-            "figure", "today", "fleet", "fleet/today"
-        ),
-    ];
-    type Row = (&'static str, Unit, fn(&Fleet) -> f64);
-    let rows: [Row; 6] = [
-        (
-            "API server CPU, agents start → all planned",
-            Unit::Seconds,
-            |f| f.server_cpu,
-        ),
-        ("API server peak RSS (reset at start)", Unit::Bytes, |f| {
-            f.server_peak as f64
-        }),
-        (
-            "API server bytes sent (bodies, all clients)",
-            Unit::Bytes,
-            |f| f.server_bytes as f64,
-        ),
-        ("start → every agent has its plan", Unit::Seconds, |f| {
-            f.all_planned.as_secs_f64()
-        }),
-        ("start → plan, agent median", Unit::Seconds, |f| {
-            percentile(&f.per_agent, 50.0)
-        }),
-        ("agent RSS, median", Unit::Bytes, |f| {
-            percentile(&f.agent_rss, 50.0)
-        }),
-    ];
-    for (name, unit, get) in rows {
-        let (f, r) = match &fleet_col {
-            Some(f) => (unit.show(get(f)), format!("{:.3}", get(f) / get(&today))),
-            None => ("pending".into(), "pending".into()),
-        };
-        notes.push(format!(
-            "{name:<44} {:>12} {f:>12} {r:>12}",
-            unit.show(get(&today))
-        ));
-    }
-    match &fleet_col {
-        Some(f) => notes.push(format!(
-            "fleet: the indexer published before the agents started (its own CPU, once per cluster: {:.2} s)",
-            f.index_cpu.unwrap_or(f64::NAN)
-        )),
-        None => notes.push(format!("fleet column: {PENDING}")),
-    }
+    let mut notes = vec![sim.history_note("in-test API server in its own process")];
+    notes.extend(table(
+        &today,
+        fleet_col.as_ref().ok_or(PENDING),
+        "API server bytes sent (bodies, all clients)",
+    ));
     notes.push("API server CPU and peak RSS from /proc of the server process (it also runs this benchmark's counters; its history filling is before the reset)".into());
-    if std::env::var_os("KUBECONFIG").is_some_and(|k| !k.is_empty()) {
-        notes.push("KUBECONFIG is set: the simulated fleet ran against the in-test server only (a real server's side is not measured by this section)".into());
-    }
     report.section(
-        &format!("Simulated fleet: {agents} agents at once, today vs fleet mode"),
+        &format!(
+            "Simulated fleet: {} agents at once, today vs fleet mode",
+            sim.agents
+        ),
         vec![],
         notes,
     );
+    if let Some(real) = real {
+        fleet_sim_real::section(report, &sim, &ctd.socket(), work, real).await?;
+    }
     drop(ctd);
     Ok(())
+}
+
+/// The side-by-side rows: the server's processes by role (CPU, RSS at the start, peak RSS), its
+/// bytes, the agents' times and RSS; for a fleet column not measured, "-" and why.
+pub fn table(today: &Fleet, fleet: Result<&Fleet, &str>, bytes_row: &str) -> Vec<String> {
+    type Get = Box<dyn Fn(&Fleet) -> Option<f64>>;
+    let mut rows: Vec<(String, Unit, Get)> = Vec::new();
+    let mut notes = Vec::new();
+    // A role's figure in either column, found by the role's name.
+    let role = |role: &str, get: fn(&RoleFigures) -> f64| -> Get {
+        let role = role.to_string();
+        Box::new(move |f: &Fleet| {
+            let roles = f.server.as_ref().ok()?;
+            roles.iter().find(|r| r.role == role).map(get)
+        })
+    };
+    match &today.server {
+        Ok(roles) => {
+            for r in roles {
+                let label = format!("{} CPU, agents start → all planned", r.role);
+                rows.push((label, Unit::Seconds, role(&r.role, |r| r.cpu_seconds)));
+            }
+            for r in roles {
+                let label = format!("{} RSS at the agents' start", r.role);
+                rows.push((label, Unit::Bytes, role(&r.role, |r| r.start_rss as f64)));
+            }
+            for r in roles {
+                let label = format!("{} peak RSS ({})", r.role, r.peak_how);
+                rows.push((label, Unit::Bytes, role(&r.role, |r| r.peak_rss as f64)));
+            }
+        }
+        Err(why) => notes.push(format!("server CPU and peak RSS: not measured ({why})")),
+    }
+    match &today.server_bytes {
+        Ok(_) => rows.push((
+            bytes_row.into(),
+            Unit::Bytes,
+            Box::new(|f: &Fleet| f.server_bytes.as_ref().ok().map(|b| *b as f64)),
+        )),
+        Err(why) => notes.push(format!("bytes from the server: not measured ({why})")),
+    }
+    rows.push((
+        "start → every agent has its plan".into(),
+        Unit::Seconds,
+        Box::new(|f: &Fleet| Some(f.all_planned.as_secs_f64())),
+    ));
+    rows.push((
+        "start → plan, agent median".into(),
+        Unit::Seconds,
+        Box::new(|f: &Fleet| Some(percentile(&f.per_agent, 50.0))),
+    ));
+    rows.push((
+        "agent RSS, median".into(),
+        Unit::Bytes,
+        Box::new(|f: &Fleet| Some(percentile(&f.agent_rss, 50.0))),
+    ));
+    let w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    let mut out = vec![format!(
+        "{:<w$} {:>12} {:>12} {:>12}",
+        "figure", "today", "fleet", "fleet/today"
+    )];
+    let show = |unit: Unit, v: Option<f64>| v.map_or("-".into(), |v| unit.show(v));
+    for (name, unit, get) in rows {
+        let t = get(today);
+        let (f, r) = match fleet {
+            Ok(f) => (
+                show(unit, get(f)),
+                t.zip(get(f))
+                    .map_or("-".into(), |(t, f)| format!("{:.3}", f / t)),
+            ),
+            Err(_) => ("-".into(), "-".into()),
+        };
+        out.push(format!("{name:<w$} {:>12} {f:>12} {r:>12}", show(unit, t)));
+    }
+    match fleet {
+        Ok(f) => out.push(format!(
+            "fleet: the indexer published before the agents started (its own CPU, once per cluster: {:.2} s)",
+            f.index_cpu.unwrap_or(f64::NAN)
+        )),
+        Err(why) => out.push(format!("fleet column: {why}")),
+    }
+    if let Ok(roles) = &today.server {
+        for r in roles.iter().filter(|r| !r.role.contains(" + ")) {
+            let pids: Vec<String> = r.pids.iter().map(u32::to_string).collect();
+            out.push(format!("{}: pid {}", r.role, pids.join(" ")));
+        }
+    }
+    out.extend(notes);
+    out
 }
 
 async fn run(
     spec: &str,
     mode: Mode,
-    agents: usize,
-    desired: usize,
+    sim: &Sim,
     socket: &Path,
     work: &Path,
 ) -> anyhow::Result<Fleet> {
@@ -273,15 +359,37 @@ async fn run(
         indexer = Some(ix);
     }
     server.reset()?;
-    let pid = server.child.id();
-    let cpu_before = cpu_ticks(pid)?;
-    progress(&format!("fleet sim ({name}): {agents} agents at once"));
+    let procs = [ServerProc {
+        role: "API server".into(),
+        pid: server.child.id(),
+    }];
+    let meter = Meter::start(&procs).map_err(|e| e.to_string());
+    progress(&format!(
+        "fleet sim ({name}): {} agents at once",
+        sim.agents
+    ));
+    let mut fleet = start_agents(sim, &dir, meter, |i| {
+        spawn_agent(mode, &kc, socket, 1, dir.join(format!("agent-{i}.log")))
+    })
+    .await?;
+    fleet.server_bytes = server.bytes().map_err(|e| e.to_string());
+    fleet.index_cpu = index_cpu;
+    drop(indexer);
+    Ok(fleet)
+}
+
+/// Starts `sim.agents` processes at once with `spawn(i)` and waits until every one has its plan
+/// of `sim.desired()` images, metering the server's processes meanwhile (every 100 ms).
+pub async fn start_agents(
+    sim: &Sim,
+    dir: &Path,
+    mut meter: Result<Meter, String>,
+    spawn: impl FnMut(usize) -> anyhow::Result<Proc>,
+) -> anyhow::Result<Fleet> {
+    let (agents, desired) = (sim.agents, sim.desired());
     let start = Instant::now();
-    let mut procs = (0..agents)
-        .map(|i| spawn_agent(mode, &kc, socket, 1, dir.join(format!("agent-{i}.log"))))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut procs = (0..agents).map(spawn).collect::<anyhow::Result<Vec<_>>>()?;
     let mut planned: Vec<Option<f64>> = vec![None; agents];
-    let mut peak = rss(pid)?.1;
     while planned.iter().any(Option::is_none) {
         anyhow::ensure!(
             start.elapsed() < Duration::from_secs(600),
@@ -298,29 +406,35 @@ async fn run(
                 planned[i] = Some(start.elapsed().as_secs_f64());
             }
         }
-        peak = peak.max(rss(pid)?.1);
+        if let Ok(m) = &mut meter {
+            m.sample();
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let all_planned = start.elapsed();
-    let server_cpu = (cpu_ticks(pid)? - cpu_before) as f64 / clock_ticks_per_second();
-    let server_bytes = server.bytes()?;
+    let server = meter.and_then(|m| m.finish().map_err(|e| e.to_string()));
     let agent_rss = procs
         .iter()
         .map(|p| rss(p.pid()).map(|r| r.0 as f64))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let cpu = server
+        .as_ref()
+        .ok()
+        .and_then(|r| r.last())
+        .map_or(String::new(), |r| {
+            format!(", server CPU {:.1} s", r.cpu_seconds)
+        });
     progress(&format!(
-        "fleet sim ({name}): all planned in {:.1} s, server CPU {server_cpu:.1} s",
+        "  all planned in {:.1} s{cpu}",
         all_planned.as_secs_f64()
     ));
     drop(procs);
-    drop(indexer);
     Ok(Fleet {
-        server_cpu,
-        server_peak: peak,
-        server_bytes,
+        server,
+        server_bytes: Err("not counted".into()),
         all_planned,
         per_agent: planned.into_iter().flatten().collect(),
         agent_rss,
-        index_cpu,
+        index_cpu: None,
     })
 }

@@ -2,7 +2,8 @@
 //! Pull figures run each on a fresh containerd; Kubernetes figures use the in-test API server
 //! and, when `KUBECONFIG` points at one, a real API server too.
 //! `BENCH_QUICK=1` runs a smaller set; `BENCH_ONLY=pulls,large,latency,scale,bomb` picks sections;
-//! `fleet` and `fleet-sim` (fleet mode vs today) run only when named there (`make bench-fleet`).
+//! `fleet` and `fleet-sim` (fleet mode vs today) run only when named there (`make bench-fleet`);
+//! `fleet-sim` also runs against the real API server `KUBECONFIG` points at.
 #![forbid(unsafe_code)]
 
 mod api;
@@ -12,10 +13,12 @@ mod cluster;
 mod fleet;
 mod fleet_latency;
 mod fleet_sim;
+mod fleet_sim_real;
 mod history;
 mod latency;
 mod pulls;
 mod scale;
+mod server_procs;
 mod stats;
 
 use std::sync::Arc;
@@ -125,12 +128,13 @@ async fn run() -> anyhow::Result<()> {
     let version = ContainerdVersion::from_env()?;
     let began = Instant::now();
     let load_before = loadavg();
-    // Where KUBECONFIG points at a real API server, the Kubernetes figures are also taken there.
+    // Where KUBECONFIG points at a real API server, the Kubernetes figures and the simulated
+    // fleet are also taken there.
     let kube_figures = selected("latency") || selected("scale");
     let real = match std::env::var_os("KUBECONFIG") {
-        Some(path) if kube_figures && !path.is_empty() => {
+        Some(path) if (kube_figures || named("fleet-sim")) && !path.is_empty() => {
             progress(&format!(
-                "KUBECONFIG={}: the Kubernetes figures are also taken against that API server",
+                "KUBECONFIG={}: the Kubernetes figures and the simulated fleet are also taken against that API server",
                 path.to_string_lossy()
             ));
             let r = Arc::new(api::RealApi::connect(path).await?);
@@ -212,7 +216,9 @@ async fn run() -> anyhow::Result<()> {
     targets.extend(real.iter().map(|r| Target::Real(r.clone())));
     let mut kube_result = Ok(());
     for target in &targets {
-        if let Target::Real(r) = target {
+        if let Target::Real(r) = target
+            && kube_figures
+        {
             progress(&format!(
                 "Kubernetes figures against the real API server {} (version {})",
                 r.url, r.version
@@ -241,16 +247,26 @@ async fn run() -> anyhow::Result<()> {
             break;
         }
     }
+    if kube_result.is_ok() && named("fleet") {
+        kube_result =
+            fleet::section(&mut report, &sz, version, &registry, &tiny, work.path()).await;
+    }
+    if kube_result.is_ok() && named("fleet-sim") {
+        kube_result = fleet_sim::section(
+            &mut report,
+            &sz,
+            version,
+            &registry,
+            work.path(),
+            quick,
+            real.as_ref(),
+        )
+        .await;
+    }
     if let Some(r) = &real {
         r.cleanup().await;
     }
     kube_result?;
-    if named("fleet") {
-        fleet::section(&mut report, &sz, version, &registry, &tiny, work.path()).await?;
-    }
-    if named("fleet-sim") {
-        fleet_sim::section(&mut report, &sz, version, &registry, work.path(), quick).await?;
-    }
     report.section(
         "Run",
         vec![],
