@@ -703,5 +703,5 @@ pub fn spawn_args(
         cmd.arg("--admin-addr")
             .arg(format!("127.0.0.1:{admin_port}"));
     }
-    spawn(cmd, kubeconfig, metrics_port, log)
+    spawn(cmd, kubeconfig, metrics_port, log, None)
 }
