@@ -236,7 +236,8 @@ impl View {
             if quiet > window {
                 return Some(format!(
                     "the inventory catalog has not been refreshed for {} as seen by this agent (more than {STALE_RESYNCS} resyncs of the indexer, {}): is `rollcache index` running?",
-                    whole_seconds(quiet),
+                    // Rounded up: just past a 3 s window reads "4s", not "3s".
+                    whole_seconds(quiet + Duration::from_nanos(999_999_999)),
                     humantime::format_duration(window)
                 ));
             }
