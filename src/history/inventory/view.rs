@@ -8,10 +8,11 @@
 //!
 //! Fresh is judged on this agent's monotonic clock, not by comparing the catalog's `observedAt`
 //! with the node's wall clock: the indexer's node and this one may disagree by minutes (air-gapped
-//! beamlines). The catalog is stale once no change of its `observedAt` has been seen for
-//! `STALE_RESYNCS` resyncs since the later of the last change seen and the end of the list. Until
-//! the watch has delivered a change (the indexer's heartbeat seen arriving), the wall-clock check
-//! applies too: it is the only evidence of the catalog's age a list gives.
+//! beamlines). The catalog is stale once `STALE_RESYNCS` resyncs have passed since this agent
+//! first held the `observedAt` it holds: when the watch delivered it, or when the list that found
+//! it ended (a re-list that finds the one it held does not restart the count). Until the watch
+//! has delivered a change (the indexer's heartbeat seen arriving), the wall-clock check applies
+//! too: it is the only evidence of the catalog's age a list gives.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
