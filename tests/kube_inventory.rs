@@ -278,7 +278,7 @@ fn incomplete(store: &HistoryStore, id: &SourceId) -> Option<String> {
 #[tokio::test]
 async fn the_catalogs_freshness_follows_the_heartbeats_seen_not_the_nodes_clock() {
     const HOUR: Duration = Duration::from_secs(3600);
-    // Stale after three resyncs of 2 s (the codec's floor is 1 s).
+    // Stale after three resyncs of 2 s (1 s is the floor: the CRD's minimum, and the view's).
     let resync = Duration::from_secs(2);
     let objects = history_of("bl45p", &["r/arch:1", "r/arch:2"]);
     let api = server().await;
