@@ -274,13 +274,13 @@ async fn fleet_indexer_stopped_and_restarted_unpins_nothing() {
     complete_again(&d).await;
 
     indexer.stop().await;
-    incomplete_because(&d, "last refreshed").await;
+    incomplete_because(&d, "refreshed").await;
     wait_until(SOON, "the node's summary says why", || async {
         api.get("RollcacheNode", "", "n1").is_some_and(|o| {
             o["status"]["state"] == "SourceError"
                 && o["status"]["message"]
                     .as_str()
-                    .is_some_and(|m| m.contains("last refreshed"))
+                    .is_some_and(|m| m.contains("refreshed"))
         })
     })
     .await;

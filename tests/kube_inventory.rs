@@ -1,7 +1,9 @@
 //! Fleet mode's inventory source (`history::inventory`) against the in-test API server: shards and
 //! a catalog published as the indexer writes them, read into the store; after an API outage the
 //! source leaves its error without an event or a re-list, as every other source does; a change made
-//! during an outage arrives after it; quiet watches resume on their bookmarks.
+//! during an outage arrives after it; quiet watches resume on their bookmarks; the catalog's
+//! freshness follows the heartbeats the agent sees, whatever its `observedAt` says by the node's
+//! clock.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,6 +56,16 @@ fn history_of(ns: &str, images: &[&str]) -> Vec<Vec<RevisionFact>> {
 /// Writes `objects`' shards and then the catalog naming them, as the indexer does, with a fresh
 /// `observedAt` and a 5 min resync.
 fn publish(api: &ApiServer, objects: &[Vec<RevisionFact>]) {
+    publish_at(api, objects, SystemTime::now(), Duration::from_secs(300));
+}
+
+/// `publish` by an indexer whose clock reads `observed_at` and whose resync is `resync`.
+fn publish_at(
+    api: &ApiServer,
+    objects: &[Vec<RevisionFact>],
+    observed_at: SystemTime,
+    resync: Duration,
+) {
     let mut published: BTreeMap<String, InventorySpec> = BTreeMap::new();
     for (ns, facts) in &shard::by_namespace(objects.iter().map(Vec::as_slice)) {
         for spec in codec::encode(ns, facts) {
@@ -68,8 +80,8 @@ fn publish(api: &ApiServer, objects: &[Vec<RevisionFact>]) {
         }
     }
     let catalog = shard::Catalog {
-        observed_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        ..publish::catalog_of(&published, &published, true, Duration::from_secs(300))
+        observed_at: humantime::format_rfc3339_seconds(observed_at).to_string(),
+        ..publish::catalog_of(&published, &published, true, resync)
     };
     api.apply(json!({
         "apiVersion": "rollcache.io/v1alpha1", "kind": shard::KIND,
@@ -256,4 +268,75 @@ async fn a_quiet_inventory_watch_resumes_on_its_bookmarks_without_a_relist() {
     assert_eq!(status(&store, &id).lists, 1, "no re-list");
     assert!(complete(&store, &id));
     assert_eq!(images(&store), ["r/arch:1"]);
+}
+
+/// Why the source is incomplete, if it is.
+fn incomplete(store: &HistoryStore, id: &SourceId) -> Option<String> {
+    status(store, id).incomplete
+}
+
+#[tokio::test]
+async fn the_catalogs_freshness_follows_the_heartbeats_seen_not_the_nodes_clock() {
+    const HOUR: Duration = Duration::from_secs(3600);
+    // Stale after three resyncs of 2 s (1 s is the floor: the CRD's minimum, and the view's).
+    let resync = Duration::from_secs(2);
+    let objects = history_of("bl45p", &["r/arch:1", "r/arch:2"]);
+    let api = server().await;
+    // An indexer whose clock is an hour ahead of this node's wrote once, and died.
+    publish_at(&api, &objects, SystemTime::now() + HOUR, resync);
+    let store = HistoryStore::new();
+    let (id, _running) = start(&api, probing(), &store);
+    wait_until(Duration::from_secs(5), "listed and complete", || {
+        complete(&store, &id)
+    })
+    .await;
+    let listed = Instant::now();
+    let took = wait_until(
+        Duration::from_secs(15),
+        "stale by this agent's clock",
+        || incomplete(&store, &id).is_some(),
+    )
+    .await;
+    let why = incomplete(&store, &id).unwrap_or_default();
+    assert!(why.contains("as seen by this agent"), "{why}");
+    assert!(
+        listed.elapsed() >= Duration::from_secs(5),
+        "not before three resyncs (6 s) after the list: {took:?}"
+    );
+    assert!(!store.snapshot().all_sources_fresh());
+    assert_eq!(
+        images(&store),
+        ["r/arch:1", "r/arch:2"],
+        "nothing forgotten"
+    );
+
+    // An indexer whose clock is an hour behind this node's: its heartbeat seen arriving is
+    // fresh, whatever its observedAt says.
+    publish_at(&api, &objects, SystemTime::now() - HOUR, resync);
+    wait_until(Duration::from_secs(3), "complete at the heartbeat", || {
+        complete(&store, &id)
+    })
+    .await;
+    // Heartbeats keep it so...
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut n = 1;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        publish_at(
+            &api,
+            &objects,
+            SystemTime::now() - HOUR + Duration::from_secs(n),
+            resync,
+        );
+        n += 1;
+        assert!(complete(&store, &id), "{:?}", incomplete(&store, &id));
+    }
+    // ...until they stop.
+    wait_until(Duration::from_secs(10), "stale once they stop", || {
+        incomplete(&store, &id).is_some()
+    })
+    .await;
+    let why = incomplete(&store, &id).unwrap_or_default();
+    assert!(why.contains("as seen by this agent"), "{why}");
+    assert_eq!(status(&store, &id).lists, 1, "no re-list");
 }

@@ -3,13 +3,14 @@
 //! and folded into the same store as the cluster's own sources, through `change`.
 //!
 //! The view (`view`) decides what the store holds and whether it is complete; this source's sink
-//! feeds it the watch's events, checks the catalog's age every second (an indexer that stopped is
-//! only seen by its catalog ageing), and marks the source incomplete before any change that is not
-//! complete, so that no snapshot between the two looks complete. The watch itself (backoff, the
+//! feeds it the watch's events and when each arrived on this agent's monotonic clock, checks the
+//! catalog's age every second (an indexer that stopped is only seen by its heartbeat no longer
+//! arriving), and marks the source incomplete before any change that is not complete, so that no
+//! snapshot between the two looks complete. The watch itself (backoff, the
 //! error mark, a quiet resume after an outage told by a probe) is `drive`'s, as for every source.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher;
@@ -88,13 +89,19 @@ struct Feeder {
 impl Feeder {
     /// Evaluates the view and gives the store what changed; the first time, as one list.
     fn feed(&mut self, store: &HistoryStore) {
-        let outcome = self.view.evaluate(SystemTime::now());
+        let (now, local) = (SystemTime::now(), Instant::now());
+        let outcome = self.view.evaluate(now, local);
         if outcome.incomplete != self.incomplete {
             match &outcome.incomplete {
                 Some(why) => {
                     warn!(source = %self.id, reason = %why, "the inventory is incomplete: nothing is unpinned until it is complete again")
                 }
-                None => info!(source = %self.id, "the inventory is complete"),
+                None => match self.view.clock_note(now, local) {
+                    Some(note) => {
+                        info!(source = %self.id, clock = %note, "the inventory is complete")
+                    }
+                    None => info!(source = %self.id, "the inventory is complete"),
+                },
             }
         }
         // Incomplete before the change, complete only after it: no snapshot in between claims
@@ -170,11 +177,13 @@ impl Sink<DynamicObject> for InventorySink {
             watcher::Event::InitApply(o) => view.apply(&name(&o), &o.data),
             watcher::Event::InitDone => {
                 self.listing = false;
+                view.listed(Instant::now());
                 self.feeder.feed(store);
             }
             watcher::Event::Apply(o) => {
                 view.apply(&name(&o), &o.data);
                 if !self.listing {
+                    view.watched(Instant::now());
                     self.feeder.feed(store);
                 }
             }
@@ -192,8 +201,9 @@ impl Sink<DynamicObject> for InventorySink {
         Some(AGE_CHECK)
     }
 
-    /// An indexer that stopped is seen only by its catalog ageing: fed when that flips. Not
-    /// before the first list, nor during a re-list (the view is half rebuilt).
+    /// An indexer that stopped is seen only by its heartbeat no longer arriving: fed when the
+    /// catalog's freshness flips. Not before the first list, nor during a re-list (the view is
+    /// half rebuilt).
     fn tick(&mut self, store: &HistoryStore) {
         if self.feeder.in_store.is_none() || self.listing {
             return;
@@ -201,7 +211,7 @@ impl Sink<DynamicObject> for InventorySink {
         let stale = self
             .feeder
             .view
-            .catalog_problem(SystemTime::now())
+            .catalog_problem(SystemTime::now(), Instant::now())
             .is_some();
         if self.catalog_stale != Some(stale) {
             self.catalog_stale = Some(stale);

@@ -5,10 +5,18 @@
 //! here, decoded, with the catalog's digest and nothing unresolved; otherwise what the store held
 //! stays and what the shards hold now is added (pulls go on, nothing leaves). A namespace's facts
 //! leave only when a fresh catalog no longer lists it.
+//!
+//! Fresh is judged on this agent's monotonic clock, not by comparing the catalog's `observedAt`
+//! with the node's wall clock: the indexer's node and this one may disagree by minutes (air-gapped
+//! beamlines). The catalog is stale once `STALE_RESYNCS` resyncs have passed since this agent
+//! first held the `observedAt` it holds: when the watch delivered it, or when the list that found
+//! it ended (a re-list that finds the one it held does not restart the count). Until the watch
+//! has delivered a change (the indexer's heartbeat seen arriving), the wall-clock check applies
+//! too: it is the only evidence of the catalog's age a list gives.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -19,6 +27,24 @@ use rollcache_core::shard::{self, CATALOG_NAME, Catalog, InventorySpec};
 /// A catalog older than this many of the indexer's resync periods is stale (the indexer is down,
 /// or cannot write).
 pub const STALE_RESYNCS: u32 = 3;
+
+/// A heartbeat seen this far apart from the catalog's `observedAt` on the node's wall clock is
+/// worth a word in the log: `observedAt` is second-rounded and written after the pass it dates.
+const CLOCK_NOTE: Duration = Duration::from_secs(60);
+
+/// What this agent has seen of the catalog's heartbeat, on its own clock.
+#[derive(Debug, Default)]
+struct Heard {
+    /// The catalog's `observedAt` as last held: kept through a re-list and a deletion, so that
+    /// finding the same version again is not taken for a refresh.
+    observed_at: Option<String>,
+    /// Since when this agent has held that version: when the watch delivered it, or when the
+    /// list that found it ended. None: no list has ended yet.
+    since: Option<Instant>,
+    /// `since` is when the watch delivered it: the indexer was alive then, whatever its
+    /// `observedAt` says by the node's clock.
+    live: bool,
+}
 
 /// One shard as last read: its spec's identity and the facts of its last version that decoded.
 #[derive(Debug)]
@@ -46,6 +72,7 @@ pub struct View {
     templates: HashSet<Arc<PodTemplate>>,
     /// Templates in use at the last sweep.
     templates_in_use: usize,
+    heard: Heard,
 }
 
 /// Facts by the object they came from, shared between the shards, what was fed and the outcome.
@@ -70,7 +97,8 @@ impl View {
         }
     }
 
-    /// Forgets every object read (a new list begins); what was fed stays.
+    /// Forgets every object read (a new list begins); what was fed stays, and what was heard of
+    /// the catalog until `listed` compares it with what the list found.
     pub fn clear(&mut self) {
         self.shards.clear();
         self.catalog = None;
@@ -135,6 +163,47 @@ impl View {
         self.shards.insert(name.to_owned(), entry);
     }
 
+    /// The list that began with `clear` ended at `now`. A catalog it found that this agent held
+    /// before keeps the moment it was first held (a re-list is not a refresh); another one, or
+    /// none, is as old as its `observedAt` says until the watch delivers a change.
+    pub fn listed(&mut self, now: Instant) {
+        self.note_catalog(now, false);
+    }
+
+    /// The watch delivered what was applied last at `now`: a catalog whose `observedAt` changed
+    /// is the indexer's heartbeat seen arriving.
+    pub fn watched(&mut self, now: Instant) {
+        self.note_catalog(now, true);
+    }
+
+    fn note_catalog(&mut self, now: Instant, live: bool) {
+        let current = match &self.catalog {
+            Some(Ok(c)) => Some(&c.observed_at),
+            _ => None,
+        };
+        match current {
+            // Nothing heard; a list without a catalog still starts this agent's own count, and
+            // the version last held stays remembered (a catalog put back as it was is no
+            // heartbeat).
+            None if !live => {
+                self.heard.since = Some(now);
+                self.heard.live = false;
+            }
+            None => {}
+            // The version already held: a re-list, or a watched edit that is not the indexer's
+            // (a label, a shard), is no refresh.
+            Some(at)
+                if self.heard.since.is_some() && self.heard.observed_at.as_ref() == Some(at) => {}
+            Some(at) => {
+                self.heard = Heard {
+                    observed_at: Some(at.clone()),
+                    since: Some(now),
+                    live,
+                }
+            }
+        }
+    }
+
     /// The object `name` was deleted.
     pub fn delete(&mut self, name: &str) {
         if name == CATALOG_NAME {
@@ -144,22 +213,68 @@ impl View {
         }
     }
 
-    /// Why the catalog cannot be trusted at `now`, if so.
-    pub fn catalog_problem(&self, now: SystemTime) -> Option<String> {
+    /// Why the catalog cannot be trusted at `now` (the node's wall clock) and `local` (this
+    /// agent's monotonic clock), if so.
+    pub fn catalog_problem(&self, now: SystemTime, local: Instant) -> Option<String> {
         match &self.catalog {
             None => Some("no inventory catalog: is `rollcache index` running and leading?".into()),
             Some(Err(e)) => Some(e.clone()),
             Some(Ok(c)) if !c.complete => Some(
                 "the indexer's own view of the history is incomplete (a source not listed or in error, or an object it cannot decode)".into(),
             ),
-            Some(Ok(c)) => stale(c, now),
+            Some(Ok(c)) => self.stale_here(c, now, local),
         }
     }
 
+    /// Stale on this agent's clock since the last change seen (or the list), and until a
+    /// heartbeat has been seen arriving, also by the catalog's `observedAt` on the node's wall
+    /// clock. A node whose clock is behind thus still sees a dead indexer within the window
+    /// after its list; one whose clock is ahead recovers at the first heartbeat it sees.
+    fn stale_here(&self, catalog: &Catalog, now: SystemTime, local: Instant) -> Option<String> {
+        if let Some(since) = self.heard.since {
+            let window = stale_window(catalog);
+            let quiet = local.saturating_duration_since(since);
+            if quiet > window {
+                return Some(format!(
+                    "the inventory catalog has not been refreshed for {} as seen by this agent (more than {STALE_RESYNCS} resyncs of the indexer, {}): is `rollcache index` running?",
+                    // Rounded up: just past a 3 s window reads "4s", not "3s".
+                    whole_seconds(quiet + Duration::from_nanos(999_999_999)),
+                    humantime::format_duration(window)
+                ));
+            }
+            if self.heard.live {
+                return None;
+            }
+        }
+        stale(catalog, now)
+    }
+
+    /// When a heartbeat has been seen and its `observedAt` disagrees with the node's wall clock
+    /// at its arrival by more than a minute: which clock is off, for the log.
+    pub fn clock_note(&self, now: SystemTime, local: Instant) -> Option<String> {
+        let (Some(since), true, Some(Ok(c))) = (self.heard.since, self.heard.live, &self.catalog)
+        else {
+            return None;
+        };
+        let at = humantime::parse_rfc3339_weak(&c.observed_at).ok()?;
+        // The node's wall clock when the heartbeat arrived, against the indexer's then.
+        let arrived = now.checked_sub(local.saturating_duration_since(since))?;
+        let (off, way) = match arrived.duration_since(at) {
+            Ok(ahead) => (ahead, "ahead of"),
+            Err(behind) => (behind.duration(), "behind"),
+        };
+        (off > CLOCK_NOTE).then(|| {
+            format!(
+                "this node's clock is about {} {way} the indexer's (by the heartbeat seen); the catalog's freshness is judged by the heartbeats this agent sees, not by its observedAt",
+                whole_seconds(off)
+            )
+        })
+    }
+
     /// What the store holds now, and whether that is complete; remembers it as fed.
-    pub fn evaluate(&mut self, now: SystemTime) -> Outcome {
+    pub fn evaluate(&mut self, now: SystemTime, local: Instant) -> Outcome {
         let mut reasons: Vec<String> = Vec::new();
-        let catalog_problem = self.catalog_problem(now);
+        let catalog_problem = self.catalog_problem(now, local);
         let catalog = match (&self.catalog, &catalog_problem) {
             (Some(Ok(c)), None) => Some(c),
             _ => None,
@@ -276,7 +391,18 @@ impl View {
     }
 }
 
-/// Why `catalog` is stale at `now`, if it is.
+/// `STALE_RESYNCS` of the indexer's resyncs.
+fn stale_window(catalog: &Catalog) -> Duration {
+    Duration::from_secs(catalog.resync_seconds.max(1)) * STALE_RESYNCS
+}
+
+fn whole_seconds(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(d.as_secs()))
+}
+
+/// Why `catalog` is stale at `now` by the node's wall clock, if it is: the only check of a list
+/// read once (`rollcache plan`, `check-rollback`) and of a catalog no heartbeat was seen of yet.
+/// An `observedAt` in the future is age 0: the agent's own clock then bounds it.
 pub fn stale(catalog: &Catalog, now: SystemTime) -> Option<String> {
     let at = match humantime::parse_rfc3339_weak(&catalog.observed_at) {
         Ok(at) => at,
@@ -287,12 +413,12 @@ pub fn stale(catalog: &Catalog, now: SystemTime) -> Option<String> {
             ));
         }
     };
-    let window = Duration::from_secs(catalog.resync_seconds.max(1)) * STALE_RESYNCS;
+    let window = stale_window(catalog);
     let age = now.duration_since(at).unwrap_or_default();
     (age > window).then(|| {
         format!(
             "the inventory catalog was last refreshed {} ago, more than {STALE_RESYNCS} resyncs of the indexer ({}): is `rollcache index` running?",
-            humantime::format_duration(Duration::from_secs(age.as_secs())),
+            whole_seconds(age),
             humantime::format_duration(window)
         )
     })
