@@ -49,6 +49,7 @@ impl Indexer {
         let args = IndexArgs {
             kube: Default::default(),
             namespace: Some(INV_NS.into()),
+            namespaces: Vec::new(),
             identity: Some(identity.into()),
             lease_name: "rollcache-index".into(),
             lease_duration: Duration::from_secs(2),

@@ -24,6 +24,7 @@ fn args(identity: &str) -> IndexArgs {
     IndexArgs {
         kube: Default::default(),
         namespace: Some("rollcache".into()),
+        namespaces: Vec::new(),
         identity: Some(identity.into()),
         lease_name: "rollcache-index".into(),
         lease_duration: Duration::from_secs(2),

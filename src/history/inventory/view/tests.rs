@@ -62,6 +62,7 @@ fn catalog(entries: &[(&str, &CatalogEntry)], at: SystemTime) -> Value {
         observed_at: humantime::format_rfc3339_seconds(at).to_string(),
         resync_seconds: 10,
         complete: true,
+        scope: None,
         namespaces: entries
             .iter()
             .map(|(ns, e)| ((*ns).to_owned(), (*e).clone()))
