@@ -6,6 +6,8 @@ use super::*;
 use crate::model::{ContainerImage, PodTemplate, SourceKind, WorkloadId};
 use rollcache_core::shard::CatalogEntry;
 
+mod scope;
+
 fn fact(ns: &str, object: &str, image: &str) -> RevisionFact {
     RevisionFact {
         source: SourceKind::ControllerRevision,
