@@ -677,3 +677,82 @@ async fn fleet_agent_takes_its_namespaces_and_one_not_indexed_unpins_nothing() {
     d.stop().await;
     indexer.stop().await;
 }
+
+/// The one-shot commands apply the agent's rule: `plan --namespaces bl45p` from the inventory is
+/// the plan from the cluster for that namespace (bl46p's history, published too, left out);
+/// `check-rollback` in a namespace the indexer does not index gives no answer (exit 2) and says
+/// why, where the cluster's own history answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_commands_take_their_namespaces_and_say_what_is_not_indexed() {
+    let api = api_with_crd().await;
+    for (ns, rev) in [("bl45p", 1), ("bl45p", 2), ("bl46p", 1), ("bl46p", 2)] {
+        let image = format!("ghcr.io/epics-containers/{ns}:{rev}.0");
+        api.apply(history::controller_revision(ns, "ioc", rev, &[&image]))
+            .expect("apply");
+    }
+    let all = Indexer::start(&api, "a", Duration::from_secs(30));
+    wait_until(SOON, "the inventory published", || async {
+        api.get(shard::KIND, INV_NS, shard::CATALOG_NAME).is_some()
+    })
+    .await;
+    let plan = |from: &'static str| {
+        let api = &api;
+        async move {
+            let args = [
+                "plan",
+                "-o",
+                "json",
+                "--namespaces",
+                "bl45p",
+                "--history-from",
+                from,
+                "--inventory-namespace",
+                INV_NS,
+            ];
+            common::cli::json_of(&common::cli::rollcache(api, &args).await)
+        }
+    };
+    let (cluster, inventory) = (plan("cluster").await, plan("inventory").await);
+    assert!(cluster.to_string().contains("bl45p:2.0"), "{cluster:#}");
+    assert!(!inventory.to_string().contains("bl46p"), "{inventory:#}");
+    assert_eq!(cluster, inventory);
+    all.stop().await;
+
+    let scoped = Indexer::start_scoped(&api, "a", Duration::from_secs(30), &["bl45p"]);
+    wait_until(SOON, "the catalog names its scope", || async {
+        api.get(shard::KIND, INV_NS, shard::CATALOG_NAME)
+            .is_some_and(|c| c["catalog"]["scope"] == json!(["bl45p"]))
+    })
+    .await;
+    let check = |from: &'static str| {
+        let api = &api;
+        async move {
+            let args = [
+                "check-rollback",
+                "sts/ioc",
+                "-n",
+                "bl46p",
+                "-o",
+                "json",
+                "--history-from",
+                from,
+                "--inventory-namespace",
+                INV_NS,
+            ];
+            let out = common::cli::rollcache(api, &args).await;
+            (common::cli::code(&out), common::cli::text(&out.stderr))
+        }
+    };
+    let (code, stderr) = check("inventory").await;
+    assert_eq!(code, 2, "{stderr}");
+    // The answer itself says why, not only the log before it.
+    let error = stderr.lines().find(|l| l.starts_with("error: "));
+    assert!(
+        error.is_some_and(|e| e.contains("not found")
+            && e.contains("the indexer does not index namespace bl46p (it indexes bl45p)")),
+        "{stderr}"
+    );
+    let (code, stderr) = check("cluster").await;
+    assert_ne!(code, 2, "the cluster's own history answers: {stderr}");
+    scoped.stop().await;
+}
