@@ -105,6 +105,8 @@ pub fn watch_config(scope: &[String]) -> WatchConfig {
 }
 
 pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
+    // A bad flag is told before the cluster is asked anything.
+    args.scope()?;
     let cancel = CancellationToken::new();
     let stopping = "no more writes, releasing the lease";
     crate::commands::run::spawn_signal_handler(cancel.clone(), stopping);
@@ -129,6 +131,10 @@ pub async fn run_with(
         "--lease-duration {} is too short: at least 2s (renewed every third of it)",
         humantime::format_duration(args.lease_duration)
     );
+    match scope.as_slice() {
+        [] => tracing::info!("indexing every namespace"),
+        s => tracing::info!(namespaces = %s.join(","), "indexing only these namespaces"),
+    }
     let store = HistoryStore::new();
     let mut tasks = JoinSet::new();
     spawn_watchers(&client, &watch_config(&scope), &store, &cancel, &mut tasks);
