@@ -285,6 +285,32 @@ fn extra_images_reach_the_config_with_and_without_secrets() {
 }
 
 #[test]
+fn namespaces_reach_the_agents_config_and_the_indexers_arguments() {
+    let set = "namespaces={bl01,bl02}";
+    for variant in [Variant::Base, Variant::NoSecrets, Variant::Fleet] {
+        let plain = variant.chart().config();
+        let with = variant.chart_with(&["--set", set]).config();
+        assert_eq!(with.namespaces, ["bl01", "bl02"], "{variant:?}");
+        let mut want = plain;
+        want.namespaces = with.namespaces.clone();
+        assert_eq!(with, want, "{variant:?}: only namespaces changes");
+    }
+    // The indexer indexes what the agents take, read by its own parser; without the value, all.
+    let scope = |r: &Rendered| {
+        let d = r.deployment("rollcache-index");
+        let pod = d.spec.and_then(|s| s.template.spec).expect("pod spec");
+        let args = pod.containers[0].args.clone().unwrap_or_default();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        render::index_args(&args)
+            .scope()
+            .expect("valid --namespaces")
+    };
+    let fleet = Variant::Fleet.chart_with(&["--set", set]);
+    assert_eq!(scope(&fleet), fleet.config().namespaces);
+    assert!(scope(&Variant::Fleet.chart()).is_empty());
+}
+
+#[test]
 fn runbook_base_url_prefixes_every_alert_link_and_nothing_else() {
     let rule = |r: &Rendered| r.all("PrometheusRule")[0].clone();
     let plain = rule(&Variant::Monitoring.chart());

@@ -46,9 +46,20 @@ struct Indexer {
 
 impl Indexer {
     fn start(api: &ApiServer, identity: &str, resync: Duration) -> Self {
+        Self::start_scoped(api, identity, resync, &[])
+    }
+
+    /// An indexer of `namespaces` only (`--namespaces`; empty: all).
+    fn start_scoped(
+        api: &ApiServer,
+        identity: &str,
+        resync: Duration,
+        namespaces: &[&str],
+    ) -> Self {
         let args = IndexArgs {
             kube: Default::default(),
             namespace: Some(INV_NS.into()),
+            namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect(),
             identity: Some(identity.into()),
             lease_name: "rollcache-index".into(),
             lease_duration: Duration::from_secs(2),
@@ -92,7 +103,20 @@ async fn agent(bed: &Bed, api: &ApiServer) -> TestDaemon {
 
 /// The agent in fleet mode on the node named `node`.
 async fn agent_on(bed: &Bed, api: &ApiServer, node: Option<&str>) -> TestDaemon {
+    agent_taking(bed, api, node, None).await
+}
+
+/// The agent in fleet mode on `node`, taking only `namespaces` (a YAML list) when given.
+async fn agent_taking(
+    bed: &Bed,
+    api: &ApiServer,
+    node: Option<&str>,
+    namespaces: Option<&str>,
+) -> TestDaemon {
     let mut s = base_settings(bed.containerd.socket().as_path(), node);
+    if let Some(namespaces) = namespaces {
+        s.insert("namespaces".into(), namespaces.into());
+    }
     s.insert("unpin_grace".into(), "1s".into());
     s.insert("history_from".into(), "inventory".into());
     s.insert("inventory_namespace".into(), INV_NS.into());
@@ -589,4 +613,146 @@ async fn plan_from_the_inventory_is_the_plan_from_the_cluster() {
         inventory.2
     );
     indexer.stop().await;
+}
+
+/// The agent's `namespaces` in fleet mode: an agent taking bl45p and bl49p pins their images,
+/// from the inventory and from the Pods on its node in them, and nothing of bl46p, which the
+/// indexer publishes too. The indexer restarted with `--namespaces bl45p,bl46p` no longer indexes
+/// bl49p: the view is incomplete, naming it, and nothing is unpinned, neither bl49p's image nor a
+/// bl45p revision pruned meanwhile. The control: once the indexer indexes bl49p again, the pruned
+/// revision is unpinned and bl49p's image stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_agent_takes_its_namespaces_and_one_not_indexed_unpins_nothing() {
+    let mut bed = Bed::start().await;
+    let api = api_with_crd().await;
+    let h = write_history(&mut bed, &api, 951);
+    let (beam, _, _) = bed.push_small(954, "fleet/beam:1");
+    apply(
+        &api,
+        history::controller_revision("bl49p", "ioc", 1, &[&beam]),
+    );
+    let (here, _, _) = bed.push_small(955, "fleet/bare:1");
+    let (elsewhere, _, _) = bed.push_small(956, "fleet/bare:2");
+    api.apply(history::node("n1", json!({}))).expect("node");
+    let on_n1 =
+        |image: &str| json!({"nodeName": "n1", "containers": history::containers(&[image], None)});
+    api.apply(history::pod("bl45p", "here", on_n1(&here)))
+        .expect("pod");
+    api.apply(history::pod("bl46p", "elsewhere", on_n1(&elsewhere)))
+        .expect("pod");
+    let resync = Duration::from_secs(2);
+    let indexer = Indexer::start(&api, "a", resync);
+    let d = agent_taking(&bed, &api, Some("n1"), Some("[bl45p, bl49p]")).await;
+    for image in [&h.one, &h.two, &beam, &here] {
+        wait_pinned_by_us(&bed.node, image).await;
+    }
+    complete_again(&d).await;
+    for image in [&h.other, &elsewhere] {
+        assert!(
+            cri_image(&bed.node, image).await.is_none(),
+            "{image}: bl46p is not this agent's"
+        );
+    }
+
+    indexer.stop().await;
+    let scoped = Indexer::start_scoped(&api, "a", resync, &["bl45p", "bl46p"]);
+    incomplete_because(
+        &d,
+        "the indexer does not index namespace bl49p (it indexes bl45p, bl46p)",
+    )
+    .await;
+    assert!(api.delete("ControllerRevision", "bl45p", &h.one_cr));
+    stays_pinned(
+        &bed,
+        &[&h.one, &h.two, &beam, &here],
+        "a namespace not indexed is unknown, not without history",
+    )
+    .await;
+
+    scoped.stop().await;
+    let indexer = Indexer::start_scoped(&api, "a", resync, &["bl45p", "bl46p", "bl49p"]);
+    unpinned(&bed, &h.one).await;
+    complete_again(&d).await;
+    assert!(pinned(&bed, &beam).await && pinned(&bed, &h.two).await);
+    d.stop().await;
+    indexer.stop().await;
+}
+
+/// The one-shot commands apply the agent's rule: `plan --namespaces bl45p` from the inventory is
+/// the plan from the cluster for that namespace (bl46p's history, published too, left out);
+/// `check-rollback` in a namespace the indexer does not index gives no answer (exit 2) and says
+/// why, where the cluster's own history answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_commands_take_their_namespaces_and_say_what_is_not_indexed() {
+    let api = api_with_crd().await;
+    for (ns, rev) in [("bl45p", 1), ("bl45p", 2), ("bl46p", 1), ("bl46p", 2)] {
+        let image = format!("ghcr.io/epics-containers/{ns}:{rev}.0");
+        api.apply(history::controller_revision(ns, "ioc", rev, &[&image]))
+            .expect("apply");
+    }
+    let all = Indexer::start(&api, "a", Duration::from_secs(30));
+    wait_until(SOON, "the inventory published", || async {
+        api.get(shard::KIND, INV_NS, shard::CATALOG_NAME).is_some()
+    })
+    .await;
+    let plan = |from: &'static str| {
+        let api = &api;
+        async move {
+            let args = [
+                "plan",
+                "-o",
+                "json",
+                "--namespaces",
+                "bl45p",
+                "--history-from",
+                from,
+                "--inventory-namespace",
+                INV_NS,
+            ];
+            common::cli::json_of(&common::cli::rollcache(api, &args).await)
+        }
+    };
+    let (cluster, inventory) = (plan("cluster").await, plan("inventory").await);
+    assert!(cluster.to_string().contains("bl45p:2.0"), "{cluster:#}");
+    assert!(!inventory.to_string().contains("bl46p"), "{inventory:#}");
+    assert_eq!(cluster, inventory);
+    all.stop().await;
+
+    let scoped = Indexer::start_scoped(&api, "a", Duration::from_secs(30), &["bl45p"]);
+    wait_until(SOON, "the catalog names its scope", || async {
+        api.get(shard::KIND, INV_NS, shard::CATALOG_NAME)
+            .is_some_and(|c| c["catalog"]["scope"] == json!(["bl45p"]))
+    })
+    .await;
+    let check = |from: &'static str| {
+        let api = &api;
+        async move {
+            let args = [
+                "check-rollback",
+                "sts/ioc",
+                "-n",
+                "bl46p",
+                "-o",
+                "json",
+                "--history-from",
+                from,
+                "--inventory-namespace",
+                INV_NS,
+            ];
+            let out = common::cli::rollcache(api, &args).await;
+            (common::cli::code(&out), common::cli::text(&out.stderr))
+        }
+    };
+    let (code, stderr) = check("inventory").await;
+    assert_eq!(code, 2, "{stderr}");
+    // The answer itself says why, not only the log before it.
+    let error = stderr.lines().find(|l| l.starts_with("error: "));
+    assert!(
+        error.is_some_and(|e| e.contains("not found")
+            && e.contains("the indexer does not index namespace bl46p (it indexes bl45p)")),
+        "{stderr}"
+    );
+    let (code, stderr) = check("cluster").await;
+    assert_ne!(code, 2, "the cluster's own history answers: {stderr}");
+    scoped.stop().await;
 }

@@ -24,6 +24,7 @@ fn args(identity: &str) -> IndexArgs {
     IndexArgs {
         kube: Default::default(),
         namespace: Some("rollcache".into()),
+        namespaces: Vec::new(),
         identity: Some(identity.into()),
         lease_name: "rollcache-index".into(),
         lease_duration: Duration::from_secs(2),
@@ -52,10 +53,14 @@ fn start(api: &ApiServer, identity: &str) -> Replica {
 }
 
 fn start_tuned(api: &ApiServer, identity: &str, tuning: Tuning) -> Replica {
+    start_with(api, args(identity), tuning)
+}
+
+fn start_with(api: &ApiServer, args: IndexArgs, tuning: Tuning) -> Replica {
     let (metrics, cancel) = (Arc::new(IndexMetrics::default()), CancellationToken::new());
     let client = api.client().expect("client");
     let task = tokio::spawn(run_with(
-        args(identity),
+        args,
         client,
         tuning,
         metrics.clone(),
@@ -562,6 +567,7 @@ async fn the_catalog_names_every_shard_by_digest_is_refreshed_and_restored() {
     let first = catalog(&api).unwrap();
     assert!(first.complete, "{first:?}");
     assert_eq!(first.resync_seconds, 1);
+    assert_eq!(first.scope, None, "without --namespaces: every namespace");
     assert_eq!(
         first.namespaces.keys().collect::<Vec<_>>(),
         ["bl45p", "bl46p"]
@@ -575,4 +581,50 @@ async fn the_catalog_names_every_shard_by_digest_is_refreshed_and_restored() {
     assert!(a.metrics.catalog_writes.get() >= 3);
     a.cancel.cancel();
     a.task.await.unwrap().expect("indexer ends cleanly");
+}
+
+/// `--namespaces`: only those namespaces' history is watched and published (a change elsewhere
+/// never is), and the catalog's scope names them, one without history included; a name that is
+/// not a namespace's is refused before anything is watched.
+#[tokio::test]
+async fn with_namespaces_only_those_are_published_and_the_catalog_names_its_scope() {
+    let (api, mut objects) = with_history().await;
+    let mut scoped = args("a");
+    scoped.namespaces = vec!["bl48p".into(), "bl46p".into(), "bl46p".into()];
+    let a = start_with(&api, scoped, tuning());
+    objects.retain(|o| o["metadata"]["namespace"] == "bl46p");
+    assert!(!objects.is_empty());
+    published(&api, &objects).await;
+    eventually("the catalog names the scope", async || {
+        catalog(&api).is_some_and(|c| c.complete && c.namespaces.len() == 1)
+    })
+    .await;
+    let c = catalog(&api).unwrap();
+    assert_eq!(
+        c.scope.as_deref(),
+        Some(&["bl46p".to_owned(), "bl48p".to_owned()][..])
+    );
+    assert_eq!(c.namespaces.keys().collect::<Vec<_>>(), ["bl46p"]);
+    assert!(c.covers("bl48p") && !c.covers("bl45p"));
+
+    // A new revision outside the scope is not published; one inside is.
+    let outside =
+        history::controller_revision("bl45p", "ioc-0", 4, &["ghcr.io/epics-containers/ioc-0:4.0"]);
+    api.apply(outside).expect("new revision");
+    let inside = history::replicaset("bl46p", "archiver", 3, &["r/archiver:3"], 0);
+    objects.push(api.apply(inside).expect("new revision"));
+    published(&api, &objects).await;
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(facts_of(&shards(&api).await), expected(&objects));
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
+
+    let mut bad = args("b");
+    bad.namespaces = vec!["bl46p".into(), "BL_47".into()];
+    let refused = start_with(&api, bad, tuning()).task.await.unwrap();
+    let e = refused.expect_err("refused").to_string();
+    assert!(
+        e.contains("--namespaces: `BL_47` is not a namespace name"),
+        "{e}"
+    );
 }

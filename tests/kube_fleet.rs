@@ -227,6 +227,7 @@ fn the_crd_declares_every_spec_field_and_its_columns_exist() {
         resync_seconds: 300,
         complete: true,
         namespaces,
+        scope: Some(vec!["bl45p".into()]),
     })
     .unwrap();
     for (k, v) in written.as_object().unwrap() {
@@ -234,6 +235,7 @@ fn the_crd_declares_every_spec_field_and_its_columns_exist() {
             Value::String(_) => "string",
             Value::Bool(_) => "boolean",
             Value::Object(_) => "object",
+            Value::Array(_) => "array",
             _ => "integer",
         };
         assert_eq!(catalog["properties"][k]["type"], ty, "catalog.{k}");

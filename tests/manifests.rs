@@ -1237,7 +1237,7 @@ fn fleet_agents_cannot_list_or_watch_history_or_secrets() {
 
 #[test]
 fn fleet_indexer_writes_only_its_lease_and_shards_in_its_namespace() {
-    let defaults = index_args(&["index"]);
+    let defaults = render::index_args(&["index"]);
     for r in both(Variant::Fleet) {
         let index = grants(&r, "rollcache-index");
         let ns = Some(render::NAMESPACE);
@@ -1289,15 +1289,6 @@ fn fleet_indexer_writes_only_its_lease_and_shards_in_its_namespace() {
     }
 }
 
-fn index_args(args: &[&str]) -> rollcache::commands::index::IndexArgs {
-    use clap::{Args, FromArgMatches};
-    let cmd = rollcache::commands::index::IndexArgs::augment_args(clap::Command::new("index"));
-    let matches = cmd
-        .try_get_matches_from(args)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    rollcache::commands::index::IndexArgs::from_arg_matches(&matches).expect("index args")
-}
-
 /// Labels `selector` names, all present in `labels` with the same values.
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
@@ -1316,7 +1307,7 @@ fn fleet_indexer_deployment_runs_index_with_two_replicas_probed_on_its_port() {
         let args: Vec<&str> = c.args.iter().flatten().map(String::as_str).collect();
         assert_eq!(args.first(), Some(&"index"), "{args:?}");
         // The real parser: the flags exist and the listener is where the probes look.
-        let parsed = index_args(&args);
+        let parsed = render::index_args(&args);
         assert!(parsed.lease_duration >= Duration::from_secs(2));
         let port = i32::from(parsed.metrics_addr.port());
         assert_eq!(port, 9102);

@@ -75,6 +75,21 @@ pub struct Catalog {
     #[serde(default)]
     pub complete: bool,
     pub namespaces: BTreeMap<String, CatalogEntry>,
+    /// The source namespaces the indexer watches (`rollcache index --namespaces`), sorted; None
+    /// (or absent, as an older indexer writes it): every namespace. A namespace outside it is
+    /// not "without history" but unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Vec<String>>,
+}
+
+impl Catalog {
+    /// Whether the indexer watches namespace `ns`, so that the catalog not listing it means its
+    /// history is gone.
+    pub fn covers(&self, ns: &str) -> bool {
+        self.scope
+            .as_ref()
+            .is_none_or(|scope| scope.iter().any(|s| s == ns))
+    }
 }
 
 /// One source namespace in the catalog.

@@ -159,6 +159,10 @@ async fn check(args: &CheckRollbackArgs) -> anyhow::Result<Report> {
     let history = once::load_history(&cfg, Some(client)).await?;
     let (inventory, _) = Inventory::build(&history.facts);
     let target = find_target(&inventory, &selector, args.to_revision).map_err(|e| {
+        // What was read may lack it: say why first (a namespace the indexer does not index).
+        if let Some(why) = history.incomplete.first() {
+            return Exit::lookup(format!("{e}; the history read is incomplete: {why}"));
+        }
         // Where it looked, since a workload only Helm knows of has no controller history yet.
         let looked = match (&e, kind) {
             (LookupError::NotFound(_), Some("Deployment")) => "ReplicaSets",

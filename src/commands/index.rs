@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::node::duration;
-use crate::config::KubeArgs;
+use crate::config::{KubeArgs, is_namespace_name};
 use crate::fleet::lease::Elector;
 use crate::fleet::publish::{self, IndexMetrics, Publisher, Tuning};
 use crate::history::sources;
@@ -32,6 +32,9 @@ pub struct IndexArgs {
     /// Namespace the shards and the Lease live in [default: POD_NAMESPACE, else rollcache]
     #[arg(long, env = "ROLLCACHE_NAMESPACE", value_name = "NAME")]
     pub namespace: Option<String>,
+    /// Namespaces whose history is indexed, comma-separated [default: all]
+    #[arg(long, env = "ROLLCACHE_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// This replica's name in the Lease [default: POD_NAME, else the host name]
     #[arg(long, env = "ROLLCACHE_IDENTITY", value_name = "NAME")]
     pub identity: Option<String>,
@@ -59,6 +62,22 @@ impl IndexArgs {
             .unwrap_or_else(|| "rollcache".to_owned())
     }
 
+    /// The namespaces to index, sorted and checked as the agent's `namespaces` are; empty: all.
+    pub fn scope(&self) -> anyhow::Result<Vec<String>> {
+        let mut scope: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if let Some(bad) = scope.iter().find(|n| !is_namespace_name(n)) {
+            anyhow::bail!("--namespaces: `{bad}` is not a namespace name");
+        }
+        scope.sort_unstable();
+        scope.dedup();
+        Ok(scope)
+    }
+
     fn identity(&self) -> anyhow::Result<String> {
         self.identity
             .clone()
@@ -73,10 +92,12 @@ impl IndexArgs {
 
 pub use crate::fleet::inventory_resource;
 
-/// The history the indexer watches: every namespace's controllers' history and Helm releases;
-/// no Pods and no Node (they are per node, the agents' own).
-pub fn watch_config() -> WatchConfig {
+/// The history the indexer watches: the controllers' history and Helm releases of `scope`'s
+/// namespaces (one watcher per namespace and resource; empty: every namespace); no Pods and no
+/// Node (they are per node, the agents' own).
+pub fn watch_config(scope: &[String]) -> WatchConfig {
     WatchConfig {
+        namespaces: scope.to_vec(),
         pods: false,
         node_name: None,
         ..WatchConfig::default()
@@ -84,6 +105,8 @@ pub fn watch_config() -> WatchConfig {
 }
 
 pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
+    // A bad flag is told before the cluster is asked anything.
+    args.scope()?;
     let cancel = CancellationToken::new();
     let stopping = "no more writes, releasing the lease";
     crate::commands::run::spawn_signal_handler(cancel.clone(), stopping);
@@ -102,14 +125,19 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let namespace = args.namespace();
     let identity = args.identity()?;
+    let scope = args.scope()?;
     anyhow::ensure!(
         args.lease_duration >= Duration::from_secs(2),
         "--lease-duration {} is too short: at least 2s (renewed every third of it)",
         humantime::format_duration(args.lease_duration)
     );
+    match scope.as_slice() {
+        [] => tracing::info!("indexing every namespace"),
+        s => tracing::info!(namespaces = %s.join(","), "indexing only these namespaces"),
+    }
     let store = HistoryStore::new();
     let mut tasks = JoinSet::new();
-    spawn_watchers(&client, &watch_config(), &store, &cancel, &mut tasks);
+    spawn_watchers(&client, &watch_config(&scope), &store, &cancel, &mut tasks);
 
     let elector = Elector {
         api: Api::<Lease>::namespaced(client.clone(), &namespace),
@@ -119,7 +147,8 @@ pub async fn run_with(
     };
     let (leading, election) = elector.spawn(cancel.clone());
     let inventories = Api::namespaced_with(client, &namespace, &inventory_resource());
-    let publisher = Publisher::new(inventories, tuning.budget, metrics.clone());
+    let mut publisher = Publisher::new(inventories, tuning.budget, metrics.clone());
+    publisher.scope = (!scope.is_empty()).then_some(scope);
     tasks.spawn(publish::run(
         store,
         publisher,

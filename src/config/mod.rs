@@ -238,7 +238,9 @@ impl FileConfig {
     }
 }
 
-fn is_namespace_name(ns: &str) -> bool {
+/// Whether `ns` is a namespace name (an RFC 1123 label), as `namespaces` and
+/// `rollcache index --namespaces` take them.
+pub fn is_namespace_name(ns: &str) -> bool {
     !ns.is_empty()
         && ns.len() <= 63
         && ns

@@ -98,6 +98,9 @@ pub struct Publisher {
     pub metrics: Arc<IndexMetrics>,
     /// The heartbeat period the catalog announces (readers call it stale after a few).
     pub resync: Duration,
+    /// The namespaces the indexer watches (None: all), announced in the catalog so that readers
+    /// tell a namespace outside them (unknown) from one without history.
+    pub scope: Option<Vec<String>>,
     published: BTreeMap<String, InventorySpec>,
     /// The catalog as last written, its time left out; None: write it at the next pass.
     catalog: Option<Catalog>,
@@ -122,6 +125,7 @@ impl Publisher {
             budget,
             metrics,
             resync: Tuning::default().resync,
+            scope: None,
             published: BTreeMap::new(),
             catalog: None,
             listed_once: false,
@@ -250,7 +254,10 @@ impl Publisher {
         wanted: &BTreeMap<String, InventorySpec>,
         complete: bool,
     ) -> Result<(), kube::Error> {
-        let catalog = catalog_of(&self.published, wanted, complete, self.resync);
+        let catalog = Catalog {
+            scope: self.scope.clone(),
+            ..catalog_of(&self.published, wanted, complete, self.resync)
+        };
         if self.catalog.as_ref() == Some(&catalog) {
             return Ok(());
         }
@@ -304,7 +311,7 @@ impl Publisher {
     }
 }
 
-/// The catalog of `published` (its time left empty): each source namespace with the shard count
+/// The catalog of `published` (its time and scope left empty): each source namespace with the shard count
 /// it is wanted with (else the one it is published with) and each shard's digest, empty where a
 /// shard of that count is not published (a reader then sees the set incomplete).
 pub fn catalog_of(
@@ -341,6 +348,7 @@ pub fn catalog_of(
         resync_seconds: resync.as_secs().max(1),
         complete,
         namespaces,
+        scope: None,
     }
 }
 

@@ -43,7 +43,7 @@ pub fn source_id(namespace: &str) -> SourceId {
 const AGE_CHECK: Duration = Duration::from_secs(1);
 
 /// Starts the inventory source of `namespace` on `client` under its supervisor, paged and
-/// probed as `watch` says.
+/// probed as `watch` says, taking only the facts of `watch.namespaces` (empty: every one).
 pub fn spawn_inventory_source(
     client: &kube::Client,
     namespace: &str,
@@ -59,6 +59,7 @@ pub fn spawn_inventory_source(
     );
     let id = source_id(namespace);
     let (wc, probe) = (watch.inventory_config(), watch.probe_interval);
+    let namespaces = watch.namespaces.clone();
     let (store_, token_) = (store.clone(), token.clone());
     spawn_supervised(
         tasks,
@@ -73,6 +74,7 @@ pub fn spawn_inventory_source(
                 store_.clone(),
                 token_.clone(),
                 probe,
+                namespaces.clone(),
             )
         },
     );
@@ -228,9 +230,10 @@ async fn run(
     store: Arc<HistoryStore>,
     token: CancellationToken,
     probe_interval: Duration,
+    namespaces: Vec<String>,
 ) {
     store.register(&id);
-    let mut view = View::default();
+    let mut view = View::for_namespaces(&namespaces);
     // A restarted source keeps what it had given the store until the inventory says otherwise.
     view.seed(store.objects_of(&id));
     let sink = InventorySink {

@@ -20,6 +20,9 @@ pub struct History {
     pub node_error: Option<String>,
     /// What could not be decoded: shown with the plan, which may lack what those objects need.
     pub problems: Vec<DecodeProblem>,
+    /// Why a source's view is incomplete (the inventory's: a namespace the indexer does not
+    /// index, a stale catalog), each naming its source: what was read may lack what is asked.
+    pub incomplete: Vec<String>,
 }
 
 /// Load a directory source, logging every problem with the object it came from.
@@ -38,6 +41,7 @@ pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<History> {
         problems: snap.all_problems().cloned().collect(),
         nodes: snap.nodes,
         node_error: None,
+        incomplete: Vec::new(),
     })
 }
 
@@ -127,12 +131,15 @@ pub async fn load_history(cfg: &Config, client: Option<kube::Client>) -> anyhow:
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
     let snap = store.snapshot();
+    let mut incomplete = Vec::new();
     for (id, s) in &snap.sources {
         if let Some(why) = &s.incomplete {
             tracing::warn!(source = %id, reason = %why, "the view is incomplete: the plan holds what was read");
+            incomplete.push(format!("{id}: {why}"));
         }
     }
     Ok(History {
+        incomplete,
         facts: snap.facts().cloned().collect(),
         problems: snap
             .unresolved()

@@ -20,11 +20,13 @@ use super::watch::{WatchConfig, spawn_watchers};
 use crate::config::{Config, HistoryFrom, KubeArgs};
 
 /// The watchers' settings from the config. Reading the inventory, only this node's Node and the
-/// Pods on this node are watched: the history objects (and every Secret and ConfigMap) are the
-/// indexer's to read.
+/// Pods on this node are watched (in `namespaces`, one watcher each, as the history would be):
+/// the history objects (and every Secret and ConfigMap) are the indexer's to read, and the
+/// inventory source takes only `namespaces`' facts.
 pub fn watch_config(cfg: &Config) -> WatchConfig {
     if cfg.history_from == HistoryFrom::Inventory {
         return WatchConfig {
+            namespaces: cfg.namespaces.clone(),
             replicasets: false,
             controller_revisions: false,
             helm_secrets: false,

@@ -369,13 +369,15 @@ impl HistoryStore {
     }
 
     /// Says why a source's view is incomplete (None: it is complete); kept through events, unlike
-    /// an error mark.
+    /// an error mark. A new reason wakes subscribers too, so that `/status` and the node's summary
+    /// say the one that holds now (a shard missing, then a namespace the indexer does not index)
+    /// even when the facts stay the same.
     pub fn set_incomplete(&self, id: &SourceId, reason: Option<String>) {
         self.update(|inner| {
             let status = &mut inner.sources.entry(id.clone()).or_default().status;
-            let flipped = status.incomplete.is_some() != reason.is_some();
+            let changed = status.incomplete != reason;
             status.incomplete = reason;
-            ((), flipped)
+            ((), changed)
         })
     }
 

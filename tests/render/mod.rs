@@ -386,3 +386,13 @@ pub fn container(ds: &DaemonSet) -> &Container {
     assert_eq!(cs.len(), 1, "one container");
     &cs[0]
 }
+
+/// `args` (the indexer container's, from `index` on) read by `rollcache index`'s own parser.
+pub fn index_args(args: &[&str]) -> rollcache::commands::index::IndexArgs {
+    use clap::{Args, FromArgMatches};
+    let cmd = rollcache::commands::index::IndexArgs::augment_args(clap::Command::new("index"));
+    let matches = cmd
+        .try_get_matches_from(args)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    rollcache::commands::index::IndexArgs::from_arg_matches(&matches).expect("index args")
+}

@@ -18,21 +18,33 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 
 {{/*
-config.yaml: the documented default file, or the no-secrets one, with extraImages written into
-`extra_images` (replacing the default's `[]`, or added when the file does not set it).
+config.yaml: the documented default file, or the no-secrets one, with the values namespaces and
+extraImages written into `namespaces` and `extra_images`.
 */}}
 {{- define "rollcache.config" -}}
 {{- $file := ternary "files/config.yaml" "files/config-no-secrets.yaml" .Values.secrets.enabled -}}
 {{- $text := .Files.Get $file -}}
-{{- with .Values.extraImages -}}
-{{- $line := printf "\nextra_images: %s\n" (toJson .) -}}
-{{- if contains "\nextra_images: []\n" $text -}}
-{{- $text = replace "\nextra_images: []\n" $line $text -}}
-{{- else -}}
-{{- $text = printf "%s%s" $text $line -}}
+{{- with .Values.namespaces -}}
+{{- $text = include "rollcache.configList" (dict "text" $text "key" "namespaces" "value" .) -}}
 {{- end -}}
+{{- with .Values.extraImages -}}
+{{- $text = include "rollcache.configList" (dict "text" $text "key" "extra_images" "value" .) -}}
 {{- end -}}
 {{ $text }}
+{{- end }}
+
+{{/*
+The config file `text` with the list option `key` set to `value`: replacing the default's `[]`,
+or added when the file does not set it.
+*/}}
+{{- define "rollcache.configList" -}}
+{{- $line := printf "\n%s: %s\n" .key (toJson .value) -}}
+{{- $empty := printf "\n%s: []\n" .key -}}
+{{- if contains $empty .text -}}
+{{- replace $empty $line .text -}}
+{{- else -}}
+{{- printf "%s%s" .text $line -}}
+{{- end -}}
 {{- end }}
 
 {{/*

@@ -162,3 +162,15 @@ fn a_shard_whose_facts_leave_its_namespace_or_miscount_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_catalog_without_a_scope_covers_every_namespace_and_one_with_it_only_those() {
+    let all = Catalog::default();
+    assert!(all.covers("bl01") && all.covers("anything"));
+    let scoped = Catalog {
+        scope: Some(vec!["bl01".into(), "bl02".into()]),
+        ..Catalog::default()
+    };
+    assert!(scoped.covers("bl01") && scoped.covers("bl02"));
+    assert!(!scoped.covers("bl03"));
+}

@@ -23,6 +23,9 @@ use serde_json::Value;
 use crate::fleet::codec;
 use crate::model::{ObjectRef, PodTemplate, RevisionFact};
 use rollcache_core::shard::{self, CATALOG_NAME, Catalog, InventorySpec};
+use scope::Wanted;
+
+mod scope;
 
 /// A catalog older than this many of the indexer's resync periods is stale (the indexer is down,
 /// or cannot write).
@@ -63,6 +66,8 @@ struct Shard {
 /// The inventory read so far, and what was given to the store.
 #[derive(Debug, Default)]
 pub struct View {
+    /// The namespaces this agent takes; the others' shards are not read.
+    wanted: Wanted,
     shards: BTreeMap<String, Shard>,
     catalog: Option<Result<Catalog, String>>,
     /// Facts per namespace as the store holds them, by object.
@@ -87,6 +92,14 @@ pub struct Outcome {
 }
 
 impl View {
+    /// A view that takes only `namespaces`' facts (empty: every namespace's).
+    pub fn for_namespaces(namespaces: &[String]) -> Self {
+        Self {
+            wanted: Wanted::new(namespaces),
+            ..Self::default()
+        }
+    }
+
     /// What the store held before this view began (a restarted source): kept like facts fed.
     pub fn seed(&mut self, held: impl IntoIterator<Item = (ObjectRef, Arc<[RevisionFact]>)>) {
         for (object, facts) in held {
@@ -124,6 +137,14 @@ impl View {
                 serde_json::from_value::<InventorySpec>(s.clone())
                     .map_err(|e| format!("inventory shard {name}: spec not readable: {e}"))
             });
+        let namespace = match &spec {
+            Ok(spec) => spec.source_namespace.as_str(),
+            Err(_) => name.split('.').next().unwrap_or_default(),
+        };
+        if !self.wanted.wants(namespace) {
+            self.shards.remove(name);
+            return;
+        }
         let prev = self.shards.remove(name);
         let entry = match spec {
             Ok(spec) => {
@@ -280,9 +301,11 @@ impl View {
             _ => None,
         };
         reasons.extend(catalog_problem.clone());
+        reasons.extend(self.scope_problem());
         let mut namespaces: Vec<String> = self.fed.keys().cloned().collect();
         namespaces.extend(self.shards.values().map(|s| s.namespace.clone()));
         namespaces.extend(catalog.iter().flat_map(|c| c.namespaces.keys().cloned()));
+        namespaces.retain(|ns| self.wanted.wants(ns));
         namespaces.sort_unstable();
         namespaces.dedup();
         let mut fed = BTreeMap::new();
@@ -292,7 +315,10 @@ impl View {
                 .iter()
                 .filter(|(_, s)| s.namespace == ns)
                 .collect();
+            let covered = catalog.is_none_or(|c| c.covers(&ns));
             let complete = match catalog.map(|c| c.namespaces.get(&ns)) {
+                // Outside the indexer's scope: unknown, not gone (`scope_problem` says why).
+                _ if !covered => Err(String::new()),
                 // Not published: a fresh catalog does not list it. Its history is gone, or its
                 // shards are not announced yet (their facts come with the catalog that lists
                 // them), or they are left-overs no indexer owns: none of it is held.
@@ -334,6 +360,15 @@ impl View {
         Outcome {
             objects,
             incomplete,
+        }
+    }
+
+    /// Why the indexer's scope leaves a namespace this agent wants unknown, if it does: read from
+    /// any catalog that parses, fresh or not.
+    fn scope_problem(&self) -> Option<String> {
+        match &self.catalog {
+            Some(Ok(c)) => self.wanted.problem(c),
+            _ => None,
         }
     }
 

@@ -6,6 +6,8 @@ use super::*;
 use crate::model::{ContainerImage, PodTemplate, SourceKind, WorkloadId};
 use rollcache_core::shard::CatalogEntry;
 
+mod scope;
+
 fn fact(ns: &str, object: &str, image: &str) -> RevisionFact {
     RevisionFact {
         source: SourceKind::ControllerRevision,
@@ -62,6 +64,7 @@ fn catalog(entries: &[(&str, &CatalogEntry)], at: SystemTime) -> Value {
         observed_at: humantime::format_rfc3339_seconds(at).to_string(),
         resync_seconds: 10,
         complete: true,
+        scope: None,
         namespaces: entries
             .iter()
             .map(|(ns, e)| ((*ns).to_owned(), (*e).clone()))
