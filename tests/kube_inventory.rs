@@ -5,6 +5,8 @@
 //! freshness follows the heartbeats the agent sees, whatever its `observedAt` says by the node's
 //! clock.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,6 +24,8 @@ use rollcache_testbed::history;
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use common::wait_for;
 
 const INV_NS: &str = "rollcache";
 const PROBE: Duration = Duration::from_millis(200);
@@ -145,18 +149,6 @@ fn complete(store: &HistoryStore, id: &SourceId) -> bool {
     st.synced && !st.in_error && st.incomplete.is_none() && st.is_fresh()
 }
 
-async fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
-}
-
 #[tokio::test]
 async fn a_quiet_outage_ends_without_an_event_or_a_relist_and_a_change_during_one_arrives() {
     let api = server().await;
@@ -164,7 +156,7 @@ async fn a_quiet_outage_ends_without_an_event_or_a_relist_and_a_change_during_on
     let store = HistoryStore::new();
     let (id, _running) = start(&api, probing(), &store);
     let key = StatusKey::Source(id.clone());
-    wait_until(Duration::from_secs(5), "listed and complete", || {
+    wait_for(Duration::from_secs(5), "listed and complete", || {
         complete(&store, &id)
     })
     .await;
@@ -172,7 +164,7 @@ async fn a_quiet_outage_ends_without_an_event_or_a_relist_and_a_change_during_on
 
     // A quiet outage: nothing is published meanwhile, so no event will ever end it.
     api.set_down(true);
-    wait_until(Duration::from_secs(3), "source in error", || {
+    wait_for(Duration::from_secs(3), "source in error", || {
         store.in_error(&key)
     })
     .await;
@@ -185,7 +177,7 @@ async fn a_quiet_outage_ends_without_an_event_or_a_relist_and_a_change_during_on
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     api.set_down(false);
-    wait_until(Duration::from_secs(10), "quiet recovery", || {
+    wait_for(Duration::from_secs(10), "quiet recovery", || {
         complete(&store, &id)
     })
     .await;
@@ -199,7 +191,7 @@ async fn a_quiet_outage_ends_without_an_event_or_a_relist_and_a_change_during_on
 
     // Control: an outage during which the indexer publishes a new revision.
     api.set_down(true);
-    wait_until(Duration::from_secs(3), "source in error again", || {
+    wait_for(Duration::from_secs(3), "source in error again", || {
         store.in_error(&key)
     })
     .await;
@@ -209,7 +201,7 @@ async fn a_quiet_outage_ends_without_an_event_or_a_relist_and_a_change_during_on
     );
     assert_eq!(images(&store), ["r/arch:1", "r/arch:2"], "not while down");
     api.set_down(false);
-    wait_until(Duration::from_secs(10), "the change after recovery", || {
+    wait_for(Duration::from_secs(10), "the change after recovery", || {
         images(&store).len() == 3 && complete(&store, &id)
     })
     .await;
@@ -218,7 +210,7 @@ async fn a_quiet_outage_ends_without_an_event_or_a_relist_and_a_change_during_on
 
     // And one whose history the server forgot (410): a re-list, counted, with the change.
     api.set_down(true);
-    wait_until(
+    wait_for(
         Duration::from_secs(3),
         "source in error a third time",
         || store.in_error(&key),
@@ -227,7 +219,7 @@ async fn a_quiet_outage_ends_without_an_event_or_a_relist_and_a_change_during_on
     publish(&api, &history_of("bl45p", &["r/arch:2", "r/arch:3"]));
     api.compact();
     api.set_down(false);
-    wait_until(Duration::from_secs(10), "re-listed after 410", || {
+    wait_for(Duration::from_secs(10), "re-listed after 410", || {
         images(&store).len() == 2 && complete(&store, &id)
     })
     .await;
@@ -249,7 +241,7 @@ async fn a_quiet_inventory_watch_resumes_on_its_bookmarks_without_a_relist() {
         },
         &store,
     );
-    wait_until(Duration::from_secs(5), "listed and complete", || {
+    wait_for(Duration::from_secs(5), "listed and complete", || {
         complete(&store, &id)
     })
     .await;
@@ -286,12 +278,12 @@ async fn the_catalogs_freshness_follows_the_heartbeats_seen_not_the_nodes_clock(
     publish_at(&api, &objects, SystemTime::now() + HOUR, resync);
     let store = HistoryStore::new();
     let (id, _running) = start(&api, probing(), &store);
-    wait_until(Duration::from_secs(5), "listed and complete", || {
+    wait_for(Duration::from_secs(5), "listed and complete", || {
         complete(&store, &id)
     })
     .await;
     let listed = Instant::now();
-    let took = wait_until(
+    let took = wait_for(
         Duration::from_secs(15),
         "stale by this agent's clock",
         || incomplete(&store, &id).is_some(),
@@ -313,7 +305,7 @@ async fn the_catalogs_freshness_follows_the_heartbeats_seen_not_the_nodes_clock(
     // An indexer whose clock is an hour behind this node's: its heartbeat seen arriving is
     // fresh, whatever its observedAt says.
     publish_at(&api, &objects, SystemTime::now() - HOUR, resync);
-    wait_until(Duration::from_secs(3), "complete at the heartbeat", || {
+    wait_for(Duration::from_secs(3), "complete at the heartbeat", || {
         complete(&store, &id)
     })
     .await;
@@ -332,7 +324,7 @@ async fn the_catalogs_freshness_follows_the_heartbeats_seen_not_the_nodes_clock(
         assert!(complete(&store, &id), "{:?}", incomplete(&store, &id));
     }
     // ...until they stop.
-    wait_until(Duration::from_secs(10), "stale once they stop", || {
+    wait_for(Duration::from_secs(10), "stale once they stop", || {
         incomplete(&store, &id).is_some()
     })
     .await;

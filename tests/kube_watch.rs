@@ -2,8 +2,10 @@
 //! in-process API server: lists, events, selectors, 410 re-lists, bookmarks, outages, decode
 //! problems and pagination.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
@@ -16,6 +18,8 @@ use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use common::wait_for;
 
 const PROBE: Duration = Duration::from_millis(200);
 
@@ -93,18 +97,6 @@ fn image_of(store: &HistoryStore, ns: &str, name: &str) -> Option<String> {
         .and_then(|f| f.first().map(|f| f.template.containers[0].image.clone()))
 }
 
-async fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
-}
-
 fn status(store: &HistoryStore, id: &SourceId) -> SourceStatus {
     store.status(id).expect("source registered")
 }
@@ -155,7 +147,7 @@ async fn list_then_events_update_the_store() {
         &token,
     );
 
-    wait_until(Duration::from_secs(5), "initial list", || {
+    wait_for(Duration::from_secs(5), "initial list", || {
         status(&store, &id).synced
     })
     .await;
@@ -169,7 +161,7 @@ async fn list_then_events_update_the_store() {
     changes.borrow_and_update();
     api.apply(cm("a", "three", json!({}), "reg/three:1"))
         .expect("apply");
-    wait_until(Duration::from_secs(1), "ADDED arrives", || {
+    wait_for(Duration::from_secs(1), "ADDED arrives", || {
         image_of(&store, "a", "three").is_some()
     })
     .await;
@@ -180,13 +172,13 @@ async fn list_then_events_update_the_store() {
 
     api.apply(cm("a", "one", json!({}), "reg/one:2"))
         .expect("apply");
-    wait_until(Duration::from_secs(1), "MODIFIED arrives", || {
+    wait_for(Duration::from_secs(1), "MODIFIED arrives", || {
         image_of(&store, "a", "one").as_deref() == Some("reg/one:2")
     })
     .await;
 
     assert!(api.delete("ConfigMap", "b", "two"));
-    wait_until(Duration::from_secs(1), "DELETED arrives", || {
+    wait_for(Duration::from_secs(1), "DELETED arrives", || {
         image_of(&store, "b", "two").is_none()
     })
     .await;
@@ -252,7 +244,7 @@ async fn helm_selectors_are_applied_by_the_server() {
         token.clone(),
         PROBE,
     ));
-    wait_until(Duration::from_secs(5), "initial list", || {
+    wait_for(Duration::from_secs(5), "initial list", || {
         store.status(&id).is_some_and(|s| s.synced)
     })
     .await;
@@ -269,7 +261,7 @@ async fn helm_selectors_are_applied_by_the_server() {
         "helm.sh/release.v1",
     ))
     .expect("apply");
-    wait_until(Duration::from_secs(1), "v2 decoded", || {
+    wait_for(Duration::from_secs(1), "v2 decoded", || {
         SEEN_SECRETS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -306,14 +298,14 @@ async fn gone_410_relists_and_forgets_what_was_deleted_meanwhile() {
         &store,
         &token,
     );
-    wait_until(Duration::from_secs(5), "initial list", || {
+    wait_for(Duration::from_secs(5), "initial list", || {
         status(&store, &id).synced
     })
     .await;
 
     api.set_down(true);
     let key = StatusKey::Source(id.clone());
-    wait_until(Duration::from_secs(3), "source in error", || {
+    wait_for(Duration::from_secs(3), "source in error", || {
         store.in_error(&key)
     })
     .await;
@@ -327,7 +319,7 @@ async fn gone_410_relists_and_forgets_what_was_deleted_meanwhile() {
     );
     api.set_down(false);
 
-    wait_until(Duration::from_secs(10), "re-list after 410", || {
+    wait_for(Duration::from_secs(10), "re-list after 410", || {
         image_of(&store, "a", "doomed").is_none() && image_of(&store, "a", "new").is_some()
     })
     .await;
@@ -368,7 +360,7 @@ async fn bookmarks_keep_the_resource_version_moving() {
         token.clone(),
         PROBE,
     ));
-    wait_until(Duration::from_secs(5), "initial lists", || {
+    wait_for(Duration::from_secs(5), "initial lists", || {
         status(&store, &with).synced && status(&store, &without).synced
     })
     .await;
@@ -379,7 +371,7 @@ async fn bookmarks_keep_the_resource_version_moving() {
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     api.compact();
-    wait_until(
+    wait_for(
         Duration::from_secs(8),
         "watch without bookmarks re-lists",
         || status(&store, &without).lists >= 2,
@@ -410,14 +402,14 @@ async fn outage_keeps_facts_and_recovers() {
         &token,
     );
     let key = StatusKey::Source(id.clone());
-    wait_until(Duration::from_secs(5), "initial list", || {
+    wait_for(Duration::from_secs(5), "initial list", || {
         status(&store, &id).synced
     })
     .await;
 
     // A quiet outage: nothing changes, the watch resumes and the error clears without a re-list.
     api.set_down(true);
-    wait_until(Duration::from_secs(3), "source in error", || {
+    wait_for(Duration::from_secs(3), "source in error", || {
         store.in_error(&key)
     })
     .await;
@@ -427,7 +419,7 @@ async fn outage_keeps_facts_and_recovers() {
     assert!(snap.sources[&id].last_error.is_some());
     tokio::time::sleep(Duration::from_millis(300)).await;
     api.set_down(false);
-    wait_until(Duration::from_secs(10), "quiet recovery", || {
+    wait_for(Duration::from_secs(10), "quiet recovery", || {
         !store.in_error(&key)
     })
     .await;
@@ -439,14 +431,14 @@ async fn outage_keeps_facts_and_recovers() {
 
     // An outage during which something changes: the change arrives after recovery.
     api.set_down(true);
-    wait_until(Duration::from_secs(3), "source in error", || {
+    wait_for(Duration::from_secs(3), "source in error", || {
         store.in_error(&key)
     })
     .await;
     api.apply(cm("a", "two", json!({}), "reg/two:1"))
         .expect("apply");
     api.set_down(false);
-    wait_until(Duration::from_secs(10), "change after recovery", || {
+    wait_for(Duration::from_secs(10), "change after recovery", || {
         image_of(&store, "a", "two").is_some() && !store.in_error(&key)
     })
     .await;
@@ -476,7 +468,7 @@ async fn pagination_lists_more_than_a_page() {
         &store,
         &token,
     );
-    wait_until(Duration::from_secs(10), "initial list", || {
+    wait_for(Duration::from_secs(10), "initial list", || {
         status(&store, &id).synced
     })
     .await;
@@ -516,7 +508,7 @@ async fn spawn_watchers_runs_the_configured_sources_and_this_node() {
         &token,
         &mut tasks,
     );
-    wait_until(
+    wait_for(
         Duration::from_secs(5),
         "all sources synced and node known",
         || {
@@ -535,7 +527,7 @@ async fn spawn_watchers_runs_the_configured_sources_and_this_node() {
     );
 
     assert!(api.delete("Node", "", "worker-1"));
-    wait_until(Duration::from_secs(1), "node deletion seen", || {
+    wait_for(Duration::from_secs(1), "node deletion seen", || {
         store.snapshot().node.is_none()
     })
     .await;
@@ -562,14 +554,14 @@ async fn a_relist_keeps_the_last_good_facts_of_what_broke_meanwhile() {
         &store,
         &token,
     );
-    wait_until(Duration::from_secs(5), "initial list", || {
+    wait_for(Duration::from_secs(5), "initial list", || {
         status(&store, &id).synced
     })
     .await;
 
     api.set_down(true);
     let key = StatusKey::Source(id.clone());
-    wait_until(Duration::from_secs(3), "source in error", || {
+    wait_for(Duration::from_secs(3), "source in error", || {
         store.in_error(&key)
     })
     .await;
@@ -579,7 +571,7 @@ async fn a_relist_keeps_the_last_good_facts_of_what_broke_meanwhile() {
     api.compact();
     api.set_down(false);
 
-    wait_until(Duration::from_secs(10), "re-list after 410", || {
+    wait_for(Duration::from_secs(10), "re-list after 410", || {
         status(&store, &id).lists == 2 && status(&store, &id).is_fresh()
     })
     .await;
@@ -597,7 +589,7 @@ async fn a_relist_keeps_the_last_good_facts_of_what_broke_meanwhile() {
 
     api.apply(cm("a", "broken", json!({}), "reg/broken:2"))
         .expect("apply");
-    wait_until(Duration::from_secs(5), "the good version", || {
+    wait_for(Duration::from_secs(5), "the good version", || {
         image_of(&store, "a", "broken").as_deref() == Some("reg/broken:2")
     })
     .await;

@@ -155,7 +155,10 @@ impl Living {
             let (ns, app) = (format!("team-{:02}", w % 20), format!("app-{w:04}"));
             let (owner, name) = if w % 2 == 0 {
                 let rs = format!("{app}-{}", hex(&app, 5));
-                (("ReplicaSet", rs.clone()), format!("{rs}-{}", &hex(&app, 3)[..5]))
+                (
+                    ("ReplicaSet", rs.clone()),
+                    format!("{rs}-{}", &hex(&app, 3)[..5]),
+                )
             } else {
                 (("StatefulSet", app.clone()), format!("{app}-0"))
             };
@@ -167,7 +170,14 @@ impl Living {
                 let ds = format!("node-agent-{d}");
                 let name = format!("{ds}-{}", &hex(&format!("{d}/{i}"), 3)[..5]);
                 let img = image(d % workloads.max(1));
-                pods.push(pod("kube-system", &name, &ds, ("DaemonSet", &ds), &node_name(i), &img));
+                pods.push(pod(
+                    "kube-system",
+                    &name,
+                    &ds,
+                    ("DaemonSet", &ds),
+                    &node_name(i),
+                    &img,
+                ));
             }
         }
         for p in &pods {

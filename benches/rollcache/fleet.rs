@@ -401,7 +401,8 @@ pub async fn section(
     .await?;
     let per_workload = sz.revisions as usize;
     let images = tiny.to_vec();
-    let image = |w: usize, r: u32| images[(w * per_workload + r as usize - 1) % images.len()].clone();
+    let image =
+        |w: usize, r: u32| images[(w * per_workload + r as usize - 1) % images.len()].clone();
     let (mut objects, mut json_bytes) = (0usize, 0usize);
     history::scale_objects(
         "",
@@ -422,8 +423,10 @@ pub async fn section(
         pod_changes_per_hour: 0.0,
     };
     let mut population = cluster.populate(&api, sz.workloads, |w| image(w, sz.revisions))?;
-    cluster.pod_changes_per_hour =
-        env_u64("BENCH_FLEET_POD_CHANGES_PER_HOUR", population.pods.len() as u64) as f64;
+    cluster.pod_changes_per_hour = env_u64(
+        "BENCH_FLEET_POD_CHANGES_PER_HOUR",
+        population.pods.len() as u64,
+    ) as f64;
     let desired = (sz.workloads * per_workload).min(images.len());
     let (ctd, _node) = bed::fresh_containerd(version, registry).await?;
     let mut notes = vec![
@@ -511,7 +514,10 @@ pub async fn section(
         });
     }
     let mut measured = measured.into_iter();
-    let (today, index) = (measured.next().expect("today"), measured.next().expect("index"));
+    let (today, index) = (
+        measured.next().expect("today"),
+        measured.next().expect("index"),
+    );
     let fleet_row = measured.next();
     notes.push(format!(
         "quiet window: {} list/get and {} watch requests from all three processes (relists would be lists), {} inventory writes by the indexer; living window: {node_writes} Node and {pod_writes} Pod status writes, {} inventory writes",
@@ -573,7 +579,10 @@ fn side_by_side(notes: &mut Vec<String>, today: &Measured, fleet: Option<&Measur
     type Row = (&'static str, Box<dyn Fn(&Measured) -> u64>);
     let (quiet, living) = (w.quiet, w.living);
     let rows: [Row; 6] = [
-        ("bytes from the API server at start", Box::new(|m| m.start_bytes)),
+        (
+            "bytes from the API server at start",
+            Box::new(|m| m.start_bytes),
+        ),
         (
             "bytes per hour idle, quiet cluster",
             Box::new(move |m| Windows::per_hour(quiet, m.quiet_bytes)),
@@ -620,7 +629,8 @@ fn side_by_side(notes: &mut Vec<String>, today: &Measured, fleet: Option<&Measur
 /// without a byte (or after 60 s: a bookmark may fall in between).
 async fn settle(counter: &Counter) {
     let (begin, mut last, mut quiet_since) = (Instant::now(), counter.bytes(), Instant::now());
-    while quiet_since.elapsed() < Duration::from_secs(12) && begin.elapsed() < Duration::from_secs(60)
+    while quiet_since.elapsed() < Duration::from_secs(12)
+        && begin.elapsed() < Duration::from_secs(60)
     {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = counter.bytes();

@@ -10,7 +10,7 @@ pub mod logs;
 pub mod proxy;
 pub mod push;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rollcache::node::{Deadlines, Node};
 use rollcache_testbed::TestbedError;
@@ -103,4 +103,17 @@ pub fn small(seed: u64, label: &str) -> ImageSpec {
         ],
         label: label.into(),
     }
+}
+
+/// Polls `f` every 10 ms until it returns true; returns the time it took.
+pub async fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
 }

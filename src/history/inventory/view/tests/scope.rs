@@ -36,7 +36,7 @@ fn a_namespace_the_indexer_does_not_index_is_incomplete_and_keeps_its_facts() {
     let now = SystemTime::now();
     // Complete while an unrestricted indexer published a, b and c.
     let mut v = view_of(&["a", "c"], &["a", "b", "c"], None, now);
-    let out = v.evaluate(now);
+    let out = v.evaluate(now, Instant::now());
     assert_eq!(out.incomplete, None);
     assert_eq!(images(&out), ["r/a:0", "r/a:1", "r/c:0", "r/c:1"]);
     // The indexer restarted with `--namespaces a,b`: c's shards gone, the catalog without c.
@@ -44,7 +44,7 @@ fn a_namespace_the_indexer_does_not_index_is_incomplete_and_keeps_its_facts() {
         v.delete(&n);
     }
     publish(&mut v, &["a", "b"], Some(&["a", "b"]), now);
-    let out = v.evaluate(now);
+    let out = v.evaluate(now, Instant::now());
     assert_eq!(
         out.incomplete.as_deref(),
         Some(
@@ -58,7 +58,7 @@ fn a_namespace_the_indexer_does_not_index_is_incomplete_and_keeps_its_facts() {
     );
     // The control: the indexer takes c again and no longer lists it: its history is gone.
     publish(&mut v, &["a", "b"], Some(&["a", "b", "c"]), now);
-    let out = v.evaluate(now);
+    let out = v.evaluate(now, Instant::now());
     assert_eq!(out.incomplete, None);
     assert_eq!(images(&out), ["r/a:0", "r/a:1"]);
 }
@@ -67,7 +67,7 @@ fn a_namespace_the_indexer_does_not_index_is_incomplete_and_keeps_its_facts() {
 fn several_namespaces_outside_the_scope_are_named_together() {
     let now = SystemTime::now();
     let mut v = view_of(&["d", "a", "c"], &["a"], Some(&["a", "b"]), now);
-    let why = v.evaluate(now).incomplete.unwrap();
+    let why = v.evaluate(now, Instant::now()).incomplete.unwrap();
     assert!(
         why.starts_with("the indexer does not index namespaces c, d (it indexes a, b)"),
         "{why}"
@@ -79,12 +79,12 @@ fn several_namespaces_outside_the_scope_are_named_together() {
 fn inside_the_scope_the_view_is_complete_and_takes_only_its_namespaces() {
     let now = SystemTime::now();
     let mut v = view_of(&["a"], &["a", "b"], Some(&["a", "b"]), now);
-    let out = v.evaluate(now);
+    let out = v.evaluate(now, Instant::now());
     assert_eq!(out.incomplete, None);
     assert_eq!(images(&out), ["r/a:0", "r/a:1"]);
     // A namespace in scope without history (not listed) is gone, as without a scope.
     let mut v = view_of(&["a", "b"], &["a"], Some(&["a", "b"]), now);
-    let out = v.evaluate(now);
+    let out = v.evaluate(now, Instant::now());
     assert_eq!(out.incomplete, None);
     assert_eq!(images(&out), ["r/a:0", "r/a:1"]);
 }
@@ -99,13 +99,13 @@ fn a_restricted_agent_ignores_other_namespaces_shards() {
     let mut bad = b[1].1.clone();
     bad["spec"]["digest"] = json!(format!("sha256:{}", "0".repeat(64)));
     v.apply(&b[1].0, &bad);
-    let out = v.evaluate(now);
+    let out = v.evaluate(now, Instant::now());
     assert_eq!(out.incomplete, None);
     assert_eq!(images(&out), ["r/a:0", "r/a:1"]);
     // The control: an agent taking every namespace sees b incomplete.
     let mut all = view_of(&[], &["a", "b"], None, now);
     all.delete(&b[0].0);
-    assert!(all.evaluate(now).incomplete.unwrap().contains("is missing"));
+    assert!(all.evaluate(now, Instant::now()).incomplete.unwrap().contains("is missing"));
 }
 
 #[test]
@@ -119,24 +119,24 @@ fn an_old_catalog_without_a_scope_covers_every_namespace() {
         (object, Arc::from(vec![f]))
     }));
     v.apply(CATALOG_NAME, &old);
-    let out = v.evaluate(now);
+    let out = v.evaluate(now, Instant::now());
     assert_eq!(out.incomplete, None, "c indexed, and without history");
     assert!(out.objects.is_empty());
     let mut all = view_of(&[], &["a", "b"], None, now);
-    assert_eq!(all.evaluate(now).incomplete, None);
+    assert_eq!(all.evaluate(now, Instant::now()).incomplete, None);
 }
 
 #[test]
 fn an_agent_taking_every_namespace_is_incomplete_with_a_restricted_indexer() {
     let now = SystemTime::now();
     let mut v = view_of(&[], &["a", "b"], None, now);
-    assert_eq!(v.evaluate(now).incomplete, None);
+    assert_eq!(v.evaluate(now, Instant::now()).incomplete, None);
     // The indexer restarted with `--namespaces a`: b's shards deleted, the catalog without b.
     for (n, _) in shards("b", &facts("b", 0..2)).0 {
         v.delete(&n);
     }
     publish(&mut v, &["a"], Some(&["a"]), now);
-    let out = v.evaluate(now);
+    let out = v.evaluate(now, Instant::now());
     let why = out.incomplete.clone().unwrap();
     assert!(
         why.starts_with("this agent takes every namespace, but the indexer indexes only a"),
