@@ -107,7 +107,7 @@ pub async fn section(
         "agents (today) and the indexer watch cluster-wide, as deployed by default: the server held no other history".into()
     } else {
         format!(
-            "today's agents watch only the run's namespaces (--namespaces): the server holds other history ({})",
+            "the agents (both modes) and the indexer watch only the run's namespaces (--namespaces): the server holds other history ({})",
             real.other_history.as_deref().unwrap_or("?")
         )
     });
@@ -153,9 +153,7 @@ async fn measure(
     let found = server_procs::find(&real.url);
     // Fleet first: both modes share the server's processes, and a Go heap keeps what a run grew,
     // so the mode run second starts from the first one's memory; today's peak is the larger.
-    let fleet = if !real.cluster_wide {
-        Err("not measured: `rollcache index` has no --namespaces, so on a server holding other history its inventory would not be the run's alone".into())
-    } else if !fleet_agent_available() {
+    let fleet = if !fleet_agent_available() {
         Err(PENDING.into())
     } else {
         Ok(run(Mode::Fleet, sim, h, Path::new(&kc), &dir, socket, &found).await?)
@@ -164,8 +162,18 @@ async fn measure(
     Ok((filled, found, today, fleet))
 }
 
-/// `rollcache run`'s arguments in `mode` for this run: its own inventory namespace; in today's
-/// mode only its history's namespaces when the server holds others.
+/// `--namespaces` with the history's namespaces when the server holds other history (for the
+/// agents in both modes and the indexer: fleet agents take only what the indexer's scope covers).
+fn namespaces_args(h: &History) -> Vec<OsString> {
+    let namespaces = h.watch_namespaces();
+    if namespaces.is_empty() {
+        return Vec::new();
+    }
+    vec!["--namespaces".into(), namespaces.join(",").into()]
+}
+
+/// `rollcache run`'s arguments in `mode` for this run: in fleet mode its own inventory namespace;
+/// only its history's namespaces when the server holds others.
 fn agent_args(mode: Mode, socket: &Path, h: &History) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec!["run".into(), "--socket".into(), socket.into()];
     for a in [
@@ -177,21 +185,13 @@ fn agent_args(mode: Mode, socket: &Path, h: &History) -> Vec<OsString> {
     ] {
         args.push(a.into());
     }
-    match mode {
-        Mode::Fleet => {
-            for a in ["--history-from", "inventory", "--inventory-namespace"] {
-                args.push(a.into());
-            }
-            args.push(h.ns(INVENTORY_BASE).into());
+    if mode == Mode::Fleet {
+        for a in ["--history-from", "inventory", "--inventory-namespace"] {
+            args.push(a.into());
         }
-        Mode::Today => {
-            let namespaces = h.watch_namespaces();
-            if !namespaces.is_empty() {
-                args.push("--namespaces".into());
-                args.push(namespaces.join(",").into());
-            }
-        }
+        args.push(h.ns(INVENTORY_BASE).into());
     }
+    args.extend(namespaces_args(h));
     args
 }
 
@@ -213,7 +213,7 @@ async fn run(
     let mut index_cpu = None;
     if mode == Mode::Fleet {
         progress("fleet sim (real API server, fleet): rollcache index publishing");
-        let args: Vec<OsString> = [
+        let mut args: Vec<OsString> = [
             "index",
             "--namespace",
             &h.ns(INVENTORY_BASE),
@@ -222,6 +222,7 @@ async fn run(
         ]
         .map(OsString::from)
         .to_vec();
+        args.extend(namespaces_args(h));
         let mut ix = spawn_args(&args, kc, dir.join("index.log"))?;
         wait_published(&mut ix, Duration::from_secs(600)).await?;
         index_cpu = Some(cpu_ticks(ix.pid())? as f64 / clock_ticks_per_second());
