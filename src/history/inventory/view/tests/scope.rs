@@ -105,7 +105,12 @@ fn a_restricted_agent_ignores_other_namespaces_shards() {
     // The control: an agent taking every namespace sees b incomplete.
     let mut all = view_of(&[], &["a", "b"], None, now);
     all.delete(&b[0].0);
-    assert!(all.evaluate(now, Instant::now()).incomplete.unwrap().contains("is missing"));
+    assert!(
+        all.evaluate(now, Instant::now())
+            .incomplete
+            .unwrap()
+            .contains("is missing")
+    );
 }
 
 #[test]
