@@ -83,7 +83,10 @@ async fn shards(api: &ApiServer) -> Vec<(String, String, InventorySpec)> {
         .expect("list shards")
         .items
         .into_iter()
-        .filter(|o| o.metadata.name.as_deref() != Some(shard::CATALOG_NAME))
+        .filter(|o| {
+            let name = o.metadata.name.as_deref();
+            name != Some(shard::CATALOG_NAME) && name != Some(shard::HEARTBEAT_NAME)
+        })
         .map(|o| {
             let spec = serde_json::from_value(o.data["spec"].clone()).expect("spec");
             (
@@ -537,6 +540,96 @@ async fn the_listener_says_health_readiness_and_leadership() {
     task.await.unwrap().expect("indexer ends cleanly");
 }
 
+/// An object's resourceVersion: the in-test API server's are one increasing counter, so they
+/// tell the order of writes.
+fn version(obj: &Value) -> u64 {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("resourceVersion")
+}
+
+/// The heartbeat as published, with its resourceVersion.
+fn heartbeat(api: &ApiServer) -> Option<(shard::Heartbeat, u64)> {
+    let obj = api.get(shard::KIND, "rollcache", shard::HEARTBEAT_NAME)?;
+    let beat = serde_json::from_value(obj["heartbeat"].clone()).expect("heartbeat");
+    Some((beat, version(&obj)))
+}
+
+/// The catalog's resourceVersion.
+fn catalog_version(api: &ApiServer) -> u64 {
+    version(
+        &api.get(shard::KIND, "rollcache", shard::CATALOG_NAME)
+            .expect("catalog"),
+    )
+}
+
+#[tokio::test]
+async fn the_catalog_is_written_once_while_nothing_changes_and_the_heartbeat_every_resync() {
+    let (api, mut objects) = with_history().await;
+    let a = start(&api, "a");
+    published(&api, &objects).await;
+    eventually("the heartbeat vouches for the catalog", async || {
+        let (Some(c), Some((b, _))) = (catalog(&api), heartbeat(&api)) else {
+            return false;
+        };
+        b.catalog == c.content_digest() && b.resync_seconds == 1
+    })
+    .await;
+    let (first, first_version) = (catalog(&api).unwrap(), catalog_version(&api));
+    let (first_beat, _) = heartbeat(&api).unwrap();
+    let (catalogs, beats) = (
+        a.metrics.catalog_writes.get(),
+        a.metrics.heartbeat_writes.get(),
+    );
+    // Three and a half resyncs of 1 s with nothing changing.
+    sleep(Duration::from_millis(3500)).await;
+    assert_eq!(a.metrics.catalog_writes.get(), catalogs, "no catalog write");
+    assert_eq!(catalog_version(&api), first_version);
+    assert_eq!(catalog(&api).unwrap(), first, "observedAt unchanged too");
+    let (beat, _) = heartbeat(&api).unwrap();
+    assert!(
+        a.metrics.heartbeat_writes.get() >= beats + 3,
+        "a heartbeat every resync: {} then {}",
+        beats,
+        a.metrics.heartbeat_writes.get()
+    );
+    assert_ne!(beat.observed_at, first_beat.observed_at);
+    assert_eq!(beat.catalog, first.content_digest());
+
+    // A change: its shard, then the catalog naming it, then the heartbeat naming that catalog.
+    let before = shards(&api).await;
+    let new =
+        history::controller_revision("bl45p", "ioc-3", 4, &["ghcr.io/epics-containers/ioc-3:4.0"]);
+    objects.push(api.apply(new).expect("new revision"));
+    eventually("the new catalog vouched for", async || {
+        let (Some(c), Some((b, _))) = (catalog(&api), heartbeat(&api)) else {
+            return false;
+        };
+        c != first && b.catalog == c.content_digest()
+    })
+    .await;
+    assert_eq!(facts_of(&shards(&api).await), expected(&objects));
+    let after = shards(&api).await;
+    let changed: Vec<u64> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b.1 != a.1)
+        .map(|(_, a)| a.1.parse().unwrap())
+        .collect();
+    assert_eq!(changed.len(), 1, "one shard rewritten");
+    let (_, beat_version) = heartbeat(&api).unwrap();
+    assert!(
+        changed[0] < catalog_version(&api) && catalog_version(&api) < beat_version,
+        "shard {} < catalog {} < heartbeat {beat_version}",
+        changed[0],
+        catalog_version(&api)
+    );
+    assert_eq!(a.metrics.catalog_writes.get(), catalogs + 1);
+    a.cancel.cancel();
+    a.task.await.unwrap().expect("indexer ends cleanly");
+}
+
 /// The catalog as published.
 fn catalog(api: &ApiServer) -> Option<shard::Catalog> {
     let obj = api.get(shard::KIND, "rollcache", shard::CATALOG_NAME)?;
@@ -572,13 +665,18 @@ async fn the_catalog_names_every_shard_by_digest_is_refreshed_and_restored() {
         first.namespaces.keys().collect::<Vec<_>>(),
         ["bl45p", "bl46p"]
     );
-    eventually("the heartbeat refreshes observedAt", async || {
-        catalog(&api).is_some_and(|c| c.observed_at != first.observed_at)
+    eventually("the heartbeat vouches for it", async || {
+        heartbeat(&api).is_some_and(|(b, _)| b.catalog == first.content_digest())
     })
     .await;
+    let written = a.metrics.catalog_writes.get();
     assert!(api.delete(shard::KIND, "rollcache", shard::CATALOG_NAME));
     eventually("the catalog restored", async || catalog(&api).is_some()).await;
-    assert!(a.metrics.catalog_writes.get() >= 3);
+    assert_eq!(a.metrics.catalog_writes.get(), written + 1);
+    assert_eq!(
+        catalog(&api).unwrap().content_digest(),
+        first.content_digest()
+    );
     a.cancel.cancel();
     a.task.await.unwrap().expect("indexer ends cleanly");
 }

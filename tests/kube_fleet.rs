@@ -245,4 +245,39 @@ fn the_crd_declares_every_spec_field_and_its_columns_exist() {
         let ty = if v.is_array() { "array" } else { "integer" };
         assert_eq!(entry[k]["type"], ty, "catalog.namespaces.*.{k}");
     }
+
+    // The heartbeat's fields, each declared and required, its digest matching the pattern.
+    let heartbeat = &version["schema"]["openAPIV3Schema"]["properties"]["heartbeat"];
+    let beat = serde_json::to_value(shard::Heartbeat {
+        observed_at: "2026-01-01T00:00:00Z".into(),
+        resync_seconds: 300,
+        catalog: serde_json::from_value::<shard::Catalog>(written.clone())
+            .unwrap()
+            .content_digest(),
+    })
+    .unwrap();
+    let required: Vec<&str> = heartbeat["required"]
+        .as_array()
+        .expect("heartbeat.required")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for (k, v) in beat.as_object().unwrap() {
+        let ty = if v.is_string() { "string" } else { "integer" };
+        assert_eq!(heartbeat["properties"][k]["type"], ty, "heartbeat.{k}");
+        assert!(required.contains(&k.as_str()), "heartbeat.{k} required");
+    }
+    let pattern = heartbeat["properties"]["catalog"]["pattern"]
+        .as_str()
+        .unwrap();
+    assert_eq!(pattern, "^sha256:[0-9a-f]{64}$");
+    let digest = beat["catalog"].as_str().unwrap();
+    assert!(
+        digest.len() == 71
+            && digest.starts_with("sha256:")
+            && digest[7..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{digest}"
+    );
 }

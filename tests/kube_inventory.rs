@@ -63,13 +63,14 @@ fn publish(api: &ApiServer, objects: &[Vec<RevisionFact>]) {
     publish_at(api, objects, SystemTime::now(), Duration::from_secs(300));
 }
 
-/// `publish` by an indexer whose clock reads `observed_at` and whose resync is `resync`.
+/// `publish` by an indexer whose clock reads `observed_at` and whose resync is `resync`; the
+/// catalog written.
 fn publish_at(
     api: &ApiServer,
     objects: &[Vec<RevisionFact>],
     observed_at: SystemTime,
     resync: Duration,
-) {
+) -> shard::Catalog {
     let mut published: BTreeMap<String, InventorySpec> = BTreeMap::new();
     for (ns, facts) in &shard::by_namespace(objects.iter().map(Vec::as_slice)) {
         for spec in codec::encode(ns, facts) {
@@ -93,6 +94,21 @@ fn publish_at(
         "catalog": catalog,
     }))
     .expect("catalog written");
+    catalog
+}
+
+/// Writes the indexer's heartbeat, dated `observed_at`, vouching for the catalog of `digest`.
+fn beat(api: &ApiServer, observed_at: SystemTime, resync: Duration, digest: &str) {
+    api.apply(json!({
+        "apiVersion": "rollcache.io/v1alpha1", "kind": shard::KIND,
+        "metadata": {"name": shard::HEARTBEAT_NAME, "namespace": INV_NS},
+        "heartbeat": shard::Heartbeat {
+            observed_at: humantime::format_rfc3339_seconds(observed_at).to_string(),
+            resync_seconds: resync.as_secs(),
+            catalog: digest.to_owned(),
+        },
+    }))
+    .expect("heartbeat written");
 }
 
 /// Starts the inventory source as the agent does, probing every `PROBE` while in error.
@@ -330,5 +346,63 @@ async fn the_catalogs_freshness_follows_the_heartbeats_seen_not_the_nodes_clock(
     .await;
     let why = incomplete(&store, &id).unwrap_or_default();
     assert!(why.contains("as seen by this agent"), "{why}");
+    assert_eq!(status(&store, &id).lists, 1, "no re-list");
+}
+
+#[tokio::test]
+async fn heartbeats_alone_keep_an_unchanged_catalog_fresh_until_they_stop() {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let resync = Duration::from_secs(2);
+    let objects = history_of("bl45p", &["r/arch:1", "r/arch:2"]);
+    let api = server().await;
+    // The catalog was written an hour ago and is never rewritten: only the heartbeat is.
+    let catalog = publish_at(&api, &objects, SystemTime::now() - HOUR, resync);
+    let digest = catalog.content_digest();
+    beat(&api, SystemTime::now(), resync, &digest);
+    let store = HistoryStore::new();
+    let (id, _running) = start(&api, probing(), &store);
+    wait_for(Duration::from_secs(5), "listed and complete", || {
+        complete(&store, &id)
+    })
+    .await;
+    // Past three resyncs (6 s) after the list on heartbeats alone.
+    let until = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        beat(&api, SystemTime::now(), resync, &digest);
+        assert!(complete(&store, &id), "{:?}", incomplete(&store, &id));
+    }
+    // A heartbeat for another catalog: incomplete until the one it names is read.
+    let other = format!("sha256:{}", "0".repeat(64));
+    beat(&api, SystemTime::now(), resync, &other);
+    wait_for(
+        Duration::from_secs(3),
+        "waiting for the catalog vouched for",
+        || incomplete(&store, &id).is_some_and(|w| w.contains("vouches for another catalog")),
+    )
+    .await;
+    beat(&api, SystemTime::now(), resync, &digest);
+    wait_for(Duration::from_secs(3), "complete again", || {
+        complete(&store, &id)
+    })
+    .await;
+    // The heartbeats stop: stale three resyncs after the last one, nothing forgotten.
+    let last = Instant::now();
+    wait_for(Duration::from_secs(15), "stale once they stop", || {
+        incomplete(&store, &id).is_some()
+    })
+    .await;
+    assert!(
+        last.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        last.elapsed()
+    );
+    let why = incomplete(&store, &id).unwrap_or_default();
+    assert!(why.contains("as seen by this agent"), "{why}");
+    assert_eq!(
+        images(&store),
+        ["r/arch:1", "r/arch:2"],
+        "nothing forgotten"
+    );
     assert_eq!(status(&store, &id).lists, 1, "no re-list");
 }

@@ -92,6 +92,44 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// The identity of what the catalog says, its `observedAt` left out: what a [`Heartbeat`]
+    /// names. Hashed field by field (no JSON in the core), so that the indexer and every agent
+    /// compute it alike from the typed catalog.
+    pub fn content_digest(&self) -> String {
+        let mut text = format!("{}\0{}\0", self.resync_seconds, self.complete);
+        for (ns, e) in &self.namespaces {
+            text.push_str(&format!(
+                "{ns}\0{}\0{}\0",
+                e.shards,
+                e.digests.join("\u{1}")
+            ));
+        }
+        match &self.scope {
+            None => text.push_str("*"),
+            Some(scope) => text.push_str(&format!("[{}]", scope.join("\u{1}"))),
+        }
+        digest(text.as_bytes())
+    }
+}
+
+/// The object name of the indexer's heartbeat: like the catalog's, no shard's name can take it.
+pub const HEARTBEAT_NAME: &str = "heartbeat";
+
+/// The `heartbeat` field of the `RollcacheInventory` named [`HEARTBEAT_NAME`]: written by the
+/// leader at least every resync, so that the catalog itself is rewritten only when it changes and
+/// agents are not sent its whole text every resync.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// RFC 3339 time of the leader's pass that wrote it.
+    pub observed_at: String,
+    /// The indexer's resync period: a heartbeat older than a few of them is stale.
+    pub resync_seconds: u64,
+    /// [`Catalog::content_digest`] of the catalog it vouches for.
+    pub catalog: String,
+}
+
 /// One source namespace in the catalog.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogEntry {

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use super::codec;
 use crate::history::store::{HistorySnapshot, HistoryStore};
 use crate::model::ObjectRef;
-use rollcache_core::shard::{self, Catalog, CatalogEntry, InventorySpec};
+use rollcache_core::shard::{self, Catalog, CatalogEntry, Heartbeat, InventorySpec};
 
 /// The field manager of every shard write.
 pub const FIELD_MANAGER: &str = "rollcache-index";
@@ -39,8 +39,10 @@ pub struct IndexMetrics {
     pub writes: Counter,
     pub write_errors: Counter,
     pub deletes: Counter,
-    /// Catalog writes: on a change, and as the heartbeat once per resync.
+    /// Catalog writes: only when what it says changed.
     pub catalog_writes: Counter,
+    /// Heartbeat writes: after a catalog write, and at least once per resync.
+    pub heartbeat_writes: Counter,
     /// 1 once every source has listed (the indexer publishes from then on).
     pub ready: Gauge<i64, AtomicI64>,
     pub passes: Counter<u64, AtomicU64>,
@@ -75,8 +77,13 @@ impl IndexMetrics {
         );
         registry.register(
             "rollcache_index_catalog_writes",
-            "Catalog writes (a change of what is published, or the heartbeat once per resync)",
+            "Catalog writes (a change of what is published)",
             self.catalog_writes.clone(),
+        );
+        registry.register(
+            "rollcache_index_heartbeat_writes",
+            "Heartbeat writes (after a catalog write, and at least once per resync)",
+            self.heartbeat_writes.clone(),
         );
         registry.register(
             "rollcache_index_ready",
@@ -102,8 +109,10 @@ pub struct Publisher {
     /// tell a namespace outside them (unknown) from one without history.
     pub scope: Option<Vec<String>>,
     published: BTreeMap<String, InventorySpec>,
-    /// The catalog as last written, its time left out; None: write it at the next pass.
+    /// The catalog as last written or read, its time left out; None: write it at the next pass.
     catalog: Option<Catalog>,
+    /// The heartbeat is written at the next pass (after a load and after a catalog write).
+    beat_due: bool,
     listed_once: bool,
 }
 
@@ -128,15 +137,26 @@ impl Publisher {
             scope: None,
             published: BTreeMap::new(),
             catalog: None,
+            beat_due: true,
             listed_once: false,
         }
     }
 
     /// Reads what is published (at start, on becoming leader: another replica wrote meanwhile, and
-    /// every resync). The catalog is written at the next pass: that is its heartbeat.
+    /// every resync). The catalog is rewritten at the next pass only if what is published differs
+    /// from it (edited, deleted, another leader's); the heartbeat is written then in any case.
     pub async fn load(&mut self) -> Result<(), kube::Error> {
-        self.catalog = None;
+        self.beat_due = true;
         let list = self.api.list(&ListParams::default()).await?;
+        self.catalog = list
+            .items
+            .iter()
+            .find(|o| o.metadata.name.as_deref() == Some(shard::CATALOG_NAME))
+            .and_then(|o| serde_json::from_value::<Catalog>(o.data.get("catalog")?.clone()).ok())
+            .map(|c| Catalog {
+                observed_at: String::new(),
+                ..c
+            });
         self.published = list
             .items
             .into_iter()
@@ -246,9 +266,10 @@ impl Publisher {
         Ok(pass)
     }
 
-    /// Writes the catalog of what is published now when it changed, or at the first pass after a
-    /// load (the heartbeat). Only after a pass that wrote everything it wanted: a catalog never
-    /// names a digest that is not published yet.
+    /// Writes the catalog of what is published now when it changed, then the heartbeat naming it
+    /// (after a catalog write, and at the first pass after a load: at least once per resync). Only
+    /// after a pass that wrote everything it wanted: a catalog never names a digest that is not
+    /// published yet, and a heartbeat never vouches for a catalog not written yet.
     async fn write_catalog(
         &mut self,
         wanted: &BTreeMap<String, InventorySpec>,
@@ -258,12 +279,42 @@ impl Publisher {
             scope: self.scope.clone(),
             ..catalog_of(&self.published, wanted, complete, self.resync)
         };
-        if self.catalog.as_ref() == Some(&catalog) {
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        if self.catalog.as_ref() != Some(&catalog) {
+            self.write_changed_catalog(catalog, &now).await?;
+        }
+        if !self.beat_due {
             return Ok(());
         }
+        let Some(written) = &self.catalog else {
+            return Ok(());
+        };
+        let beat = Heartbeat {
+            observed_at: now,
+            resync_seconds: written.resync_seconds,
+            catalog: written.content_digest(),
+        };
+        let obj = json!({
+            "apiVersion": format!("{}/{}", shard::GROUP, shard::VERSION),
+            "kind": shard::KIND,
+            "metadata": {"name": shard::HEARTBEAT_NAME,
+                         "labels": {"app.kubernetes.io/name": "rollcache"}},
+            "heartbeat": beat,
+        });
+        self.apply(shard::HEARTBEAT_NAME, &obj).await?;
+        self.metrics.heartbeat_writes.inc();
+        self.beat_due = false;
+        Ok(())
+    }
+
+    /// Writes `catalog` dated `now`; the heartbeat naming it is due.
+    async fn write_changed_catalog(
+        &mut self,
+        catalog: Catalog,
+        now: &str,
+    ) -> Result<(), kube::Error> {
         let observed = Catalog {
-            observed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                .to_string(),
+            observed_at: now.to_owned(),
             ..catalog.clone()
         };
         let obj = json!({
@@ -276,6 +327,7 @@ impl Publisher {
         self.apply(shard::CATALOG_NAME, &obj).await?;
         self.metrics.catalog_writes.inc();
         self.catalog = Some(catalog);
+        self.beat_due = true;
         Ok(())
     }
 

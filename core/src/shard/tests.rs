@@ -174,3 +174,65 @@ fn a_catalog_without_a_scope_covers_every_namespace_and_one_with_it_only_those()
     assert!(scoped.covers("bl01") && scoped.covers("bl02"));
     assert!(!scoped.covers("bl03"));
 }
+
+#[test]
+fn a_catalogs_content_digest_leaves_out_its_time_and_covers_every_other_field() {
+    let mut namespaces = BTreeMap::new();
+    namespaces.insert(
+        "bl45p".to_owned(),
+        CatalogEntry {
+            shards: 2,
+            digests: vec![digest(b"a"), digest(b"b")],
+        },
+    );
+    let c = Catalog {
+        observed_at: "2026-01-01T00:00:00Z".into(),
+        resync_seconds: 300,
+        complete: true,
+        namespaces,
+        scope: None,
+    };
+    let d = c.content_digest();
+    assert!(d.starts_with("sha256:") && d.len() == 71, "{d}");
+    let later = Catalog {
+        observed_at: "2026-01-01T01:00:00Z".into(),
+        ..c.clone()
+    };
+    assert_eq!(later.content_digest(), d, "observedAt is left out");
+    let mut others = vec![
+        Catalog {
+            resync_seconds: 60,
+            ..c.clone()
+        },
+        Catalog {
+            complete: false,
+            ..c.clone()
+        },
+        Catalog {
+            scope: Some(vec!["bl45p".into()]),
+            ..c.clone()
+        },
+        Catalog {
+            scope: Some(Vec::new()),
+            ..c.clone()
+        },
+    ];
+    let mut swapped = c.clone();
+    swapped
+        .namespaces
+        .get_mut("bl45p")
+        .unwrap()
+        .digests
+        .reverse();
+    others.push(swapped);
+    let mut renamed = c.clone();
+    let entry = renamed.namespaces.remove("bl45p").unwrap();
+    renamed.namespaces.insert("bl46p".into(), entry);
+    others.push(renamed);
+    let mut all: Vec<String> = others.iter().map(Catalog::content_digest).collect();
+    all.push(d);
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "every change of content is another digest");
+}

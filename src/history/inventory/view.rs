@@ -13,6 +13,11 @@
 //! it ended (a re-list that finds the one it held does not restart the count). Until the watch
 //! has delivered a change (the indexer's heartbeat seen arriving), the wall-clock check applies
 //! too: it is the only evidence of the catalog's age a list gives.
+//!
+//! An indexer that writes a `heartbeat` object rewrites the catalog only when it changes: while
+//! that object is present, its `observedAt` is the evidence (by the same rule; a catalog write
+//! seen arriving counts too), and the view is complete only when the catalog it vouches for is
+//! the one held. Without it (an older indexer), the catalog's own `observedAt` is.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -22,7 +27,9 @@ use serde_json::Value;
 
 use crate::fleet::codec;
 use crate::model::{ObjectRef, PodTemplate, RevisionFact};
-use rollcache_core::shard::{self, CATALOG_NAME, Catalog, InventorySpec};
+use rollcache_core::shard::{
+    self, CATALOG_NAME, Catalog, HEARTBEAT_NAME, Heartbeat, InventorySpec,
+};
 use scope::Wanted;
 
 mod scope;
@@ -34,6 +41,14 @@ pub const STALE_RESYNCS: u32 = 3;
 /// A heartbeat seen this far apart from the catalog's `observedAt` on the node's wall clock is
 /// worth a word in the log: `observedAt` is second-rounded and written after the pass it dates.
 const CLOCK_NOTE: Duration = Duration::from_secs(60);
+
+/// What this agent has seen of one `observedAt` (the catalog's or the heartbeat's), on its own
+/// clock.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    since: Option<Instant>,
+    live: bool,
+}
 
 /// What this agent has seen of the catalog's heartbeat, on its own clock.
 #[derive(Debug, Default)]
@@ -77,7 +92,12 @@ pub struct View {
     templates: HashSet<Arc<PodTemplate>>,
     /// Templates in use at the last sweep.
     templates_in_use: usize,
+    /// Heard of the catalog's `observedAt`.
     heard: Heard,
+    /// The indexer's `heartbeat` object, when there is one (an older indexer writes none).
+    heartbeat: Option<Result<Heartbeat, String>>,
+    /// Heard of the heartbeat's `observedAt`.
+    heard_beat: Heard,
 }
 
 /// Facts by the object they came from, shared between the shards, what was fed and the outcome.
@@ -115,6 +135,7 @@ impl View {
     pub fn clear(&mut self) {
         self.shards.clear();
         self.catalog = None;
+        self.heartbeat = None;
     }
 
     /// The object `name` with its JSON `obj`, added or changed.
@@ -128,6 +149,18 @@ impl View {
                         .map_err(|e| format!("the inventory catalog is not readable: {e}"))
                 });
             self.catalog = Some(catalog);
+            return;
+        }
+        // Never a shard, whatever it holds.
+        if name == HEARTBEAT_NAME {
+            let beat = obj
+                .get("heartbeat")
+                .ok_or_else(|| "the inventory heartbeat has no `heartbeat` field".to_owned())
+                .and_then(|c| {
+                    serde_json::from_value::<Heartbeat>(c.clone())
+                        .map_err(|e| format!("the inventory heartbeat is not readable: {e}"))
+                });
+            self.heartbeat = Some(beat);
             return;
         }
         let spec = obj
@@ -202,38 +235,76 @@ impl View {
             Some(Ok(c)) => Some(&c.observed_at),
             _ => None,
         };
-        match current {
-            // Nothing heard; a list without a catalog still starts this agent's own count, and
-            // the version last held stays remembered (a catalog put back as it was is no
-            // heartbeat).
-            None if !live => {
-                self.heard.since = Some(now);
-                self.heard.live = false;
-            }
-            None => {}
-            // The version already held: a re-list, or a watched edit that is not the indexer's
-            // (a label, a shard), is no refresh.
-            Some(at)
-                if self.heard.since.is_some() && self.heard.observed_at.as_ref() == Some(at) => {}
-            Some(at) => {
-                self.heard = Heard {
-                    observed_at: Some(at.clone()),
-                    since: Some(now),
-                    live,
-                }
-            }
-        }
+        note(&mut self.heard, current, now, live);
+        let beat = match &self.heartbeat {
+            Some(Ok(b)) => Some(&b.observed_at),
+            _ => None,
+        };
+        note(&mut self.heard_beat, beat, now, live);
     }
 
     /// The object `name` was deleted.
     pub fn delete(&mut self, name: &str) {
         if name == CATALOG_NAME {
             self.catalog = None;
+        } else if name == HEARTBEAT_NAME {
+            self.heartbeat = None;
         } else {
             self.shards.remove(name);
         }
     }
 
+    /// The evidence of the indexer's life: the heartbeat's `observedAt`, its resync and when it
+    /// (or a catalog write) was seen, while a heartbeat is present; else the catalog's own.
+    fn evidence<'a>(&'a self, catalog: &'a Catalog) -> (&'a str, u64, Seen) {
+        let seen = |h: &Heard| Seen {
+            since: h.since,
+            live: h.live,
+        };
+        match &self.heartbeat {
+            Some(Ok(b)) => {
+                let (beat, cat) = (seen(&self.heard_beat), seen(&self.heard));
+                // A catalog write seen arriving is as good a sign of life as a heartbeat.
+                let latest = match (beat.since, cat.since) {
+                    (b, Some(c)) if cat.live && b.is_none_or(|b| c >= b) => cat,
+                    _ => beat,
+                };
+                (&b.observed_at, b.resync_seconds, latest)
+            }
+            _ => (
+                &catalog.observed_at,
+                catalog.resync_seconds,
+                seen(&self.heard),
+            ),
+        }
+    }
+}
+
+/// Notes `current` (an `observedAt`, if one is held) in `heard` at `now`.
+fn note(heard: &mut Heard, current: Option<&String>, now: Instant, live: bool) {
+    match current {
+        // Nothing heard; a list without a catalog still starts this agent's own count, and
+        // the version last held stays remembered (a catalog put back as it was is no
+        // heartbeat).
+        None if !live => {
+            heard.since = Some(now);
+            heard.live = false;
+        }
+        None => {}
+        // The version already held: a re-list, or a watched edit that is not the indexer's
+        // (a label, a shard), is no refresh.
+        Some(at) if heard.since.is_some() && heard.observed_at.as_ref() == Some(at) => {}
+        Some(at) => {
+            *heard = Heard {
+                observed_at: Some(at.clone()),
+                since: Some(now),
+                live,
+            }
+        }
+    }
+}
+
+impl View {
     /// Why the catalog cannot be trusted at `now` (the node's wall clock) and `local` (this
     /// agent's monotonic clock), if so.
     pub fn catalog_problem(&self, now: SystemTime, local: Instant) -> Option<String> {
@@ -243,7 +314,21 @@ impl View {
             Some(Ok(c)) if !c.complete => Some(
                 "the indexer's own view of the history is incomplete (a source not listed or in error, or an object it cannot decode)".into(),
             ),
-            Some(Ok(c)) => self.stale_here(c, now, local),
+            Some(Ok(c)) => self.stale_here(c, now, local).or_else(|| self.vouched(c)),
+        }
+    }
+
+    /// Why the heartbeat does not vouch for the catalog held, if it does not (normally for the
+    /// moment between a catalog write and the heartbeat after it, or a watch delivering them
+    /// out of step).
+    fn vouched(&self, catalog: &Catalog) -> Option<String> {
+        match &self.heartbeat {
+            None => None,
+            Some(Err(e)) => Some(e.clone()),
+            Some(Ok(b)) if b.catalog != catalog.content_digest() => Some(
+                "the indexer's heartbeat vouches for another catalog than the one read: waiting for it".into(),
+            ),
+            Some(Ok(_)) => None,
         }
     }
 
@@ -252,8 +337,9 @@ impl View {
     /// clock. A node whose clock is behind thus still sees a dead indexer within the window
     /// after its list; one whose clock is ahead recovers at the first heartbeat it sees.
     fn stale_here(&self, catalog: &Catalog, now: SystemTime, local: Instant) -> Option<String> {
-        if let Some(since) = self.heard.since {
-            let window = stale_window(catalog);
+        let (observed_at, resync, seen) = self.evidence(catalog);
+        if let Some(since) = seen.since {
+            let window = stale_window(resync);
             let quiet = local.saturating_duration_since(since);
             if quiet > window {
                 return Some(format!(
@@ -263,21 +349,24 @@ impl View {
                     humantime::format_duration(window)
                 ));
             }
-            if self.heard.live {
+            if seen.live {
                 return None;
             }
         }
-        stale(catalog, now)
+        stale_at(observed_at, resync, now)
     }
 
     /// When a heartbeat has been seen and its `observedAt` disagrees with the node's wall clock
     /// at its arrival by more than a minute: which clock is off, for the log.
     pub fn clock_note(&self, now: SystemTime, local: Instant) -> Option<String> {
-        let (Some(since), true, Some(Ok(c))) = (self.heard.since, self.heard.live, &self.catalog)
-        else {
+        let Some(Ok(c)) = &self.catalog else {
             return None;
         };
-        let at = humantime::parse_rfc3339_weak(&c.observed_at).ok()?;
+        let (observed_at, _, seen) = self.evidence(c);
+        let (Some(since), true) = (seen.since, seen.live) else {
+            return None;
+        };
+        let at = humantime::parse_rfc3339_weak(observed_at).ok()?;
         // The node's wall clock when the heartbeat arrived, against the indexer's then.
         let arrived = now.checked_sub(local.saturating_duration_since(since))?;
         let (off, way) = match arrived.duration_since(at) {
@@ -427,28 +516,28 @@ impl View {
 }
 
 /// `STALE_RESYNCS` of the indexer's resyncs.
-fn stale_window(catalog: &Catalog) -> Duration {
-    Duration::from_secs(catalog.resync_seconds.max(1)) * STALE_RESYNCS
+fn stale_window(resync_seconds: u64) -> Duration {
+    Duration::from_secs(resync_seconds.max(1)) * STALE_RESYNCS
 }
 
 fn whole_seconds(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(Duration::from_secs(d.as_secs()))
 }
 
-/// Why `catalog` is stale at `now` by the node's wall clock, if it is: the only check of a list
-/// read once (`rollcache plan`, `check-rollback`) and of a catalog no heartbeat was seen of yet.
-/// An `observedAt` in the future is age 0: the agent's own clock then bounds it.
-pub fn stale(catalog: &Catalog, now: SystemTime) -> Option<String> {
-    let at = match humantime::parse_rfc3339_weak(&catalog.observed_at) {
+/// Why `observed_at` (the heartbeat's, else the catalog's) is stale at `now` by the node's wall
+/// clock, if it is: the only check of a list read once (`rollcache plan`, `check-rollback`) and
+/// of one no change was seen of yet. An `observedAt` in the future is age 0: the agent's own
+/// clock then bounds it.
+fn stale_at(observed_at: &str, resync_seconds: u64, now: SystemTime) -> Option<String> {
+    let at = match humantime::parse_rfc3339_weak(observed_at) {
         Ok(at) => at,
         Err(e) => {
             return Some(format!(
-                "the inventory catalog's observedAt {:?} is not a time: {e}",
-                catalog.observed_at
+                "the inventory catalog's observedAt {observed_at:?} is not a time: {e}"
             ));
         }
     };
-    let window = stale_window(catalog);
+    let window = stale_window(resync_seconds);
     let age = now.duration_since(at).unwrap_or_default();
     (age > window).then(|| {
         format!(

@@ -6,6 +6,7 @@ use super::*;
 use crate::model::{ContainerImage, PodTemplate, SourceKind, WorkloadId};
 use rollcache_core::shard::CatalogEntry;
 
+mod heartbeat;
 mod scope;
 
 fn fact(ns: &str, object: &str, image: &str) -> RevisionFact {
