@@ -1,5 +1,5 @@
 //! The inventory source of fleet mode (`history_from: inventory`): the `RollcacheInventory`
-//! shards and catalog `rollcache index` publishes, listed and watched in one namespace, decoded,
+//! shards, catalog and heartbeat `rollcache index` publishes, listed and watched in one namespace, decoded,
 //! and folded into the same store as the cluster's own sources, through `change`.
 //!
 //! The view (`view`) decides what the store holds and whether it is complete; this source's sink

@@ -90,8 +90,9 @@ fn brief(error: &str) -> String {
 
 /// List everything once (for `plan`): start the sources (the API's through `client`, one that
 /// answered [`super::sources::one_shot_client`]'s check), wait until each has synced, stop.
-/// Read once, the fleet inventory's catalog is judged fresh by its `observedAt` on this
-/// machine's wall clock alone: no heartbeat is seen arriving (see `inventory::view`).
+/// Read once, the fleet inventory's catalog is judged fresh by the `observedAt` of the indexer's
+/// heartbeat (the catalog's own, from an older indexer) on this machine's wall clock alone: no
+/// heartbeat is seen arriving (see `inventory::view`).
 pub async fn load_history(cfg: &Config, client: Option<kube::Client>) -> anyhow::Result<History> {
     let store = HistoryStore::new();
     let cancel = CancellationToken::new();
