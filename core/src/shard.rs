@@ -106,7 +106,7 @@ impl Catalog {
             ));
         }
         match &self.scope {
-            None => text.push_str("*"),
+            None => text.push('*'),
             Some(scope) => text.push_str(&format!("[{}]", scope.join("\u{1}"))),
         }
         digest(text.as_bytes())
