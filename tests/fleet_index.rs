@@ -536,6 +536,17 @@ async fn the_listener_says_health_readiness_and_leadership() {
     ] {
         assert!(text.lines().any(|l| l == sample), "{sample} in {text}");
     }
+    eventually("the heartbeat written", async || heartbeat(&api).is_some()).await;
+    let (_, text) = get(addr, "/metrics").await;
+    for name in [
+        "rollcache_index_catalog_writes_total",
+        "rollcache_index_heartbeat_writes_total",
+    ] {
+        let n = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok());
+        assert!(n.is_some_and(|n| n >= 1), "{name} in {text}");
+    }
     cancel.cancel();
     task.await.unwrap().expect("indexer ends cleanly");
 }
