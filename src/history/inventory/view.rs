@@ -265,11 +265,12 @@ impl View {
             Some(Ok(b)) => {
                 let (beat, cat) = (seen(&self.heard_beat), seen(&self.heard));
                 // A catalog write seen arriving is as good a sign of life as a heartbeat.
-                let latest = match (beat.since, cat.since) {
-                    (b, Some(c)) if cat.live && b.is_none_or(|b| c >= b) => cat,
-                    _ => beat,
-                };
-                (&b.observed_at, b.resync_seconds, latest)
+                match (beat.since, cat.since) {
+                    (b_since, Some(c)) if cat.live && b_since.is_none_or(|b| c >= b) => {
+                        (&catalog.observed_at, b.resync_seconds, cat)
+                    }
+                    _ => (&b.observed_at, b.resync_seconds, beat),
+                }
             }
             _ => (
                 &catalog.observed_at,
