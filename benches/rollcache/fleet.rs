@@ -364,7 +364,7 @@ fn mib(v: u64) -> String {
 
 /// The idle windows: `quiet` with nothing changing, then `living` with the cluster moving. Both
 /// are 5 min by default: one period of every periodic write (a kubelet's Node status, the
-/// indexer's catalog heartbeat, an agent's summary refresh), so each falls in a window once.
+/// indexer's heartbeat, an agent's summary refresh), so each falls in a window once.
 struct Windows {
     quiet: Duration,
     living: Duration,
