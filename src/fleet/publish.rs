@@ -294,13 +294,7 @@ impl Publisher {
             resync_seconds: written.resync_seconds,
             catalog: written.content_digest(),
         };
-        let obj = json!({
-            "apiVersion": format!("{}/{}", shard::GROUP, shard::VERSION),
-            "kind": shard::KIND,
-            "metadata": {"name": shard::HEARTBEAT_NAME,
-                         "labels": {"app.kubernetes.io/name": "rollcache"}},
-            "heartbeat": beat,
-        });
+        let obj = unsharded(shard::HEARTBEAT_NAME, "heartbeat", json!(beat));
         self.apply(shard::HEARTBEAT_NAME, &obj).await?;
         self.metrics.heartbeat_writes.inc();
         self.beat_due = false;
@@ -317,13 +311,7 @@ impl Publisher {
             observed_at: now.to_owned(),
             ..catalog.clone()
         };
-        let obj = json!({
-            "apiVersion": format!("{}/{}", shard::GROUP, shard::VERSION),
-            "kind": shard::KIND,
-            "metadata": {"name": shard::CATALOG_NAME,
-                         "labels": {"app.kubernetes.io/name": "rollcache"}},
-            "catalog": observed,
-        });
+        let obj = unsharded(shard::CATALOG_NAME, "catalog", json!(observed));
         self.apply(shard::CATALOG_NAME, &obj).await?;
         self.metrics.catalog_writes.inc();
         self.catalog = Some(catalog);
@@ -526,4 +514,16 @@ pub async fn run(
         }
         info!("no longer leading: stopped writing");
     }
+}
+
+/// A `RollcacheInventory` that is not a shard (the catalog, the heartbeat): no `spec`, its content
+/// in the top-level `field`.
+fn unsharded(name: &str, field: &str, content: serde_json::Value) -> serde_json::Value {
+    let mut obj = json!({
+        "apiVersion": format!("{}/{}", shard::GROUP, shard::VERSION),
+        "kind": shard::KIND,
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "rollcache"}},
+    });
+    obj[field] = content;
+    obj
 }
