@@ -1,6 +1,6 @@
 //! Inventory shards to and from their published form: the facts as JSON, gzip, base64, with the
 //! digest of the JSON; reading streams (inflate, hash, parse) and is bounded in text, inflated
-//! bytes and facts.
+//! bytes and facts. Also the one reader of the objects that are not shards (catalog, heartbeat).
 
 use std::fmt;
 use std::io::{BufReader, Read, Write};
@@ -18,6 +18,19 @@ use crate::model::RevisionFact;
 use rollcache_core::shard::{
     self, ENCODING, InventorySpec, MAX_FACTS, NamespaceFacts, SHARD_BUDGET_BYTES, ShardError,
 };
+
+/// The content of a `RollcacheInventory` that is not a shard (the catalog, the heartbeat): its
+/// top-level `field` read as `T`, or why not, naming the object as `what`.
+pub fn read_unsharded<T: de::DeserializeOwned>(
+    obj: &serde_json::Value,
+    field: &str,
+    what: &str,
+) -> Result<T, String> {
+    let content = obj
+        .get(field)
+        .ok_or_else(|| format!("{what} has no `{field}` field"))?;
+    T::deserialize(content).map_err(|e| format!("{what} is not readable: {e}"))
+}
 
 /// Base64 text a read shard may hold: what the API server accepts in one object at most.
 pub const MAX_DATA_TEXT: usize = 3 * 1024 * 1024 / 2;

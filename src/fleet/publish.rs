@@ -152,7 +152,7 @@ impl Publisher {
             .items
             .iter()
             .find(|o| o.metadata.name.as_deref() == Some(shard::CATALOG_NAME))
-            .and_then(|o| serde_json::from_value::<Catalog>(o.data.get("catalog")?.clone()).ok())
+            .and_then(|o| codec::read_unsharded::<Catalog>(&o.data, "catalog", "").ok())
             .map(|c| Catalog {
                 observed_at: String::new(),
                 ..c
@@ -223,13 +223,7 @@ impl Publisher {
             if !*leading.borrow() {
                 return Ok(pass);
             }
-            let obj = json!({
-                "apiVersion": format!("{}/{}", shard::GROUP, shard::VERSION),
-                "kind": shard::KIND,
-                "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "rollcache",
-                             "rollcache.io/source-namespace": spec.source_namespace}},
-                "spec": spec,
-            });
+            let obj = inventory_object(name, Some(&spec.source_namespace), "spec", json!(spec));
             self.apply(name, &obj).await?;
             self.metrics.writes.inc();
             self.published.insert(name.clone(), spec.clone());
@@ -294,7 +288,7 @@ impl Publisher {
             resync_seconds: written.resync_seconds,
             catalog: written.content_digest(),
         };
-        let obj = unsharded(shard::HEARTBEAT_NAME, "heartbeat", json!(beat));
+        let obj = inventory_object(shard::HEARTBEAT_NAME, None, "heartbeat", json!(beat));
         self.apply(shard::HEARTBEAT_NAME, &obj).await?;
         self.metrics.heartbeat_writes.inc();
         self.beat_due = false;
@@ -311,7 +305,7 @@ impl Publisher {
             observed_at: now.to_owned(),
             ..catalog.clone()
         };
-        let obj = unsharded(shard::CATALOG_NAME, "catalog", json!(observed));
+        let obj = inventory_object(shard::CATALOG_NAME, None, "catalog", json!(observed));
         self.apply(shard::CATALOG_NAME, &obj).await?;
         self.metrics.catalog_writes.inc();
         self.catalog = Some(catalog);
@@ -516,14 +510,22 @@ pub async fn run(
     }
 }
 
-/// A `RollcacheInventory` that is not a shard (the catalog, the heartbeat): no `spec`, its content
-/// in the top-level `field`.
-fn unsharded(name: &str, field: &str, content: serde_json::Value) -> serde_json::Value {
+/// The `RollcacheInventory` `name` holding `content` in its top-level `field`: `spec` for a
+/// shard (labelled with its `source_namespace`), `catalog` or `heartbeat` for the others.
+fn inventory_object(
+    name: &str,
+    source_namespace: Option<&str>,
+    field: &str,
+    content: serde_json::Value,
+) -> serde_json::Value {
     let mut obj = json!({
         "apiVersion": format!("{}/{}", shard::GROUP, shard::VERSION),
         "kind": shard::KIND,
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "rollcache"}},
     });
+    if let Some(ns) = source_namespace {
+        obj["metadata"]["labels"]["rollcache.io/source-namespace"] = json!(ns);
+    }
     obj[field] = content;
     obj
 }

@@ -44,16 +44,9 @@ const CLOCK_NOTE: Duration = Duration::from_secs(60);
 
 /// What this agent has seen of one `observedAt` (the catalog's or the heartbeat's), on its own
 /// clock.
-#[derive(Clone, Copy, Debug, Default)]
-struct Seen {
-    since: Option<Instant>,
-    live: bool,
-}
-
-/// What this agent has seen of the catalog's heartbeat, on its own clock.
 #[derive(Debug, Default)]
 struct Heard {
-    /// The catalog's `observedAt` as last held: kept through a re-list and a deletion, so that
+    /// The `observedAt` as last held: kept through a re-list and a deletion, so that
     /// finding the same version again is not taken for a refresh.
     observed_at: Option<String>,
     /// Since when this agent has held that version: when the watch delivered it, or when the
@@ -141,26 +134,20 @@ impl View {
     /// The object `name` with its JSON `obj`, added or changed.
     pub fn apply(&mut self, name: &str, obj: &Value) {
         if name == CATALOG_NAME {
-            let catalog = obj
-                .get("catalog")
-                .ok_or_else(|| "the inventory catalog has no `catalog` field".to_owned())
-                .and_then(|c| {
-                    serde_json::from_value::<Catalog>(c.clone())
-                        .map_err(|e| format!("the inventory catalog is not readable: {e}"))
-                });
-            self.catalog = Some(catalog);
+            self.catalog = Some(codec::read_unsharded(
+                obj,
+                "catalog",
+                "the inventory catalog",
+            ));
             return;
         }
         // Never a shard, whatever it holds.
         if name == HEARTBEAT_NAME {
-            let beat = obj
-                .get("heartbeat")
-                .ok_or_else(|| "the inventory heartbeat has no `heartbeat` field".to_owned())
-                .and_then(|c| {
-                    serde_json::from_value::<Heartbeat>(c.clone())
-                        .map_err(|e| format!("the inventory heartbeat is not readable: {e}"))
-                });
-            self.heartbeat = Some(beat);
+            self.heartbeat = Some(codec::read_unsharded(
+                obj,
+                "heartbeat",
+                "the inventory heartbeat",
+            ));
             return;
         }
         let spec = obj
@@ -256,14 +243,10 @@ impl View {
 
     /// The evidence of the indexer's life: the heartbeat's `observedAt`, its resync and when it
     /// (or a catalog write) was seen, while a heartbeat is present; else the catalog's own.
-    fn evidence<'a>(&'a self, catalog: &'a Catalog) -> (&'a str, u64, Seen) {
-        let seen = |h: &Heard| Seen {
-            since: h.since,
-            live: h.live,
-        };
+    fn evidence<'a>(&'a self, catalog: &'a Catalog) -> (&'a str, u64, &'a Heard) {
         match &self.heartbeat {
             Some(Ok(b)) => {
-                let (beat, cat) = (seen(&self.heard_beat), seen(&self.heard));
+                let (beat, cat) = (&self.heard_beat, &self.heard);
                 // A catalog write seen arriving is as good a sign of life as a heartbeat.
                 match (beat.since, cat.since) {
                     (b_since, Some(c)) if cat.live && b_since.is_none_or(|b| c >= b) => {
@@ -272,11 +255,7 @@ impl View {
                     _ => (&b.observed_at, b.resync_seconds, beat),
                 }
             }
-            _ => (
-                &catalog.observed_at,
-                catalog.resync_seconds,
-                seen(&self.heard),
-            ),
+            _ => (&catalog.observed_at, catalog.resync_seconds, &self.heard),
         }
     }
 }
