@@ -487,7 +487,7 @@ impl History {
             Place::InTest(api) => api.reset_stats(),
             Place::Real { api, .. } => {
                 if let Ok(p) = &api.proxy {
-                    p.reset();
+                    p.counter.reset();
                 }
             }
         }
@@ -505,9 +505,9 @@ impl History {
                 })
             }
             Place::Real { api, .. } => api.proxy.as_ref().ok().map(|p| Traffic {
-                bytes: p.down.load(Ordering::SeqCst),
+                bytes: p.counter.bytes(),
                 requests: None,
-                connections: Some(p.connections.load(Ordering::SeqCst)),
+                connections: Some(p.counter.connections()),
             }),
         }
     }
@@ -648,20 +648,68 @@ where
     }
 }
 
-/// A TCP proxy on 127.0.0.1 in front of the API server that counts the bytes each way, with a
-/// kubeconfig pointing at it. TLS still runs end to end between client and server, so it only
-/// works when the server's certificate covers 127.0.0.1 (checked with a request through it).
-struct Proxy {
-    kubeconfig: PathBuf,
+/// A TCP proxy on 127.0.0.1 in front of `upstream` counting the bytes it sends back and the
+/// connections made through it: one per process measured, so that processes' bytes are told apart
+/// (HTTP framing included, and TLS records where TLS runs through it).
+pub struct Counter {
+    pub addr: std::net::SocketAddr,
     down: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
     cancel: CancellationToken,
 }
 
-impl Drop for Proxy {
+impl Drop for Counter {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+impl Counter {
+    pub async fn start(upstream: impl ToString) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (down, connections) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let cancel = CancellationToken::new();
+        tokio::spawn(accept(
+            listener,
+            upstream.to_string(),
+            down.clone(),
+            connections.clone(),
+            cancel.clone(),
+        ));
+        Ok(Self {
+            addr,
+            down,
+            connections,
+            cancel,
+        })
+    }
+
+    /// The proxy's URL for a plain-HTTP server.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    fn reset(&self) {
+        self.down.store(0, Ordering::SeqCst);
+        self.connections.store(0, Ordering::SeqCst);
+    }
+}
+
+/// A counting proxy in front of the API server, with a kubeconfig pointing at it. TLS still runs
+/// end to end between client and server, so it only works when the server's certificate covers
+/// 127.0.0.1 (checked with a request through it).
+struct Proxy {
+    kubeconfig: PathBuf,
+    counter: Counter,
 }
 
 impl Proxy {
@@ -677,25 +725,13 @@ impl Proxy {
         } else {
             format!("{host}:{port}")
         };
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let counter = Counter::start(upstream)
             .await
             .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let down = Arc::new(AtomicU64::new(0));
-        let connections = Arc::new(AtomicU64::new(0));
-        let cancel = CancellationToken::new();
-        tokio::spawn(accept(
-            listener,
-            upstream,
-            down.clone(),
-            connections.clone(),
-            cancel.clone(),
-        ));
+        let local = counter.addr;
         let proxy = Self {
             kubeconfig: dir.join("kubeconfig-proxy"),
-            down,
-            connections,
-            cancel,
+            counter,
         };
 
         // The user's kubeconfig, merged as kube reads it, with the current cluster's server
@@ -737,11 +773,6 @@ impl Proxy {
             )),
             Err(_) => Err("a request through a counting proxy did not answer in 15 s".into()),
         }
-    }
-
-    fn reset(&self) {
-        self.down.store(0, Ordering::SeqCst);
-        self.connections.store(0, Ordering::SeqCst);
     }
 }
 

@@ -4,11 +4,8 @@
 //! The agent side of fleet mode plugs in by `rollcache run --history-from inventory`; while the
 //! binary does not know that flag, its column says "pending" and nothing is measured for it.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,9 +13,8 @@ use rollcache_testbed::apiserver::{ApiServer, ApiServerOptions};
 use rollcache_testbed::deps::ContainerdVersion;
 use rollcache_testbed::registry::Registry;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
+use crate::api::Counter;
 use crate::cluster::{Living, node_name};
 use crate::fleet_latency;
 use crate::scale::{ChildGuard, free_port, metric, rss};
@@ -88,51 +84,6 @@ pub fn write_kubeconfig(path: &Path, url: &str) -> anyhow::Result<PathBuf> {
         ),
     )?;
     Ok(path.to_path_buf())
-}
-
-/// A TCP proxy in front of the API server counting the bytes it sends back: one per process
-/// measured, so that the agent's and the indexer's bytes are told apart (HTTP framing included).
-pub struct Counter {
-    pub url: String,
-    down: Arc<AtomicU64>,
-    connections: Arc<AtomicU64>,
-    cancel: CancellationToken,
-}
-
-impl Drop for Counter {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-impl Counter {
-    pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (down, connections) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let cancel = CancellationToken::new();
-        tokio::spawn(crate::api::accept(
-            listener,
-            upstream.to_string(),
-            down.clone(),
-            connections.clone(),
-            cancel.clone(),
-        ));
-        Ok(Self {
-            url,
-            down,
-            connections,
-            cancel,
-        })
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.down.load(Ordering::SeqCst)
-    }
-
-    pub fn connections(&self) -> u64 {
-        self.connections.load(Ordering::SeqCst)
-    }
 }
 
 /// `N` ports free now and distinct from every port handed out before in this run: 50 agents
@@ -458,7 +409,7 @@ pub async fn section(
 
     progress("fleet: rollcache index on the same history");
     let counter = Counter::start(api.addr()).await?;
-    let ikc = write_kubeconfig(&work.join("kubeconfig-fleet-index"), &counter.url)?;
+    let ikc = write_kubeconfig(&work.join("kubeconfig-fleet-index"), &counter.url())?;
     let t = Instant::now();
     let mut indexer = spawn_indexer(&ikc, "bench-index-0", work.join("rollcache-index.log"))?;
     let shards = wait_published(&mut indexer, Duration::from_secs(600)).await?;
@@ -655,7 +606,7 @@ async fn start_agent(
         Mode::Today => ("today", node_name(0)),
         Mode::Fleet => ("fleet", node_name(1)),
     };
-    let kc = write_kubeconfig(&work.join(format!("kubeconfig-{name}")), &counter.url)?;
+    let kc = write_kubeconfig(&work.join(format!("kubeconfig-{name}")), &counter.url())?;
     let t = Instant::now();
     let mut agent = spawn_agent_on(
         mode,
